@@ -1,0 +1,161 @@
+"""The ``ferv39k-hf`` command: sample, build, verify, push.
+
+Each subcommand parses its options here and hands them to the module that
+does the work; heavy modules are imported only when their subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from .errors import Ferv39kError
+from .taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS
+
+_DESCRIPTION = """\
+Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
+
+  ferv39k-hf sample demo/                    write a small synthetic archive of the real layout
+  ferv39k-hf verify /data/FERV39k            check an archive before building
+  ferv39k-hf build /data/FERV39k --out ferv39k
+  python -c 'import datasets; print(datasets.load_dataset("ferv39k"))'
+  ferv39k-hf push ferv39k --repo-id ORG/NAME private copy for your own organization only
+
+FERV39k may not be redistributed: never publish the archive or a built copy of it.
+"""
+
+
+def _parts(text: str) -> List[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(parts) - {"faces", "scenes", "videos"})
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"parts must be a comma list of faces,scenes,videos; got {text!r}")
+    return parts
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="write a synthetic archive with FERV39k's layout (for demos and tests)",
+        description="Write a synthetic, FERV39k-shaped archive: the real folders, split files and naming, "
+        "with face-like drawings whose expression carries a learnable class signal. "
+        "It contains no FERV39k data.",
+    )
+    p.add_argument("out", help="folder to write the archive into (created; must be empty or absent)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="fraction of the official clip counts per (split, scene, class) cell; 1.0 reproduces "
+                        "the official counts and frames-per-clip distribution. Default: a few hundred clips, "
+                        "every cell at least one")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
+    p.add_argument("--parts", type=_parts, default=["faces", "scenes", "videos"],
+                   help="comma list of parts to write: faces,scenes,videos (default: all three)")
+    p.add_argument("--zip", action="store_true",
+                   help="pack the parts as a drive download arrives: zip files inside export folders")
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build a Hub-ready Parquet dataset folder from an archive",
+        description="Read an archive (folders or zips, any nesting) and write DIR: Parquet shards under data/ "
+        "and a README.md dataset card, so that datasets.load_dataset(DIR) returns every clip.",
+    )
+    p.add_argument("root", help="the archive root as downloaded: folders, zips or drive export folders")
+    p.add_argument("--out", required=True, help="the dataset folder to write")
+    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
+                   help="faces: face-crop frames (the benchmark input, default); scenes: scene frames; "
+                        "videos: the original mp4 clips")
+    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=DEFAULT_LABEL_ORDER,
+                   help="class index order: alphabetical (default, Angry=0) or dfew (Happy=0)")
+    p.add_argument("--validation-fraction", type=_fraction, default=0.0,
+                   help="carve a seeded validation split out of train, stratified by scene and class "
+                        "(default 0: only the official train and test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation carve-out (default 0)")
+    p.add_argument("--num-proc", type=int, default=1, help="worker processes (output is identical for any value)")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="raise: stop at the first damaged clip (default); skip: build the sound clips and list "
+                        "every other split-file line in DIR/build_report.json")
+    p.add_argument("--frames", choices=["copy", "reference"], default="copy",
+                   help="copy: store the archive's JPEG bytes (portable, default); reference: store only paths "
+                        "to the frames of an unpacked archive (saves disk; not portable, never push it)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check an archive and report every problem by clip and file",
+        description="Check an archive before building: missing or empty clips, damaged JPEGs, unlisted "
+        "folders, label/path disagreements, duplicates, unsafe zip entries and the official counts. "
+        "Exit status 0 only when nothing is wrong.",
+    )
+    p.add_argument("root", help="the archive root")
+    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
+                   help="which part's clips to check (default faces)")
+    p.add_argument("--deep", action="store_true", help="fully decode every frame (slow) instead of the marker check")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw clips per scene and class against the official counts")
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "push",
+        help="upload a built folder to a PRIVATE dataset repo of your organization",
+        description="Upload a folder made by 'build' to a private dataset repository for internal use. "
+        "FERV39k's terms forbid redistribution: public repositories are refused.",
+    )
+    p.add_argument("dir", help="a folder made by 'ferv39k-hf build'")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME of the private dataset repository")
+    p.add_argument("--token", default=None, help="Hub token (default: the logged-in token; never printed)")
+    p.add_argument("--revision", default=None, help="branch to push to")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ferv39k-hf", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in (_add_sample, _add_build, _add_verify, _add_push):
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sample":
+            from .synthetic import run_sample_command
+
+            return run_sample_command(args)
+        if args.command == "build":
+            from .export import run_build_command
+
+            return run_build_command(args)
+        if args.command == "verify":
+            from .verify import run_verify_command
+
+            return run_verify_command(args)
+        if args.command == "push":
+            from .hub import run_push_command
+
+            return run_push_command(args)
+    except Ferv39kError as err:
+        print(f"ferv39k-hf {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
