@@ -1,0 +1,35 @@
+"""Shared fixtures: one synthetic archive and one built folder per test session.
+
+The Hub is unreachable on these machines and tests must not touch the user's
+cache, so both are pointed away before datasets is imported.
+"""
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="ferv39k-hf-home-"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory):
+    """The default synthetic archive (faces, scenes, videos), unpacked."""
+    from ferv39k_hf.synthetic import write_sample_archive
+
+    root = tmp_path_factory.mktemp("archive") / "FERV39k"
+    write_sample_archive(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_faces(tmp_path_factory, sample_archive):
+    """`ferv39k-hf build` of the sample archive, faces config, default options."""
+    from ferv39k_hf.export import build_dataset_folder
+
+    out = tmp_path_factory.mktemp("built") / "ferv39k"
+    build_dataset_folder(sample_archive, out, config="faces")
+    return out
