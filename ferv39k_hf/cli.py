@@ -103,6 +103,9 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deep", action="store_true", help="fully decode every frame (slow) instead of the marker check")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw clips per scene and class against the official counts")
+    p.add_argument("--official", choices=["auto", "yes", "no"], default="auto",
+                   help="compare the counts per split, scene and class with the official ones: yes, no, or auto "
+                        "(default: when the split files list at least half of the official 38,935 clips)")
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:

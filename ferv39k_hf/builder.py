@@ -1,0 +1,201 @@
+"""The datasets builder: the package's one implementation of archive -> rows.
+
+``Ferv39k`` is a ``GeneratorBasedBuilder`` used directly (datasets >= 4 no
+longer runs loading scripts): ``ferv39k_hf.load(root)`` prepares it and
+returns a ``DatasetDict``. The Parquet export and the datasets < 4 loading
+script both go through :func:`clip_features` and :func:`make_example`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import datasets
+
+from .annotations import ClipRecord, Problem
+from .clips import ClipDamaged, ClipReader
+from .errors import BuildError
+from .layout import Layout, find_layout
+from .splits import plan_splits
+from .taxonomy import (
+    CITATION,
+    DEFAULT_LABEL_ORDER,
+    HOMEPAGE,
+    LICENSE_SUMMARY,
+    SCENARIOS,
+    SCENE_TO_SCENARIO,
+    SCENES,
+    label_names,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAMES = ("faces", "scenes", "videos")
+_DESCRIPTIONS = {
+    "faces": "Face-crop frames of each clip (2_ClipsforFaceCrop), the benchmark input.",
+    "scenes": "Uncropped scene frames of each clip (3_ClipsforScenImages).",
+    "videos": "The original labelled mp4 clips (0_7_LabelClips), decoded on demand with PyAV.",
+}
+
+
+def _list_of(feature: Any) -> Any:
+    # datasets >= 4 spells a variable-length list List; older releases Sequence.
+    list_type = getattr(datasets, "List", None)
+    return list_type(feature) if list_type is not None else datasets.Sequence(feature)
+
+
+def clip_features(config_name: str = "faces", label_order: str = DEFAULT_LABEL_ORDER) -> datasets.Features:
+    """The columns of every config, in order."""
+    if config_name not in CONFIG_NAMES:
+        raise ValueError(f"unknown config {config_name!r}; choose one of {CONFIG_NAMES}")
+    columns: Dict[str, Any] = {
+        "clip_id": datasets.Value("string"),
+        "scene": datasets.ClassLabel(names=list(SCENES)),
+        "scenario": datasets.ClassLabel(names=list(SCENARIOS)),
+        "label": datasets.ClassLabel(names=label_names(label_order)),
+        "num_frames": datasets.Value("int32"),
+    }
+    if config_name == "videos":
+        columns["video"] = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+    else:
+        columns["frames"] = _list_of(datasets.Image())
+    return datasets.Features(columns)
+
+
+def make_example(record: ClipRecord, fields: Dict[str, Any], label_order: str = DEFAULT_LABEL_ORDER) -> Dict[str, Any]:
+    """A row: the record's metadata as class indices plus what ClipReader read."""
+    example: Dict[str, Any] = {
+        "clip_id": record.clip_id,
+        "scene": SCENES.index(record.scene),
+        "scenario": SCENARIOS.index(SCENE_TO_SCENARIO[record.scene]),
+        "label": label_names(label_order).index(record.emotion),
+    }
+    example.update(fields)
+    return example
+
+
+def damaged_clip_message(record: ClipRecord, reason: str) -> str:
+    return f"clip {record.clip_id} ({record.split} split, {record.where}): {reason}"
+
+
+@dataclass
+class Ferv39kConfig(datasets.BuilderConfig):
+    """Options of a FERV39k build; ``name`` is faces, scenes or videos."""
+
+    label_order: str = DEFAULT_LABEL_ORDER
+    validation_fraction: float = 0.0
+    seed: int = 0
+    on_error: str = "raise"
+    frames: str = "copy"
+    # Changes when the archive's split files or part files change, so a
+    # prepared cache of an older archive is not reused (see archive_fingerprint).
+    archive_fingerprint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        label_names(self.label_order)  # validates
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+
+
+class Ferv39k(datasets.GeneratorBasedBuilder):
+    """FERV39k from a hand-downloaded archive (``data_dir``: its root, folders or zips)."""
+
+    BUILDER_CONFIG_CLASS = Ferv39kConfig
+    BUILDER_CONFIGS = [Ferv39kConfig(name=name, description=_DESCRIPTIONS[name]) for name in CONFIG_NAMES]
+    DEFAULT_CONFIG_NAME = "faces"
+    DEFAULT_WRITER_BATCH_SIZE = 64  # rows hold tens of frames; keep writer batches small
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=_DESCRIPTIONS[self.config.name],
+            features=clip_features(self.config.name, self.config.label_order),
+            homepage=HOMEPAGE,
+            citation=CITATION,
+            license=LICENSE_SUMMARY,
+        )
+
+    def _split_generators(self, dl_manager: Any) -> List[datasets.SplitGenerator]:
+        if not self.config.data_dir:
+            raise BuildError(
+                "FERV39k is not downloadable: apply to the authors, download the archive by hand and pass its "
+                "root as data_dir (ferv39k_hf.load('/path/to/FERV39k'))."
+            )
+        layout = find_layout(self.config.data_dir)
+        plan = plan_splits(
+            layout,
+            validation_fraction=self.config.validation_fraction,
+            seed=self.config.seed,
+            on_error=self.config.on_error,
+        )
+        self.skipped: List[Problem] = list(plan.problems)
+        for problem in plan.problems:
+            logger.warning("skipped %s", problem)
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"layout": layout, "records": records})
+            for split, records in plan.records.items()
+        ]
+
+    def _generate_examples(self, layout: Layout, records: List[ClipRecord]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        reader = ClipReader(layout, kind=self.config.name, frames=self.config.frames)
+        for record in records:
+            try:
+                fields = reader.read(record)
+            except ClipDamaged as err:
+                message = damaged_clip_message(record, str(err))
+                if self.config.on_error == "raise":
+                    raise BuildError(message) from None
+                logger.warning("skipped %s", message)
+                getattr(self, "skipped", []).append(Problem(record.clip_id, record.split, record.line, str(err), record.source))
+                continue
+            yield record.clip_id, make_example(record, fields, self.config.label_order)
+
+
+def archive_fingerprint(layout: Layout) -> str:
+    """A short hash of the split files' text and the clip folders each part holds.
+
+    It keys the builder's cache: a different archive, or one with clips added
+    or removed, is prepared anew rather than served from an old cache.
+    """
+    digest = hashlib.sha256()
+    for split in sorted(layout.split_files):
+        digest.update(layout.read_split(split).encode("utf-8"))
+    for kind in sorted(layout.parts):
+        for clip_id in layout.parts[kind].clip_ids():
+            digest.update(f"{kind}:{clip_id}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load(
+    root: str,
+    config: str = "faces",
+    *,
+    label_order: str = DEFAULT_LABEL_ORDER,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    on_error: str = "raise",
+    cache_dir: Optional[str] = None,
+    num_proc: Optional[int] = None,
+) -> datasets.DatasetDict:
+    """Read an archive into a DatasetDict through :class:`Ferv39k`, without the Parquet step.
+
+    The prepared Arrow files are cached (``cache_dir``, default datasets' own);
+    a changed archive gets a new cache entry.
+    """
+    root = os.path.abspath(os.fspath(root))
+    builder = Ferv39k(
+        config_name=config,
+        data_dir=root,
+        cache_dir=cache_dir,
+        label_order=label_order,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        on_error=on_error,
+        archive_fingerprint=archive_fingerprint(find_layout(root)),
+    )
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder.as_dataset()

@@ -1,0 +1,151 @@
+"""The dataset card (README.md) of a built folder.
+
+Its YAML front matter declares the config, the splits' exact data files and
+the features, so ``datasets.load_dataset(folder)`` needs nothing else. The
+body states the licence terms, citation, label order and counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Mapping, Sequence
+
+import datasets
+import yaml
+
+from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS, SCENES, label_names
+
+_FRAMES_NOTE = {
+    "copy": "Frames are the archive's own JPEG bytes, unchanged, in frame order.",
+    "reference": (
+        "**Reference build**: rows hold absolute paths to the frame files of an unpacked archive on the machine "
+        "that built it, not the bytes. It works only there, breaks if the archive moves, and must never be pushed."
+    ),
+}
+
+
+def card_metadata(
+    config: str,
+    features: datasets.Features,
+    shards: Mapping[str, Sequence[str]],
+    counts: Mapping[str, int],
+    label_order: str,
+    frames: str,
+) -> Dict:
+    """The YAML front matter as a dict."""
+    return {
+        "pretty_name": f"FERV39k ({config})",
+        "license": "other",
+        "license_name": "ferv39k-terms-of-use",
+        "license_link": HOMEPAGE,
+        "task_categories": ["video-classification"],
+        "tags": ["facial-expression-recognition", "ferv39k", "video", "private-use-only"],
+        "ferv39k_config": config,
+        "ferv39k_label_order": label_order,
+        "ferv39k_frames": frames,
+        "configs": [
+            {
+                "config_name": config,
+                "default": True,
+                "data_files": [{"split": split, "path": list(paths)} for split, paths in shards.items()],
+            }
+        ],
+        "dataset_info": {
+            "config_name": config,
+            "features": features._to_yaml_list(),
+            "splits": [{"name": split, "num_examples": int(counts[split])} for split in shards],
+        },
+    }
+
+
+def _markdown_table(header: List[str], rows: List[List[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _count_tables(cells: Mapping[str, Counter], label_order: str) -> str:
+    words = label_names(label_order)
+    rows = [[split] + [cells[split][w] for w in words] + [sum(cells[split][w] for w in words)] for split in cells]
+    return _markdown_table(["split", *words, "total"], rows)
+
+
+def render_card(
+    config: str,
+    features: datasets.Features,
+    shards: Mapping[str, Sequence[str]],
+    class_counts: Mapping[str, Counter],
+    scenario_counts: Mapping[str, Counter],
+    label_order: str,
+    frames: str,
+    skipped: int,
+    command: str,
+) -> str:
+    """The whole README.md of a built folder."""
+    counts = {split: sum(class_counts[split].values()) for split in shards}
+    meta = card_metadata(config, features, shards, counts, label_order, frames)
+    words = label_names(label_order)
+    label_rows = [[i, w] for i, w in enumerate(words)]
+    scenario_rows = [[s] + [scenario_counts[split][s] for split in shards] for s in SCENARIOS]
+    validation_note = (
+        "\nThe `validation` split is a seeded carve-out of the official train split, stratified by scene and "
+        "class. It is not an official split; published results use `test`.\n"
+        if "validation" in shards
+        else ""
+    )
+    skipped_note = (
+        f"\n**{skipped} split-file line(s) did not become rows**; `build_report.json` lists each with its reason.\n"
+        if skipped
+        else ""
+    )
+    body = f"""
+# FERV39k ({config})
+
+FERV39k (Wang et al., CVPR 2022) is a video facial-expression dataset: 38,935 clips, 7 expression classes,
+22 scenes grouped into 4 scenarios. This folder was built from a licensed copy of the archive with
+[ferv39k-hf](https://pypi.org/project/ferv39k-hf/):
+
+```
+{command}
+```
+
+{_FRAMES_NOTE[frames]}
+{validation_note}{skipped_note}
+## Terms of use
+
+{LICENSE_SUMMARY} Keep this folder inside your organization; share it only through a **private**
+repository (`ferv39k-hf push` refuses public ones). Homepage: {HOMEPAGE}
+
+## Loading
+
+```python
+import datasets
+ds = datasets.load_dataset("path/to/this/folder")            # or streaming=True
+ds = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))  # decode only sampled frames
+```
+
+Columns: `clip_id` (`Scene/Emotion/NNNN`, the unique key), `scene` (22 classes), `scenario` (4),
+`label` (7), `num_frames`, and `{'video' if config == 'videos' else 'frames'}`.
+
+## Label order: {label_order}
+
+{_markdown_table(["id", "class"], label_rows)}
+
+## Clips per split and class
+
+{_count_tables(class_counts, label_order)}
+
+## Clips per scenario
+
+{_markdown_table(["scenario", *shards], scenario_rows)}
+
+Scenes ({len(SCENES)}): {", ".join(SCENES)}.
+
+## Citation
+
+```bibtex
+{CITATION.strip()}
+```
+"""
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120)
+    return f"---\n{front}---\n{body}"

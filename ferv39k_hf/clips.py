@@ -1,0 +1,142 @@
+"""Reading one clip from the archive, with the checks every build runs.
+
+The cheap checks look at a JPEG's start and end markers and an mp4's first
+box; ``deep`` decodes every frame. The same functions serve the builder, the
+Parquet export and ``ferv39k-hf verify``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .annotations import ClipRecord
+from .layout import FileRef, Layout, Part
+
+_JPEG_START = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
+# Encoders may pad after the end marker; look for it near the end only.
+_JPEG_TAIL = 64
+
+
+class ClipDamaged(Exception):
+    """A clip that cannot become a sound row; the message says why."""
+
+
+def jpeg_problem(head: bytes, tail: bytes) -> Optional[str]:
+    """Why a JPEG with these first and last bytes is not complete, or None."""
+    if not head.startswith(_JPEG_START):
+        return "not a JPEG (no start-of-image marker)"
+    if _JPEG_END not in tail[-_JPEG_TAIL:]:
+        return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def jpeg_decode_problem(data: bytes) -> Optional[str]:
+    """Why a full decode of this JPEG fails, or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as err:  # PIL raises many types for damaged data
+        return f"JPEG does not decode ({type(err).__name__}: {err})"
+    return None
+
+
+def mp4_problem(head: bytes) -> Optional[str]:
+    """Why a file with this start is not an mp4/mov container, or None."""
+    if len(head) < 12 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return "not an mp4 file (no ftyp box)"
+    return None
+
+
+def _read_head_tail(part: Part, ref: FileRef) -> tuple:
+    """First and last bytes of a plain file without reading all of it."""
+    with open(ref.name, "rb") as handle:
+        head = handle.read(16)
+        handle.seek(max(0, ref.size - _JPEG_TAIL))
+        tail = handle.read()
+    return head, tail
+
+
+@dataclass
+class ClipReader:
+    """Reads clips of one part (faces, scenes or videos) as example fields.
+
+    ``frames="copy"`` returns the archive's bytes; ``frames="reference"``
+    returns absolute paths only (an unpacked archive is required).
+    """
+
+    layout: Layout
+    kind: str = "faces"
+    frames: str = "copy"
+    deep: bool = False
+
+    def __post_init__(self) -> None:
+        if self.frames not in ("copy", "reference"):
+            raise ValueError(f"frames must be 'copy' or 'reference', got {self.frames!r}")
+        self.part = self.layout.part(self.kind)
+
+    def read(self, record: ClipRecord) -> Dict[str, Any]:
+        """``{"num_frames", "frames"}`` or ``{"num_frames", "video"}``; ClipDamaged if unsound."""
+        if self.kind == "videos":
+            return self._read_video(record)
+        return self._read_frames(record)
+
+    def _read_frames(self, record: ClipRecord) -> Dict[str, Any]:
+        refs = self.part.frames(record.clip_id)
+        if not refs:
+            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
+        frames: List[Dict[str, Any]] = []
+        for ref in refs:
+            frames.append(self._read_frame(ref))
+        return {"num_frames": len(frames), "frames": frames}
+
+    def _read_frame(self, ref: FileRef) -> Dict[str, Any]:
+        rel = self.part.relative_path(ref)
+        if self.frames == "reference":
+            if ref.container is not None:
+                raise ClipDamaged(
+                    f"--frames reference needs an unpacked archive, but {rel} is inside {ref.container}"
+                )
+            head, tail = _read_head_tail(self.part, ref)
+            data = None
+        else:
+            data = self.part.read(ref)
+            head, tail = data[:16], data[-_JPEG_TAIL:]
+        problem = jpeg_problem(head, tail)
+        if problem is None and self.deep:
+            problem = jpeg_decode_problem(data if data is not None else _read_file(ref.name))
+        if problem:
+            raise ClipDamaged(f"frame {rel}: {problem}")
+        if data is None:
+            return {"bytes": None, "path": os.path.abspath(ref.name)}
+        return {"bytes": data, "path": rel}
+
+    def _read_video(self, record: ClipRecord) -> Dict[str, Any]:
+        ref = self.part.video(record.clip_id)
+        if ref is None:
+            raise ClipDamaged(f"video missing ({self.part.clip_location(record.clip_id)}.mp4)")
+        data = self.part.read(ref)
+        problem = mp4_problem(data[:16])
+        if problem:
+            raise ClipDamaged(f"video {self.part.relative_path(ref)}: {problem}")
+        from .video import count_frames
+
+        try:
+            num_frames = count_frames(data)
+        except Exception as err:  # PyAV raises its own error types for broken streams
+            raise ClipDamaged(f"video {self.part.relative_path(ref)}: does not decode ({err})") from None
+        if self.frames == "reference":
+            if ref.container is not None:
+                raise ClipDamaged(f"--frames reference needs an unpacked archive, but the video is in {ref.container}")
+            return {"num_frames": num_frames, "video": {"bytes": None, "path": os.path.abspath(ref.name)}}
+        return {"num_frames": num_frames, "video": {"bytes": data, "path": self.part.relative_path(ref)}}
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

@@ -1,0 +1,319 @@
+"""Archive -> a Hub-ready Parquet folder, written atomically and reproducibly.
+
+Rows come from the builder's own pieces (:func:`~ferv39k_hf.builder.clip_features`,
+:class:`~ferv39k_hf.clips.ClipReader`, :func:`~ferv39k_hf.builder.make_example`)
+and go straight into Parquet shards, without an Arrow cache in between.
+Shards have a fixed number of clips, so the output is byte-identical for any
+``num_proc``, and each shard's name carries a hash of its content: datasets
+caches a folder by its card's YAML, and new content must mean a new YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .annotations import ClipRecord, Problem
+from .builder import clip_features, damaged_clip_message, make_example
+from .card import render_card
+from .clips import ClipDamaged, ClipReader
+from .errors import BuildError
+from .layout import Layout, find_layout
+from .splits import plan_splits
+from .taxonomy import DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO
+
+# Clips per shard (fixed, so output never depends on the number of workers):
+# about 300 MB of face crops, fewer of the larger scene frames and videos.
+ROWS_PER_SHARD = {"faces": 1024, "scenes": 256, "videos": 512}
+ROWS_PER_GROUP = 32  # Parquet row group: the unit of streaming reads
+_METADATA_COLUMNS = ["clip_id", "scene", "scenario", "label", "num_frames"]
+
+
+@dataclass
+class ShardTask:
+    split: str
+    index: int
+    total: int
+    records: List[ClipRecord]
+
+
+@dataclass
+class ShardResult:
+    split: str
+    index: int
+    filename: str
+    rows: int
+    nbytes: int
+    skipped: List[Problem] = field(default_factory=list)
+    class_counts: Counter = field(default_factory=Counter)
+    scenario_counts: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    config: str
+    counts: Dict[str, int]
+    skipped: List[Problem]
+    shards: Dict[str, List[str]]
+    nbytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
+        lines += [f"  {split:<10} {n:>7} clips in {len(self.shards[split])} shard(s)" for split, n in self.counts.items()]
+        if self.skipped:
+            lines.append(f"  skipped    {len(self.skipped):>7} split-file line(s); see {self.out / 'build_report.json'}")
+            lines += [f"    {p}" for p in self.skipped[:10]]
+            if len(self.skipped) > 10:
+                lines.append(f"    ... and {len(self.skipped) - 10} more")
+        lines.append(f'  load it: datasets.load_dataset("{self.out}")')
+        return "\n".join(lines)
+
+
+class _ShardWriter:
+    """Writes one shard: reads clips, checks them, hashes the rows it writes."""
+
+    def __init__(self, layout: Layout, options: Dict[str, Any], tmp_dir: Path):
+        self.reader = ClipReader(layout, kind=options["config"], frames=options["frames"])
+        self.options = options
+        self.features = clip_features(options["config"], options["label_order"])
+        self.schema = self.features.arrow_schema
+        self.tmp_dir = tmp_dir
+
+    def write(self, task: ShardTask, progress: Optional[Any] = None) -> ShardResult:
+        config = self.options["config"]
+        partial = self.tmp_dir / f"{task.split}-{task.index:05d}.partial"
+        digest = hashlib.sha256(json.dumps(self.features.to_dict(), sort_keys=True).encode())
+        result = ShardResult(task.split, task.index, "", 0, 0)
+        rows: List[Dict[str, Any]] = []
+        with pq.ParquetWriter(
+            # JPEG and mp4 bytes do not compress; statistics of binary columns only bloat the footer.
+            partial, self.schema, compression="none", write_statistics=_METADATA_COLUMNS, use_dictionary=False,
+        ) as writer:
+            for record in task.records:
+                row = self._read_row(record, result)
+                if progress is not None:
+                    with progress.get_lock():
+                        progress.value += 1
+                if row is None:
+                    continue
+                _update_digest(digest, row, config)
+                rows.append(row)
+                if len(rows) == ROWS_PER_GROUP:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+                    rows.clear()
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+        name = f"{task.split}-{task.index:05d}-of-{task.total:05d}-{digest.hexdigest()[:16]}.parquet"
+        os.replace(partial, self.tmp_dir / name)
+        result.filename = name
+        result.nbytes = (self.tmp_dir / name).stat().st_size
+        return result
+
+    def _read_row(self, record: ClipRecord, result: ShardResult) -> Optional[Dict[str, Any]]:
+        try:
+            fields = self.reader.read(record)
+        except ClipDamaged as err:
+            if self.options["on_error"] == "raise":
+                raise BuildError(damaged_clip_message(record, str(err))) from None
+            result.skipped.append(Problem(record.clip_id, record.split, record.line, str(err), record.source))
+            return None
+        result.rows += 1
+        result.class_counts[record.emotion] += 1
+        result.scenario_counts[SCENE_TO_SCENARIO[record.scene]] += 1
+        return make_example(record, fields, self.options["label_order"])
+
+
+def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:
+    digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
+    items = [row["video"]] if config == "videos" else row["frames"]
+    for item in items:
+        digest.update((item["path"] or "").encode() + b"\0")
+        if item["bytes"] is not None:
+            digest.update(len(item["bytes"]).to_bytes(8, "little"))
+            digest.update(item["bytes"])
+
+
+# Worker-process state, set by _init_worker (fork or spawn).
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
+    _WORKER["writer"] = _ShardWriter(layout, options, tmp_dir)
+    _WORKER["progress"] = progress
+
+
+def _write_in_worker(task: ShardTask) -> ShardResult:
+    return _WORKER["writer"].write(task, _WORKER["progress"])
+
+
+def plan_shards(records: Dict[str, List[ClipRecord]], config: str) -> List[ShardTask]:
+    tasks = []
+    size = ROWS_PER_SHARD[config]
+    for split, recs in records.items():
+        total = max(1, -(-len(recs) // size))
+        for index in range(total):
+            tasks.append(ShardTask(split, index, total, recs[index * size:(index + 1) * size]))
+    return tasks
+
+
+def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: List[ShardTask], num_clips: int) -> List[ShardResult]:
+    from tqdm.auto import tqdm
+
+    progress = multiprocessing.Value("q", 0)
+    bar = tqdm(total=num_clips, unit="clip", desc=f"build {options['config']}", disable=None)
+    results: List[ShardResult] = []
+    try:
+        if options["num_proc"] <= 1:
+            writer = _ShardWriter(layout, options, tmp_data)
+            for task in tasks:
+                results.append(writer.write(task, progress))
+                bar.update(progress.value - bar.n)
+        else:
+            context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+            with context.Pool(options["num_proc"], _init_worker, (layout, options, tmp_data, progress)) as pool:
+                pending = pool.imap(_write_in_worker, tasks)
+                for _ in tasks:
+                    while True:
+                        try:
+                            results.append(pending.next(timeout=0.2))
+                            break
+                        except multiprocessing.TimeoutError:
+                            bar.update(progress.value - bar.n)
+                    bar.update(progress.value - bar.n)
+    finally:
+        bar.close()
+    return results
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    if out.exists() and not overwrite:
+        raise BuildError(f"{out} already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"{out} exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp``: at every moment ``out`` is the old folder, absent, or the new one."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_dataset_folder(
+    root: "os.PathLike[str] | str",
+    out: "os.PathLike[str] | str",
+    *,
+    config: str = "faces",
+    label_order: str = DEFAULT_LABEL_ORDER,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    num_proc: int = 1,
+    on_error: str = "raise",
+    frames: str = "copy",
+    overwrite: bool = False,
+    command: Optional[str] = None,
+) -> BuildResult:
+    """Build ``out`` from the archive at ``root``; see ``ferv39k-hf build --help``."""
+    started = time.perf_counter()
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    out = Path(out).absolute()
+    layout = find_layout(root)
+    layout.part(config)  # fail early, naming the root, if the part is absent
+    plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error)
+    options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
+    tasks = plan_shards(plan.records, config)
+    tmp = _prepare_out(out, overwrite)
+    try:
+        tmp_data = tmp / "data" / config
+        tmp_data.mkdir(parents=True)
+        results = _run_tasks(layout, options, tmp_data, tasks, sum(len(t.records) for t in tasks))
+        result = _finish(tmp, out, config, plan.problems, results, options, validation_fraction, seed, command, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _move_into_place(tmp, out)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results: List[ShardResult],
+            options: Dict[str, Any], validation_fraction: float, seed: int, command: Optional[str], root: Any) -> BuildResult:
+    shards: Dict[str, List[str]] = {}
+    counts: Dict[str, int] = {}
+    class_counts: Dict[str, Counter] = {}
+    scenario_counts: Dict[str, Counter] = {}
+    skipped = list(problems)
+    for res in results:  # in task order: split by split, shard by shard
+        shards.setdefault(res.split, []).append(f"data/{config}/{res.filename}")
+        counts[res.split] = counts.get(res.split, 0) + res.rows
+        class_counts.setdefault(res.split, Counter()).update(res.class_counts)
+        scenario_counts.setdefault(res.split, Counter()).update(res.scenario_counts)
+        skipped.extend(res.skipped)
+    if command is None:
+        command = _build_command(root, out, options, validation_fraction, seed)
+    card = render_card(
+        config, clip_features(config, options["label_order"]), shards, class_counts, scenario_counts,
+        options["label_order"], options["frames"], len(skipped), command,
+    )
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    report = {
+        "config": config,
+        "label_order": options["label_order"],
+        "frames": options["frames"],
+        "counts": counts,
+        "lines": sum(counts.values()) + len(skipped),
+        "skipped": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
+                    for p in skipped],
+    }
+    (tmp / "build_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+    return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0)
+
+
+def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fraction: float, seed: int) -> str:
+    # Only the options that change the content; paths are shown by name only,
+    # so the card (and the build) does not depend on where the archive lives.
+    words = ["ferv39k-hf", "build", Path(root).name or "ROOT", "--out", out.name, "--config", options["config"]]
+    if options["label_order"] != DEFAULT_LABEL_ORDER:
+        words += ["--label-order", options["label_order"]]
+    if validation_fraction:
+        words += ["--validation-fraction", str(validation_fraction), "--seed", str(seed)]
+    if options["on_error"] != "raise":
+        words += ["--on-error", options["on_error"]]
+    if options["frames"] != "copy":
+        words += ["--frames", options["frames"]]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def run_build_command(args: Any) -> int:
+    result = build_dataset_folder(
+        args.root, args.out, config=args.config, label_order=args.label_order,
+        validation_fraction=args.validation_fraction, seed=args.seed, num_proc=args.num_proc,
+        on_error=args.on_error, frames=args.frames, overwrite=args.overwrite,
+    )
+    print(result.summary())
+    return 0

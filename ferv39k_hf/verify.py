@@ -1,0 +1,226 @@
+"""``ferv39k-hf verify``: check an archive and name every problem.
+
+Each finding names the clip, the file and, for split-file lines, the line.
+The exit status is 0 only when there is none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .annotations import ClipRecord, Problem
+from .clips import jpeg_decode_problem, jpeg_problem, mp4_problem
+from .layout import Layout, Part, find_layout
+from .splits import read_split_records
+from .taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
+
+
+@dataclass
+class Finding:
+    kind: str  # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry, count
+    reason: str
+    clip_id: Optional[str] = None
+    file: Optional[str] = None
+    line: Optional[int] = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "")
+        who = f"clip {self.clip_id}: " if self.clip_id else ""
+        return f"[{self.kind}] {where + ': ' if where else ''}{who}{self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    root: str
+    config: str
+    deep: bool
+    expect_official: bool
+    findings: List[Finding] = field(default_factory=list)
+    counts: Dict[str, Dict[Tuple[str, str], int]] = field(default_factory=dict)
+    clips_checked: int = 0
+    frames_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "root": self.root,
+            "config": self.config,
+            "deep": self.deep,
+            "expect_official": self.expect_official,
+            "clips_checked": self.clips_checked,
+            "frames_checked": self.frames_checked,
+            "findings": [asdict(f) for f in self.findings],
+            "counts": {
+                split: {f"{scene}/{word}": n for (scene, word), n in sorted(cells.items())}
+                for split, cells in self.counts.items()
+            },
+        }
+
+    def format(self, limit: int = 200) -> str:
+        lines = [count_table(self.counts, self.expect_official), ""]
+        lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({'full decode' if self.deep else 'marker check'})")
+        if self.ok:
+            lines.append(f"OK: no problems in {self.root}")
+            return "\n".join(lines)
+        by_kind = Counter(f.kind for f in self.findings)
+        lines.append(f"{len(self.findings)} problem(s): " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
+        lines += [f"  {f}" for f in self.findings[:limit]]
+        if len(self.findings) > limit:
+            lines.append(f"  ... and {len(self.findings) - limit} more (use --json for all)")
+        return "\n".join(lines)
+
+
+def count_table(counts: Dict[str, Dict[Tuple[str, str], int]], expect_official: bool) -> str:
+    """Clips per scene and class for each split; ``found/official`` where they differ."""
+    out = []
+    for split, cells in counts.items():
+        official = official_counts(split)
+        out.append(f"{split}: clips per scene and class (found/official where they differ)")
+        out.append(f"{'scene':<14}" + "".join(f"{w:>11}" for w in CLASS_WORDS) + f"{'total':>13}")
+        for scene in SCENES:
+            row = [cells.get((scene, w), 0) for w in CLASS_WORDS]
+            shown = [_cell(n, official[(scene, w)]) for n, w in zip(row, CLASS_WORDS)]
+            total = _cell(sum(row), sum(official[(scene, w)] for w in CLASS_WORDS))
+            out.append(f"{scene:<14}" + "".join(f"{c:>11}" for c in shown) + f"{total:>13}")
+        total = sum(cells.values())
+        out.append(f"{'all':<14}{'':>77}{_cell(total, OFFICIAL_SPLIT_TOTALS[split]):>13}")
+    return "\n".join(out)
+
+
+def _cell(found: int, official: int) -> str:
+    return str(found) if found == official else f"{found}/{official}"
+
+
+def _problem_finding(problem: Problem) -> Finding:
+    kind = "duplicate" if "listed" in problem.reason else "split-line"
+    return Finding(kind, problem.reason, problem.clip_id, problem.source, problem.line)
+
+
+def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
+    refs = part.frames(record.clip_id)
+    location = part.clip_location(record.clip_id)
+    if not refs:
+        kind = "empty-clip" if part.has_clip(record.clip_id) else "missing-clip"
+        reason = "clip folder is empty" if kind == "empty-clip" else "clip folder is missing"
+        report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
+        return
+    for ref in refs:
+        data = part.read(ref)
+        report.frames_checked += 1
+        problem = jpeg_problem(data[:16], data[-64:]) or (jpeg_decode_problem(data) if deep else None)
+        if problem:
+            report.findings.append(Finding("bad-frame", problem, record.clip_id, part.describe(ref)))
+
+
+def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
+    ref = part.video(record.clip_id)
+    if ref is None:
+        report.findings.append(Finding("missing-clip", f"video missing ({part.clip_location(record.clip_id)}.mp4); listed at {record.where}",
+                                       record.clip_id, record.source, record.line))
+        return
+    data = part.read(ref)
+    report.frames_checked += 1
+    problem = mp4_problem(data[:16])
+    if problem is None and deep:
+        from .video import count_frames
+
+        try:
+            count_frames(data)
+        except Exception as err:  # PyAV's error types vary by release
+            problem = f"video does not decode ({err})"
+    if problem:
+        report.findings.append(Finding("bad-frame", problem, record.clip_id, part.describe(ref)))
+
+
+def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expect_official: Optional[bool] = None,
+                   progress: bool = True) -> VerifyReport:
+    """Check the archive at ``root``; see ``ferv39k-hf verify --help``.
+
+    ``expect_official=None`` compares with the official counts when the split
+    files list at least half of the official clips (a full download), and
+    not for samples and subsets.
+    """
+    from tqdm.auto import tqdm
+
+    layout: Layout = find_layout(root)
+    part = layout.part(config)
+    records, problems = read_split_records(layout, on_error="skip")
+    if expect_official is None:
+        expect_official = len(records) + len(problems) >= sum(OFFICIAL_SPLIT_TOTALS.values()) / 2
+    report = VerifyReport(str(root), config, deep, expect_official)
+    report.findings += [_problem_finding(p) for p in problems]
+    report.findings += [Finding("unsafe-entry", u.reason, None, f"{u.container}!{u.name}" if u.container else u.name)
+                        for u in layout.unsafe]
+    check = _check_video if config == "videos" else _check_frames
+    for record in tqdm(records, unit="clip", desc=f"verify {config}", disable=None if progress else True):
+        check(part, record, deep, report)
+        report.clips_checked += 1
+    _check_unlisted(part, records, problems, report)
+    report.counts = {split: dict(Counter((r.scene, r.emotion) for r in records if r.split == split)) for split in SPLITS}
+    if expect_official:
+        _check_official_counts(report)
+    return report
+
+
+def _check_unlisted(part: Part, records: List[ClipRecord], problems: List[Problem], report: VerifyReport) -> None:
+    listed = {r.clip_id for r in records} | {p.clip_id for p in problems if p.clip_id}
+    for clip_id in part.clip_ids():
+        scene, emotion, _ = (clip_id.split("/") + ["", "", ""])[:3]
+        if scene not in SCENES or emotion not in CLASS_WORDS:
+            what = f"scene {scene!r}" if scene not in SCENES else f"class {emotion!r}"
+            report.findings.append(Finding("unknown-folder", f"{what} is not an official one", clip_id, part.clip_location(clip_id)))
+        elif clip_id not in listed:
+            report.findings.append(Finding("unlisted-clip", "clip on disk that no split file lists", clip_id, part.clip_location(clip_id)))
+
+
+def _check_official_counts(report: VerifyReport) -> None:
+    for split, cells in report.counts.items():
+        for (scene, word), expected in official_counts(split).items():
+            found = cells.get((scene, word), 0)
+            if found != expected:
+                report.findings.append(Finding(
+                    "count", f"{split} {scene}/{word}: {found} clips listed, official {expected}", None, None))
+
+
+def plot_counts(report: VerifyReport, path: str) -> None:
+    """Heatmap of clips found per scene and class, as a fraction of the official count, per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    splits = list(report.counts)
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 8), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        official = official_counts(split)
+        found = np.array([[report.counts[split].get((s, w), 0) for w in CLASS_WORDS] for s in SCENES], float)
+        expected = np.array([[official[(s, w)] for w in CLASS_WORDS] for s in SCENES], float)
+        image = ax.imshow(found / expected, cmap="viridis", vmin=0, vmax=max(1.0, float((found / expected).max())))
+        ax.set_xticks(range(len(CLASS_WORDS)), CLASS_WORDS, rotation=45, ha="right")
+        ax.set_yticks(range(len(SCENES)), SCENES)
+        for i in range(len(SCENES)):
+            for j in range(len(CLASS_WORDS)):
+                ax.text(j, i, int(found[i, j]), ha="center", va="center", fontsize=7, color="white")
+        ax.set_title(f"{split}: clips found / official")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(f"FERV39k verify: {report.root}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_verify_command(args: Any) -> int:
+    report = verify_archive(args.root, config=args.config, deep=args.deep,
+                            expect_official={"auto": None, "yes": True, "no": False}[args.official])
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
+    if args.plot:
+        plot_counts(report, args.plot)
+    return 0 if report.ok else 1
