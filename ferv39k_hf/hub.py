@@ -1,0 +1,328 @@
+"""The Hub side: a built dataset folder goes only to a private repository;
+checkpoints go anywhere, with a model card that says what they were trained on.
+
+FERV39k's terms forbid redistributing any part of the data, so
+:func:`push_dataset_folder` checks the target repository is private before it
+writes anything (creating it private when missing) and refuses otherwise.
+Checkpoints carry no data and may be public; :func:`render_model_card` states
+their base model, the dataset and label order, the sampling protocol and the
+WAR/UAR overall and per scenario, in a table and in ``model-index`` metadata.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from .errors import Ferv39kError
+from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS
+
+TERMS_REASON = (
+    "FERV39k's terms of use forbid reproducing or distributing any portion of the data; a built copy may "
+    "only be kept for internal use by your own organization, so it may go only to a PRIVATE repository"
+)
+
+# Files a checkpoint push leaves behind: intermediate checkpoints, private
+# files, and anything that could be (a copy of) the data itself.
+CHECKPOINT_IGNORE_PATTERNS = [
+    "checkpoint-*", "checkpoint-*/**", "_*", "runs/**",
+    "*.parquet", "*.arrow", "*.jpg", "*.jpeg", "*.png", "*.mp4", "*.zip", "data/**",
+]
+
+
+class PushRefused(Ferv39kError):
+    """A push that would break the dataset's terms, or a folder that is not a build."""
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    created: bool
+    commit_url: str
+    num_files: int
+
+
+# -- dataset folders ---------------------------------------------------------------
+
+def read_card_metadata(folder: "os.PathLike[str] | str") -> Dict[str, Any]:
+    """The YAML front matter of ``folder/README.md`` as a dict ({} if it has none)."""
+    card = Path(folder) / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PushRefused(f"{folder} is not a folder built by 'ferv39k-hf build': {card} is missing") from None
+    if not text.startswith("---\n"):
+        return {}
+    front, sep, _ = text[4:].partition("\n---")
+    if not sep:
+        raise PushRefused(f"{card}: the YAML front matter is not closed by a '---' line")
+    try:
+        meta = yaml.safe_load(front) or {}
+    except yaml.YAMLError as err:
+        raise PushRefused(f"{card}: unreadable YAML front matter: {err}") from None
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_pushable_folder(folder: "os.PathLike[str] | str") -> Dict[str, Any]:
+    """The card metadata of a folder made by ``ferv39k-hf build --frames copy``; PushRefused otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PushRefused(f"{folder} is not a folder")
+    meta = read_card_metadata(folder)
+    if "ferv39k_frames" not in meta or not meta.get("configs"):
+        raise PushRefused(
+            f"{folder} is not a folder built by 'ferv39k-hf build': its README.md has no "
+            "'ferv39k_frames' and 'configs' metadata"
+        )
+    if meta["ferv39k_frames"] != "copy":
+        raise PushRefused(
+            f"{folder} was built with --frames {meta['ferv39k_frames']}: its rows point at files on the machine "
+            "that built it instead of holding the frames, so a pushed copy would be unusable. "
+            "Rebuild with --frames copy to push it"
+        )
+    for config in meta["configs"]:
+        for entry in config.get("data_files", []):
+            paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+            missing = [p for p in paths if not (folder / p).is_file()]
+            if missing:
+                raise PushRefused(f"{folder}: README.md lists data files that are missing, e.g. {folder / missing[0]}")
+    return meta
+
+
+def _hf_api(token: Optional[str], endpoint: Optional[str]):
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise PushRefused("no Hub token: log in with 'hf auth login', set HF_TOKEN, or pass --token")
+    return HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+
+
+def _ensure_private_dataset_repo(api, repo_id: str) -> bool:
+    """Make sure ``repo_id`` is a private dataset repo; True if it was created here."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    created = False
+    try:
+        info = api.repo_info(repo_id, repo_type="dataset")
+    except RepositoryNotFoundError:
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=True)
+            created = True
+        except HfHubHTTPError as err:
+            if err.response is None or err.response.status_code != 409:
+                raise
+        info = api.repo_info(repo_id, repo_type="dataset")
+    if info.private is not True:
+        state = "public" if info.private is False else "of unknown visibility"
+        raise PushRefused(
+            f"refusing to push to dataset repository {repo_id}: it is {state}. {TERMS_REASON}. "
+            "Make it private on the Hub (Settings > Change repository visibility) or choose another name"
+        )
+    return created
+
+
+def push_dataset_folder(
+    folder: "os.PathLike[str] | str",
+    repo_id: str,
+    *,
+    token: Optional[str] = None,
+    revision: Optional[str] = None,
+    endpoint: Optional[str] = None,
+) -> PushResult:
+    """Upload a built folder to the private dataset repository ``repo_id`` (ORG/NAME)."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PushRefused(f"--repo-id must be ORG/NAME, got {repo_id!r}")
+    meta = check_pushable_folder(folder)
+    api = _hf_api(token, endpoint)
+    created = _ensure_private_dataset_repo(api, repo_id)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    files = [p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts]
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        repo_type="dataset",
+        revision=revision,
+        commit_message=f"FERV39k ({meta.get('ferv39k_config', 'faces')}) built folder, private internal copy",
+        ignore_patterns=[".cache/**"],
+    )
+    return PushResult(repo_id, created, commit.commit_url, len(files))
+
+
+def run_push_command(args: Any) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    secret = args.token or ""
+    try:
+        result = push_dataset_folder(args.dir, args.repo_id, token=args.token, revision=args.revision)
+    except HfHubHTTPError as err:
+        message = str(err).replace(secret, "***") if secret else str(err)
+        raise PushRefused(f"the Hub refused the push to {args.repo_id}: {message}") from None
+    verb = "created private dataset repository" if result.created else "private dataset repository"
+    print(f"{verb} {result.repo_id}: uploaded {result.num_files} files from {args.dir}")
+    print(f"commit: {result.commit_url}")
+    print("Keep it private: FERV39k's terms allow internal use by your own organization only.")
+    return 0
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _eval_results(results: Mapping[str, Any], dataset_name: str, config: str, split: str) -> List[Any]:
+    from huggingface_hub import EvalResult
+
+    common = dict(task_type="video-classification", task_name="Video facial expression recognition",
+                  dataset_type="ferv39k", dataset_name=dataset_name, dataset_config=config, dataset_split=split)
+    rows = [EvalResult(metric_type="war", metric_name="WAR", metric_value=round(100 * results["war"], 2), **common),
+            EvalResult(metric_type="uar", metric_name="UAR", metric_value=round(100 * results["uar"], 2), **common)]
+    for scenario in SCENARIOS:
+        score = results.get("per_scenario", {}).get(scenario)
+        if score:
+            rows += [EvalResult(metric_type="war", metric_name=f"WAR ({scenario})",
+                                metric_value=round(100 * score["war"], 2), **common),
+                     EvalResult(metric_type="uar", metric_name=f"UAR ({scenario})",
+                                metric_value=round(100 * score["uar"], 2), **common)]
+    return rows
+
+
+def _results_table(results: Mapping[str, Any]) -> str:
+    lines = ["| subset | clips | WAR (%) | UAR (%) |", "|---|---|---|---|",
+             f"| all test clips | {results.get('num_clips', '-')} | {_percent(results['war'])} | "
+             f"{_percent(results['uar'])} |"]
+    for scenario in SCENARIOS:
+        score = results.get("per_scenario", {}).get(scenario)
+        if score:
+            lines.append(f"| {scenario} | {score.get('num_clips', '-')} | {_percent(score['war'])} | "
+                         f"{_percent(score['uar'])} |")
+    return "\n".join(lines)
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    base_model: Optional[str],
+    label_names: Sequence[str],
+    label_order: str,
+    dataset_config: str,
+    protocol: Mapping[str, Any],
+    results: Mapping[str, Any],
+    eval_split: str = "test",
+    training: Optional[Mapping[str, Any]] = None,
+) -> str:
+    """The README.md of a FERV39k checkpoint.
+
+    ``protocol``: num_frames, image_size, sampling, test_views (temporal x spatial), mean, std.
+    ``results``: war, uar (fractions), num_clips and per_scenario {scenario: {war, uar, num_clips}}.
+    """
+    from huggingface_hub import ModelCardData
+
+    dataset_name = f"FERV39k ({dataset_config})"
+    data = ModelCardData(
+        model_name=model_name,
+        base_model=base_model or None,
+        license="other",
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        tags=["video-classification", "facial-expression-recognition", "ferv39k"],
+        eval_results=_eval_results(results, dataset_name, dataset_config, eval_split),
+    )
+    labels = "\n".join(f"| {i} | {name} |" for i, name in enumerate(label_names))
+    views = protocol.get("test_views", "1x1")
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model and not os.path.isdir(base_model) \
+        else (f"`{Path(base_model).name}` (a local checkpoint)" if base_model else "none: trained from scratch")
+    hyper = "\n".join(f"- {key}: {value}" for key, value in (training or {}).items())
+    return f"""---
+{data.to_yaml()}
+---
+
+# {model_name}
+
+A video classifier of facial expressions fine-tuned on **FERV39k** ({dataset_config} config,
+official train split), scored on the official `{eval_split}` split.
+
+- Base model: {base}
+- Dataset: FERV39k (Wang et al., CVPR 2022), {HOMEPAGE}. The data is licence-gated and is **not**
+  included in or distributed with this checkpoint.
+
+## Labels ({label_order} order)
+
+`config.json`'s `id2label` holds this order; a prediction's index means the class below.
+
+| id | expression |
+|---|---|
+{labels}
+
+## Input protocol
+
+- {protocol.get('num_frames')} frames per clip from the {dataset_config} frames, **{protocol.get('sampling')}** sampling
+  (training: random positions; evaluation: fixed positions); clips shorter than that are padded.
+- Frames resized to {protocol.get('image_size')}x{protocol.get('image_size')}, normalised with mean
+  {protocol.get('mean')} and std {protocol.get('std')}.
+- Test: {views} views per clip (temporal x spatial), softmax-averaged per clip before scoring.
+
+## Results on FERV39k `{eval_split}`
+
+WAR is accuracy over the clips; UAR is the mean of the 7 per-class recalls.
+
+{_results_table(results)}
+
+## Training
+
+{hyper or "See `training_args.bin` and `all_results.json`."}
+
+## Terms
+
+{LICENSE_SUMMARY} Use of this model is subject to the terms of the data it was trained on.
+
+```bibtex
+{CITATION.strip()}
+```
+"""
+
+
+def checkpoint_files(folder: "os.PathLike[str] | str") -> List[str]:
+    """The files of ``folder`` a checkpoint push uploads (relative paths), the ignore patterns applied."""
+    root = Path(folder)
+    kept = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not any(fnmatch.fnmatch(rel, p) for p in CHECKPOINT_IGNORE_PATTERNS):
+            kept.append(rel)
+    return sorted(kept)
+
+
+def push_checkpoint(
+    folder: "os.PathLike[str] | str",
+    repo_id: str,
+    *,
+    token: Optional[str] = None,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    endpoint: Optional[str] = None,
+    commit_message: str = "FERV39k fine-tuned checkpoint",
+) -> PushResult:
+    """Upload a saved checkpoint folder (model, processor config, card, results) to a model repo."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+    if "/" not in repo_id:
+        repo_id = f"{api.whoami()['name']}/{repo_id}"
+    created = not api.repo_exists(repo_id)
+    if created:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message=commit_message,
+        ignore_patterns=list(CHECKPOINT_IGNORE_PATTERNS),
+    )
+    return PushResult(repo_id, created, commit.commit_url, len(checkpoint_files(folder)))
