@@ -194,14 +194,20 @@ def _eval_results(results: Mapping[str, Any], dataset_name: str, config: str, sp
     return rows
 
 
+def _clips(entry: Mapping[str, Any]) -> Any:
+    # score() gives the overall support per class word, a scenario's as one count
+    support = entry.get("support")
+    return sum(support.values()) if isinstance(support, Mapping) else ("-" if support is None else support)
+
+
 def _results_table(results: Mapping[str, Any]) -> str:
     lines = ["| subset | clips | WAR (%) | UAR (%) |", "|---|---|---|---|",
-             f"| all test clips | {results.get('num_clips', '-')} | {_percent(results['war'])} | "
+             f"| all test clips | {_clips(results)} | {_percent(results['war'])} | "
              f"{_percent(results['uar'])} |"]
     for scenario in SCENARIOS:
         score = results.get("per_scenario", {}).get(scenario)
         if score:
-            lines.append(f"| {scenario} | {score.get('num_clips', '-')} | {_percent(score['war'])} | "
+            lines.append(f"| {scenario} | {_clips(score)} | {_percent(score['war'])} | "
                          f"{_percent(score['uar'])} |")
     return "\n".join(lines)
 
@@ -221,7 +227,8 @@ def render_model_card(
     """The README.md of a FERV39k checkpoint.
 
     ``protocol``: num_frames, image_size, sampling, test_views (temporal x spatial), mean, std.
-    ``results``: war, uar (fractions), num_clips and per_scenario {scenario: {war, uar, num_clips}}.
+    ``results``: war, uar (fractions), support and per_scenario {scenario: {war, uar, support}},
+    as :func:`ferv39k_hf.metrics.score` returns them.
     """
     from huggingface_hub import ModelCardData
 

@@ -126,8 +126,8 @@ def test_push_reads_the_logged_in_token_from_the_environment(stub, built_faces, 
 
 
 def _results():
-    per = {s: {"war": 0.5 + i / 100, "uar": 0.4 + i / 100, "num_clips": 10 + i} for i, s in enumerate(SCENARIOS)}
-    return {"war": 0.5234, "uar": 0.4321, "num_clips": 46, "per_scenario": per}
+    per = {s: {"war": 0.5 + i / 100, "uar": 0.4 + i / 100, "support": 10 + i} for i, s in enumerate(SCENARIOS)}
+    return {"war": 0.5234, "uar": 0.4321, "support": {"Angry": 40, "Happy": 6}, "per_scenario": per}
 
 
 def _card():
