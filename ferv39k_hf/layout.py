@@ -1,0 +1,482 @@
+"""Find the parts of a FERV39k archive under any root: folders, zips, drive exports.
+
+A file belongs to a part by its path: the last component named like the part
+folder (``2_ClipsforFaceCrop``, or with a drive suffix ``2_ClipsforFaceCrop-002``),
+then exactly ``Scene/Emotion/NNNN/<frame>.jpg`` (faces, scenes) or
+``Scene/Emotion/NNNN.mp4`` (videos). So extra ``FERV39k/`` levels, drive export
+folders and zips (read in place, never extracted) all give the same clips.
+
+Unpacked folders are listed down to the clip folders only; a clip's frames are
+listed when asked for. Zips are indexed per clip from their central directory.
+A Layout holds no open files, so it pickles into worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple, Union
+
+from . import ziparchive
+from .annotations import decode_split_text
+from .errors import LayoutError
+from .taxonomy import PART_FOLDERS, SCENES, SPLIT_FILE_NAMES
+from .ziparchive import FIELDS, ClipCollector, ZipClip
+
+PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+VIDEO_SUFFIX = ".mp4"
+_MAX_DEPTH = 16  # how deep to look for part folders below the root
+_KIND_OF_FOLDER = {name: kind for kind, name in PART_FOLDERS.items()}
+_DRIVE_SUFFIX = re.compile(r"(?:-\d+| \(\d+\))$")  # "-002" from drive exports, " (1)" from browsers
+_SPLIT_NAME = re.compile(r"^(train|test)_(\w+)\.csv$", re.IGNORECASE)
+_SCENE_BY_LOWER = {scene.lower(): scene for scene in SCENES}
+_SEPARATORS = re.compile(r"[/\\]")
+_DIGITS = re.compile(r"(\d+)")
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of the archive."""
+
+    container: Optional[str]  # absolute path of the zip holding it, or None for a plain file
+    name: str  # absolute file path, or the member name inside the zip
+    size: int
+
+    @property
+    def display(self) -> str:
+        return f"{self.container}!{self.name}" if self.container else self.name
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where a split file was found."""
+
+    split: str  # "train" or "test"
+    display: str  # the file as shown to people
+    ref: FileRef
+
+
+@dataclass(frozen=True)
+class UnsafeEntry:
+    """A zip member or link that is never read or written."""
+
+    container: Optional[str]  # the zip, or None for a symbolic link on disk
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.container}!{self.name}" if self.container else self.name
+        return f"{where}: {self.reason}"
+
+
+@lru_cache(maxsize=8192)
+def folder_kind(name: str) -> Optional[str]:
+    """The part ("faces", ..., "setups") a folder name denotes, drive suffix allowed; else None."""
+    return _KIND_OF_FOLDER.get(name) or _KIND_OF_FOLDER.get(_DRIVE_SUFFIX.sub("", name))
+
+
+def split_file_key(basename: str) -> Optional[Tuple[str, Optional[str]]]:
+    """("train", None) for train_All.csv, ("test", "Crime") for test_Crime.csv, else None."""
+    match = _SPLIT_NAME.match(basename)
+    if match is None:
+        return None
+    split, which = match.group(1).lower(), match.group(2).lower()
+    if which == "all":
+        return split, None
+    scene = _SCENE_BY_LOWER.get(which)
+    return (split, scene) if scene else None
+
+
+def natural_key(name: str) -> Tuple[list, str]:
+    """Sort key that orders digit runs by value: 2.jpg before 10.jpg."""
+    chunks = _DIGITS.split(name)
+    return [int(c) if i % 2 else c.lower() for i, c in enumerate(chunks)], name
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _components(name: str) -> List[str]:
+    return [c for c in _SEPARATORS.split(name) if c not in ("", ".")]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_frame(name: str) -> bool:
+    return name.lower().endswith(FRAME_SUFFIXES) and not _hidden(name)
+
+
+def _is_video(name: str) -> bool:
+    return name.lower().endswith(VIDEO_SUFFIX) and not _hidden(name)
+
+
+class Part:
+    """One archive part: faces, scenes or videos, from any number of folders and zips."""
+
+    def __init__(self, kind: str, root_real: str):
+        self.kind = kind
+        self.folder = PART_FOLDERS[kind]
+        self.roots: List[str] = []  # where the part was found, as shown to people
+        self._folders: List[str] = []  # part folders on disk (holding scene folders)
+        self._on_disk: Dict[str, List[Tuple[int, str]]] = {}  # clip id -> (folder index, entry name)
+        self._in_zips: Dict[str, List[ZipClip]] = {}
+        self._root_real = root_real
+
+    def __repr__(self) -> str:
+        return f"Part({self.kind!r}, roots={self.roots!r})"
+
+    def clip_ids(self) -> List[str]:
+        """Sorted "Scene/Emotion/NNNN" of every clip present, unknown scene or class names included."""
+        return sorted(set(self._on_disk) | set(self._in_zips))
+
+    def clip_locations(self, clip_id: str) -> List[str]:
+        """Every place the clip was found (more than one when a folder or zip repeats it)."""
+        places = [os.path.join(self._folders[i], *clip_id.split("/")[:2], name)
+                  for i, name in self._on_disk.get(clip_id, ())]
+        for clip in self._in_zips.get(clip_id, ()):
+            inner = clip.prefix + clip.names[0] if self.kind == "videos" else clip.prefix.rstrip("/\\")
+            places.append(f"{clip.container}!{inner}")
+        return places
+
+    def clip_location(self, clip_id: str) -> str:
+        """Where the clip is, or where it was looked for, for messages."""
+        places = self.clip_locations(clip_id)
+        if places:
+            return places[0]
+        missing = clip_id + (VIDEO_SUFFIX if self.kind == "videos" else "")
+        return f"{self.roots[0].rstrip('/')}/{missing}" if self.roots else missing
+
+    def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
+        """The clip's frames, natural-sorted, and any links in its folders that point out of the root."""
+        if self.kind == "videos":
+            raise LayoutError(f"{self.folder} holds mp4 files, not frame folders: use video({clip_id!r})")
+        found: Dict[str, FileRef] = {}  # basename -> first copy found
+        unsafe: List[UnsafeEntry] = []
+        for index, name in self._on_disk.get(clip_id, ()):
+            folder = os.path.join(self._folders[index], *clip_id.split("/")[:2], name)
+            self._scan_folder(folder, found, unsafe)
+        for clip in self._in_zips.get(clip_id, ()):
+            for i, base in enumerate(clip.names):
+                if base not in found:
+                    found[base] = FileRef(clip.container, clip.prefix + base, clip.info[i * FIELDS + 2])
+        frames = [found[base] for base in sorted(found, key=natural_key)]
+        return frames, unsafe
+
+    def _scan_folder(self, folder: str, found: Dict[str, FileRef], unsafe: List[UnsafeEntry]) -> None:
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            return  # gone since discovery: the clip reads as missing frames
+        with listing:
+            for entry in listing:
+                if not _is_frame(entry.name) or entry.name in found:
+                    continue
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if not _inside(target, self._root_real):
+                        unsafe.append(UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root"))
+                        continue
+                if entry.is_file():
+                    found[entry.name] = FileRef(None, entry.path, entry.stat().st_size)
+
+    def frames(self, clip_id: str) -> List[FileRef]:
+        """The clip folder's *.jpg files, natural-sorted; [] if the clip is missing or empty."""
+        return self.scan_clip(clip_id)[0]
+
+    def video(self, clip_id: str) -> Optional[FileRef]:
+        """The clip's mp4 (videos part), or None if it is missing."""
+        if self.kind != "videos":
+            raise LayoutError(f"{self.folder} holds frame folders, not mp4 files: use frames({clip_id!r})")
+        for index, name in self._on_disk.get(clip_id, ()):
+            path = os.path.join(self._folders[index], *clip_id.split("/")[:2], name)
+            try:
+                return FileRef(None, path, os.stat(path).st_size)
+            except OSError:
+                continue
+        for clip in self._in_zips.get(clip_id, ()):
+            return FileRef(clip.container, clip.prefix + clip.names[0], clip.info[2])
+        return None
+
+    def relative_path(self, ref: FileRef) -> str:
+        """"Scene/Emotion/NNNN/00.jpg" (or "Scene/Emotion/NNNN.mp4"): the path below the part folder."""
+        depth = 3 if self.kind == "videos" else 4
+        return "/".join(_components(ref.name)[-depth:])
+
+    def read(self, ref: FileRef) -> bytes:
+        """The bytes of one file listed by frames() or video()."""
+        if ref.container is None:
+            try:
+                with open(ref.name, "rb") as handle:
+                    return handle.read()
+            except OSError as err:
+                raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
+        clip, index = self._zip_member(ref)
+        return ziparchive.read_member(ref.container, ref.name, clip.member_info(index))
+
+    def _zip_member(self, ref: FileRef) -> Tuple[ZipClip, int]:
+        parts = self.relative_path(ref).split("/")
+        clip_id = "/".join(parts[:2] + [os.path.splitext(parts[2])[0]] if self.kind == "videos" else parts[:3])
+        for clip in self._in_zips.get(clip_id, ()):
+            if clip.container == ref.container and ref.name.startswith(clip.prefix):
+                base = ref.name[len(clip.prefix):]
+                if base in clip.names:
+                    return clip, clip.names.index(base)
+        raise LayoutError(f"{ref.display}: not a {self.folder} member found by discovery; it is not read")
+
+
+@dataclass
+class Layout:
+    """Everything found under one archive root."""
+
+    root: Path
+    parts: Dict[str, Part]
+    split_files: Dict[str, SplitSource]  # "train", "test"
+    scene_split_files: Dict[Tuple[str, str], SplitSource]  # (split, scene), optional files
+    unsafe: List[UnsafeEntry]
+    _split_members: Dict[Tuple[str, str], Tuple[int, ...]] = field(default_factory=dict, repr=False)
+
+    def part(self, kind: str) -> Part:
+        if kind not in self.parts:
+            folder = PART_FOLDERS.get(kind, kind)
+            found = ", ".join(sorted(self.parts)) or "none"
+            raise LayoutError(f"{self.root}: no {folder} ({kind}) part found, in folders or zips (found: {found})")
+        return self.parts[kind]
+
+    def read_split(self, split: str) -> str:
+        """Decoded text of train_All.csv or test_All.csv."""
+        if split not in self.split_files:
+            raise LayoutError(f"{self.root}: no split file for {split!r} (have {sorted(self.split_files)})")
+        return self.read_source(self.split_files[split])
+
+    def read_source(self, source: SplitSource) -> str:
+        """Decoded text of any split file (official or per-scene)."""
+        return decode_split_text(self._read_bytes(source.ref), source.display)
+
+    def _read_bytes(self, ref: FileRef) -> bytes:
+        if ref.container is None:
+            try:
+                return Path(ref.name).read_bytes()
+            except OSError as err:
+                raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
+        return ziparchive.read_member(ref.container, ref.name, self._split_members[(ref.container, ref.name)])
+
+
+SplitKey = Tuple[str, Optional[str]]
+
+
+class _Finder:
+    """One discovery pass: walks folders, indexes zips, gathers split files."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.root_real = os.path.realpath(root)
+        self.parts = {kind: Part(kind, self.root_real) for kind in PART_KINDS}
+        self.splits: Dict[SplitKey, List[FileRef]] = {}
+        self.split_members: Dict[Tuple[str, str], Tuple[int, ...]] = {}
+        self.unsafe: List[UnsafeEntry] = []
+        self.zips: List[str] = []
+        self._visited: Set[str] = set()
+
+    def _first_visit(self, path: str) -> bool:
+        real = os.path.realpath(path)  # links inside the root may loop or repeat a folder
+        if real in self._visited:
+            return False
+        self._visited.add(real)
+        return True
+
+    def _entries(self, path: str) -> List[os.DirEntry]:
+        """A folder's entries by name, without hidden ones or links out of the root."""
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
+        kept = []
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if not _inside(target, self.root_real):
+                    self.unsafe.append(UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root"))
+                    continue
+            kept.append(entry)
+        return kept
+
+    def enter(self, path: str, depth: int) -> None:
+        if depth > _MAX_DEPTH or not self._first_visit(path):
+            return
+        kind = folder_kind(os.path.basename(path))
+        if kind in PART_KINDS:
+            self._scan_part(kind, path, depth)
+            return
+        for entry in self._entries(path):
+            if entry.is_dir():
+                self.enter(entry.path, depth + 1)
+            elif entry.is_file():
+                self._note_file(entry)
+
+    def _scan_part(self, kind: str, path: str, depth: int) -> None:
+        """A part folder: scene / emotion / clip levels only, never the frames."""
+        clips: List[Tuple[str, str]] = []
+        nested = False
+        for scene in self._entries(path):
+            if not scene.is_dir():
+                if scene.is_file():
+                    self._note_file(scene)
+                continue
+            if folder_kind(scene.name):
+                nested = True
+                self.enter(scene.path, depth + 1)
+                continue
+            for emotion in self._entries(scene.path):
+                if not emotion.is_dir():
+                    continue
+                if folder_kind(emotion.name):
+                    nested = True
+                    self.enter(emotion.path, depth + 2)
+                    continue
+                nested |= self._scan_emotion(kind, scene.name, emotion, clips, depth + 3)
+        if clips or not nested:  # a folder that only wraps another part folder is not a part root
+            part = self.parts[kind]
+            index = len(part._folders)
+            part._folders.append(path)
+            part.roots.append(path)
+            for clip_id, name in clips:
+                part._on_disk.setdefault(clip_id, []).append((index, name))
+
+    def _scan_emotion(self, kind: str, scene: str, emotion: os.DirEntry,
+                      clips: List[Tuple[str, str]], depth: int) -> bool:
+        """Add the clips of one emotion folder; True if it wraps another part folder."""
+        nested = False
+        for entry in self._entries(emotion.path):
+            if entry.is_dir() and folder_kind(entry.name):
+                nested = True
+                self.enter(entry.path, depth)
+            elif kind == "videos":
+                if _is_video(entry.name) and entry.is_file():
+                    clips.append((f"{scene}/{emotion.name}/{os.path.splitext(entry.name)[0]}", entry.name))
+            elif entry.is_dir():
+                clips.append((f"{scene}/{emotion.name}/{entry.name}", entry.name))
+        return nested
+
+    def _note_file(self, entry: os.DirEntry) -> None:
+        if entry.name.lower().endswith(".zip"):
+            self.zips.append(entry.path)
+            return
+        key = split_file_key(entry.name)
+        if key is not None:
+            self.splits.setdefault(key, []).append(FileRef(None, entry.path, entry.stat().st_size))
+
+    def index_zip(self, path: str) -> None:
+        """Classify every member of one zip; the zip's own name counts as a folder above its members."""
+        stem = os.path.splitext(os.path.basename(path))[0]
+        collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
+        places: Dict[str, Set[str]] = {kind: set() for kind in PART_KINDS}
+        unsafe: List[Tuple[str, str]] = []
+        for member in ziparchive.iter_members(path, unsafe):
+            if not member.parts or any(_hidden(p) for p in member.parts):
+                continue
+            key = None if member.is_dir else split_file_key(member.parts[-1])
+            if key is not None:
+                self.splits.setdefault(key, []).append(FileRef(path, member.name, member.info[2]))
+                self.split_members[(path, member.name)] = member.info
+            self._classify(stem, member, collectors, places)
+        self.unsafe.extend(UnsafeEntry(path, name, reason) for name, reason in unsafe)
+        for kind, collector in collectors.items():
+            clips = collector.clips()
+            part = self.parts[kind]
+            if clips:
+                part.roots.extend(f"{path}!{place}" for place in sorted(places[kind]))
+            for (clip_id, _), clip in clips.items():
+                part._in_zips.setdefault(clip_id, []).append(clip)
+
+    @staticmethod
+    def _classify(stem: str, member: ziparchive.Member, collectors: Dict[str, ClipCollector],
+                  places: Dict[str, Set[str]]) -> None:
+        components = (stem,) + member.parts
+        for at in range(len(components) - 1, -1, -1):
+            kind = folder_kind(components[at])
+            if kind:
+                break
+        else:
+            return
+        below = components[at + 1:]
+        if kind not in PART_KINDS or len(below) < 3:
+            return
+        base = member.parts[-1]
+        prefix = member.name[:len(member.name) - len(base)]
+        if kind == "videos":
+            if len(below) != 3 or member.is_dir or not _is_video(base):
+                return
+            clip_id = "/".join(below[:2] + (os.path.splitext(base)[0],))
+            collectors[kind].add((clip_id, member.name), prefix, base, member.info)
+        else:
+            clip_id = "/".join(below[:3])
+            if len(below) == 4 and not member.is_dir and _is_frame(base):
+                collectors[kind].add((clip_id, _normal(prefix)), prefix, base, member.info)
+            else:  # the clip folder exists, with no frame in this member
+                folder = "/".join(member.parts[:len(member.parts) - len(below) + 3])
+                collectors[kind].add((clip_id, folder), folder + "/")
+        places[kind].add("/".join(member.parts[:at]))
+
+    def split_sources(self) -> Tuple[Dict[SplitKey, SplitSource], Dict[Tuple[str, str], Tuple[int, ...]]]:
+        """One source per split file; identical copies are fine, differing ones are an error."""
+        layout = Layout(Path(self.root), {}, {}, {}, [], self.split_members)
+        sources: Dict[SplitKey, SplitSource] = {}
+        for key, refs in sorted(self.splits.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+            first = refs[0]
+            if len(refs) > 1:
+                data = layout._read_bytes(first)
+                for other in refs[1:]:
+                    if layout._read_bytes(other) != data:
+                        name = _components(first.name)[-1]
+                        raise LayoutError(f"two different copies of {name}: {first.display} and "
+                                          f"{other.display}; keep one")
+            sources[key] = SplitSource(key[0], first.display, first)
+        return sources, self.split_members
+
+
+def _normal(member_folder: str) -> str:
+    return "/".join(_components(member_folder))
+
+
+def find_layout(root: Union[str, os.PathLike]) -> Layout:
+    """Discover the parts and split files under ``root`` (a folder or a zip), at any depth."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if not os.path.exists(path):
+        raise LayoutError(f"{path}: the archive root does not exist")
+    finder = _Finder(path)
+    if os.path.isdir(path):
+        finder.enter(path, 0)
+    elif path.lower().endswith(".zip"):
+        finder.zips.append(path)
+    else:
+        raise LayoutError(f"{path}: the archive root must be a folder or a zip file")
+    for archive in finder.zips:
+        finder.index_zip(archive)
+    parts = {kind: part for kind, part in finder.parts.items() if part.roots}
+    if not parts:
+        folders = ", ".join(PART_FOLDERS[kind] for kind in PART_KINDS)
+        raise LayoutError(f"{path}: no FERV39k part found (looked for folders {folders}, "
+                          f"with or without drive suffixes such as -002, in folders and zip files at any depth)")
+    sources, members = finder.split_sources()
+    missing = [name for split, name in SPLIT_FILE_NAMES.items() if (split, None) not in sources]
+    if missing:
+        raise LayoutError(f"{path}: no {' or '.join(missing)} found (searched every folder and zip file "
+                          f"under the root for the split files {', '.join(SPLIT_FILE_NAMES.values())})")
+    return Layout(
+        root=Path(path),
+        parts=parts,
+        split_files={split: sources[(split, None)] for split in SPLIT_FILE_NAMES},
+        scene_split_files={(split, scene): src for (split, scene), src in sources.items() if scene is not None},
+        unsafe=finder.unsafe,
+        _split_members=members,
+    )

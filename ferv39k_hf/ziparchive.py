@@ -1,0 +1,191 @@
+"""Zip files read in place: a compact member index and direct member reads.
+
+A drive download of FERV39k may stay zipped. Its face crops alone are about a
+million members; a ``zipfile.ZipFile`` keeps a ``ZipInfo`` object per member
+(hundreds of bytes each) in every process that opens it. So the central
+directory is read once, at discovery, into small per-clip arrays, and a member
+is read later with one ``os.pread`` of its local header and data, from a file
+descriptor cached per process. Nothing is ever extracted or written.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+import struct
+import threading
+import zipfile
+import zlib
+from array import array
+from typing import Dict, Hashable, Iterator, List, NamedTuple, Optional, Tuple
+
+from .errors import LayoutError
+
+# One member's numbers, as stored in the central directory.
+FIELDS = 6  # header_offset, compress_size, file_size, crc, compress_type, flag_bits
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's sizeFileHeader layout, 30 bytes
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
+
+
+class ZipClip(NamedTuple):
+    """The members of one clip folder (or one mp4) inside one zip."""
+
+    container: str  # absolute path of the zip
+    prefix: str  # member name of the folder holding the files, with its trailing separator
+    names: Tuple[str, ...]  # member basenames: the clip's frames, or the one mp4
+    info: array  # FIELDS numbers per member, in the order of names
+
+    def member_info(self, index: int) -> Tuple[int, ...]:
+        return tuple(self.info[index * FIELDS:(index + 1) * FIELDS])
+
+
+class Member(NamedTuple):
+    """One zip member as discovery sees it."""
+
+    name: str  # the stored member name, unchanged
+    parts: Tuple[str, ...]  # its path components: backslashes read as separators, "" and "." dropped
+    is_dir: bool
+    info: Tuple[int, ...]
+
+
+def unsafe_reason(info: zipfile.ZipInfo) -> Optional[str]:
+    """Why a member must never be read or written, or None if it is an ordinary member."""
+    name = info.filename
+    if name.startswith(("/", "\\")):
+        return "absolute path"
+    if _DRIVE_LETTER.match(name):
+        return "drive letter in the path"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "'..' component in the path"
+    if posixpath.normpath(name.replace("\\", "/")).startswith(".."):
+        return "path escapes the archive"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link entry"
+    return None
+
+
+def iter_members(path: str, unsafe: List[Tuple[str, str]]) -> Iterator[Member]:
+    """The safe members of one zip; unsafe ones go to ``unsafe`` as (name, reason)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise LayoutError(f"{path}: cannot read the zip file ({err})") from None
+    with archive:
+        for info in archive.infolist():
+            reason = unsafe_reason(info)
+            if reason is not None:
+                unsafe.append((info.filename, reason))
+                continue
+            parts = tuple(p for p in info.filename.replace("\\", "/").split("/") if p not in ("", "."))
+            numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC,
+                       info.compress_type, info.flag_bits)
+            yield Member(info.filename, parts, info.is_dir(), numbers)
+
+
+class ClipCollector:
+    """Gathers members into ZipClips while a zip's central directory is read."""
+
+    def __init__(self, container: str):
+        self.container = container
+        self._open: Dict[Hashable, list] = {}  # key -> [prefix, names, numbers]
+        self._basenames: Dict[str, str] = {}  # interned: frame names repeat across clips
+
+    def add(self, key: Hashable, prefix: str, basename: Optional[str] = None,
+            info: Optional[Tuple[int, ...]] = None) -> None:
+        """Note a member of clip ``key`` stored as prefix + basename; basename None notes only the clip."""
+        entry = self._open.get(key)
+        if entry is None:
+            entry = self._open[key] = [prefix, [], array("Q")]
+        if basename is not None:
+            if not entry[1]:
+                entry[0] = prefix  # a file's own prefix is what reads need; a folder entry's may differ
+            entry[1].append(self._basenames.setdefault(basename, basename))
+            entry[2].extend(info)
+
+    def clips(self) -> Dict[Hashable, ZipClip]:
+        return {key: ZipClip(self.container, prefix, tuple(names), numbers)
+                for key, (prefix, names, numbers) in self._open.items()}
+
+
+# Per-process handles: a descriptor or ZipFile inherited over fork belongs to the
+# parent, so the cache is keyed by pid and each process opens its own.
+_HANDLES: Dict[Tuple[int, str], int] = {}
+_ZIPFILES: Dict[Tuple[int, str], zipfile.ZipFile] = {}
+_LOCK = threading.Lock()
+
+
+def _descriptor(container: str) -> int:
+    key = (os.getpid(), container)
+    fd = _HANDLES.get(key)
+    if fd is None:
+        with _LOCK:
+            fd = _HANDLES.get(key)
+            if fd is None:
+                try:
+                    fd = os.open(container, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                except OSError as err:
+                    raise LayoutError(f"{container}: cannot open the zip file ({err})") from None
+                _HANDLES[key] = fd
+    return fd
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    with _LOCK:  # no pread (Windows): seek and read under the lock
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, size)
+
+
+def _read_with_zipfile(container: str, name: str) -> bytes:
+    """Slow path for compression methods other than stored and deflate."""
+    key = (os.getpid(), container)
+    with _LOCK:
+        archive = _ZIPFILES.get(key)
+        if archive is None:
+            archive = _ZIPFILES[key] = zipfile.ZipFile(container)
+        return archive.read(name)
+
+
+def read_member(container: str, name: str, info: Tuple[int, ...]) -> bytes:
+    """The bytes of one member, checked against its stored size and CRC."""
+    offset, compress_size, file_size, crc, compress_type, flag_bits = info
+    where = f"{container}!{name}"
+    if flag_bits & 0x1:
+        raise LayoutError(f"{where}: the member is encrypted")
+    if compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        data = _read_with_zipfile(container, name)
+    else:
+        fd = _descriptor(container)
+        header = _pread(fd, _LOCAL_HEADER.size, offset)
+        if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_SIGNATURE:
+            raise LayoutError(f"{where}: bad local header (damaged or truncated zip)")
+        fields = _LOCAL_HEADER.unpack(header)
+        start = offset + _LOCAL_HEADER.size + fields[10] + fields[11]
+        raw = _pread(fd, compress_size, start)
+        if len(raw) != compress_size:
+            raise LayoutError(f"{where}: member data is truncated")
+        if compress_type == zipfile.ZIP_STORED:
+            data = raw
+        else:
+            try:
+                data = zlib.decompress(raw, -15)
+            except zlib.error as err:
+                raise LayoutError(f"{where}: cannot inflate the member ({err})") from None
+    if len(data) != file_size or zlib.crc32(data) != crc:
+        raise LayoutError(f"{where}: size or CRC does not match the zip directory (damaged member)")
+    return data
+
+
+def close_handles() -> None:
+    """Close this process's cached zip handles (they reopen on the next read)."""
+    pid = os.getpid()
+    with _LOCK:
+        for key in [k for k in _HANDLES if k[0] == pid]:
+            os.close(_HANDLES.pop(key))
+        for key in [k for k in _ZIPFILES if k[0] == pid]:
+            _ZIPFILES.pop(key).close()
