@@ -61,9 +61,9 @@ def _class_ids(values, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _paired(predictions, references) -> Tuple[np.ndarray, np.ndarray]:
-    preds = _class_ids(predictions, "predictions")
-    refs = _class_ids(references, "references")
+def _paired(predictions, references, num_classes: int = NUM_CLASSES) -> Tuple[np.ndarray, np.ndarray]:
+    preds = _class_ids(predictions, "predictions", num_classes)
+    refs = _class_ids(references, "references", num_classes)
     if preds.shape != refs.shape:
         raise ScoringError(f"{len(preds)} predictions but {len(refs)} references; they must pair up one to one")
     return preds, refs
@@ -105,10 +105,7 @@ def _scene_names(scenes, count: int) -> np.ndarray:
 
 def confusion_matrix(*, predictions, references, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Counts, rows = references, columns = predictions, over all ``num_classes`` ids."""
-    preds = _class_ids(predictions, "predictions", num_classes)
-    refs = _class_ids(references, "references", num_classes)
-    if preds.shape != refs.shape:
-        raise ScoringError(f"{len(preds)} predictions but {len(refs)} references; they must pair up one to one")
+    preds, refs = _paired(predictions, references, num_classes)
     cells = np.bincount(refs * num_classes + preds, minlength=num_classes * num_classes)
     return cells.reshape(num_classes, num_classes)
 
@@ -168,7 +165,9 @@ def _summary(preds: np.ndarray, refs: np.ndarray, bootstrap: int, seed: int, con
     war, uar = war_uar(cm)
     entry = {"war": war, "uar": uar, "support": int(len(refs)), "uar_classes": int((cm.sum(axis=1) > 0).sum())}
     if bootstrap:
-        entry.update(bootstrap_ci(predictions=preds, references=refs, resamples=bootstrap, seed=seed, confidence=confidence))
+        entry.update(
+            bootstrap_ci(predictions=preds, references=refs, resamples=bootstrap, seed=seed, confidence=confidence)
+        )
     return entry
 
 
@@ -290,7 +289,8 @@ def clip_labels(clip_ids: Sequence[str], labels) -> Tuple[List[str], np.ndarray]
     clash = np.flatnonzero(per_clip[inverse] != values)
     if clash.size:
         clip = inverse[clash[0]]
-        raise ScoringError(f"views of clip {unique[clip]} disagree on the label: {sorted(set(values[inverse == clip].tolist()))}")
+        seen = sorted(set(values[inverse == clip].tolist()))
+        raise ScoringError(f"views of clip {unique[clip]} disagree on the label: {seen}")
     return unique, per_clip
 
 

@@ -46,7 +46,8 @@ Returns:
     per_scene, per_scenario (`dict`): name -> {war, uar, support (examples), uar_classes[, war_ci, uar_ci]},
         only with `scenes`.
 Examples:
-    >>> import evaluate, ferv39k_hf
+    >>> import evaluate
+    >>> import ferv39k_hf
     >>> war_uar = evaluate.load(ferv39k_hf.metrics.WAR_UAR)
     >>> result = war_uar.compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2])
     >>> round(result["war"], 4), round(result["uar"], 4)
