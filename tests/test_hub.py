@@ -24,6 +24,19 @@ def stub(monkeypatch):
         yield server
 
 
+@pytest.fixture
+def small_build(built_faces, tmp_path):
+    """The built sample with each shard cut to its first rows: the same card and file names, quick to upload."""
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "small"
+    shutil.copytree(built_faces, folder, ignore=shutil.ignore_patterns("*.parquet"))
+    for shard in built_faces.rglob("*.parquet"):
+        first_rows = pq.ParquetFile(shard).read_row_group(0).slice(0, 2)
+        pq.write_table(first_rows, folder / shard.relative_to(built_faces))
+    return folder
+
+
 def _local_files(folder: Path):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
@@ -45,16 +58,23 @@ def _with_card_field(built: Path, dest: Path, key: str, value) -> Path:
     return dest
 
 
-def test_push_creates_a_private_repo_and_uploads_every_file(stub, built_faces, capsys):
-    assert _push(built_faces, "team/ferv39k-faces", stub.token) == 0
+def test_push_creates_a_private_repo_and_uploads_every_file(stub, small_build, capsys):
+    assert _push(small_build, "team/ferv39k-faces", stub.token) == 0
     out = capsys.readouterr()
     repo = stub.repo("team/ferv39k-faces")
     assert repo.private is True
-    assert repo.files == _local_files(built_faces)
+    assert repo.files == _local_files(small_build)
     assert any(name.endswith(".parquet") for name in repo.files)
     assert "created private dataset repository team/ferv39k-faces" in out.out
     assert stub.token not in out.out + out.err
     assert all(r.authorized for r in stub.writes())
+
+
+@pytest.mark.slow
+def test_push_of_the_whole_built_sample(stub, built_faces):
+    # About 150 MB base64-encoded through Python on both ends: ~15 s.
+    assert _push(built_faces, "team/full", stub.token) == 0
+    assert stub.repo("team/full").files == _local_files(built_faces)
 
 
 def test_push_refuses_a_public_repo_and_writes_nothing(stub, built_faces, capsys):
@@ -67,34 +87,34 @@ def test_push_refuses_a_public_repo_and_writes_nothing(stub, built_faces, capsys
     assert stub.repo("team/open").files == {}
 
 
-def test_push_to_an_existing_private_repo_and_branch(stub, built_faces, capsys):
+def test_push_to_an_existing_private_repo_and_branch(stub, small_build, capsys):
     stub.add_repo("team/internal", private=True, files={"old.txt": b"x"})
-    assert _push(built_faces, "team/internal", stub.token, "--revision", "v1") == 0
+    assert _push(small_build, "team/internal", stub.token, "--revision", "v1") == 0
     repo = stub.repo("team/internal")
     assert repo.files == {"old.txt": b"x"}  # main untouched
-    assert set(_local_files(built_faces)) <= set(repo.branches["v1"])
+    assert repo.branches["v1"] == {"old.txt": b"x", **_local_files(small_build)}
     assert "created" not in capsys.readouterr().out
     assert not any(r.path == "/api/repos/create" for r in stub.requests)
 
 
-def test_push_refuses_a_reference_build_before_contacting_the_hub(stub, built_faces, tmp_path, capsys):
-    folder = _with_card_field(built_faces, tmp_path / "ref", "ferv39k_frames", "reference")
+def test_push_refuses_a_reference_build_before_contacting_the_hub(stub, small_build, tmp_path, capsys):
+    folder = _with_card_field(small_build, tmp_path / "ref", "ferv39k_frames", "reference")
     assert _push(folder, "team/ref", stub.token) == 1
     assert "--frames reference" in capsys.readouterr().err
     assert stub.requests == []
 
 
 @pytest.mark.parametrize("case", ["no_marker", "plain_folder", "missing_shard", "a_file"])
-def test_push_refuses_what_build_did_not_make(stub, built_faces, tmp_path, capsys, case):
+def test_push_refuses_what_build_did_not_make(stub, small_build, tmp_path, capsys, case):
     if case == "no_marker":
-        target = _with_card_field(built_faces, tmp_path / "x", "ferv39k_frames", None)
+        target = _with_card_field(small_build, tmp_path / "x", "ferv39k_frames", None)
     elif case == "plain_folder":
         target = tmp_path / "x"
         target.mkdir()
         (target / "frames.parquet").write_bytes(b"PAR1")
     elif case == "missing_shard":
         target = tmp_path / "x"
-        shutil.copytree(built_faces, target)
+        shutil.copytree(small_build, target)
         next(target.rglob("*.parquet")).unlink()
     else:
         target = tmp_path / "x.txt"
@@ -119,10 +139,11 @@ def test_push_with_a_wrong_token_reports_without_echoing_it(stub, built_faces, c
     assert ("dataset", "team/x") not in stub.repos
 
 
-def test_push_reads_the_logged_in_token_from_the_environment(stub, built_faces, monkeypatch):
+def test_push_reads_the_logged_in_token_from_the_environment(stub, small_build, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", stub.token)
-    assert cli_main(["push", str(built_faces), "--repo-id", "team/env"]) == 0
+    assert cli_main(["push", str(small_build), "--repo-id", "team/env"]) == 0
     assert stub.repo("team/env").private
+    assert stub.repo("team/env").files == _local_files(small_build)
 
 
 def _results():
