@@ -14,28 +14,19 @@ A Layout holds no open files, so it pickles into worker processes.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from . import ziparchive
 from .annotations import decode_split_text
 from .errors import LayoutError
-from .taxonomy import PART_FOLDERS, SCENES, SPLIT_FILE_NAMES
-from .ziparchive import FIELDS, ClipCollector, ZipClip
+from .taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
+from .ziparchive import (FIELDS, PART_KINDS, VIDEO_SUFFIX, SplitKey, ZipClip, components, folder_kind,
+                         is_frame, is_hidden, is_video, natural_key, split_file_key)
 
-PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
-FRAME_SUFFIXES = (".jpg", ".jpeg")
-VIDEO_SUFFIX = ".mp4"
+__all__ = ["FileRef", "Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
 _MAX_DEPTH = 16  # how deep to look for part folders below the root
-_KIND_OF_FOLDER = {name: kind for kind, name in PART_FOLDERS.items()}
-_DRIVE_SUFFIX = re.compile(r"(?:-\d+| \(\d+\))$")  # "-002" from drive exports, " (1)" from browsers
-_SPLIT_NAME = re.compile(r"^(train|test)_(\w+)\.csv$", re.IGNORECASE)
-_SCENE_BY_LOWER = {scene.lower(): scene for scene in SCENES}
-_SEPARATORS = re.compile(r"[/\\]")
-_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -73,48 +64,8 @@ class UnsafeEntry:
         return f"{where}: {self.reason}"
 
 
-@lru_cache(maxsize=8192)
-def folder_kind(name: str) -> Optional[str]:
-    """The part ("faces", ..., "setups") a folder name denotes, drive suffix allowed; else None."""
-    return _KIND_OF_FOLDER.get(name) or _KIND_OF_FOLDER.get(_DRIVE_SUFFIX.sub("", name))
-
-
-def split_file_key(basename: str) -> Optional[Tuple[str, Optional[str]]]:
-    """("train", None) for train_All.csv, ("test", "Crime") for test_Crime.csv, else None."""
-    match = _SPLIT_NAME.match(basename)
-    if match is None:
-        return None
-    split, which = match.group(1).lower(), match.group(2).lower()
-    if which == "all":
-        return split, None
-    scene = _SCENE_BY_LOWER.get(which)
-    return (split, scene) if scene else None
-
-
-def natural_key(name: str) -> Tuple[list, str]:
-    """Sort key that orders digit runs by value: 2.jpg before 10.jpg."""
-    chunks = _DIGITS.split(name)
-    return [int(c) if i % 2 else c.lower() for i, c in enumerate(chunks)], name
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
-def _components(name: str) -> List[str]:
-    return [c for c in _SEPARATORS.split(name) if c not in ("", ".")]
-
-
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _is_frame(name: str) -> bool:
-    return name.lower().endswith(FRAME_SUFFIXES) and not _hidden(name)
-
-
-def _is_video(name: str) -> bool:
-    return name.lower().endswith(VIDEO_SUFFIX) and not _hidden(name)
 
 
 class Part:
@@ -176,7 +127,7 @@ class Part:
             return  # gone since discovery: the clip reads as missing frames
         with listing:
             for entry in listing:
-                if not _is_frame(entry.name) or entry.name in found:
+                if not is_frame(entry.name) or entry.name in found:
                     continue
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
@@ -207,7 +158,7 @@ class Part:
     def relative_path(self, ref: FileRef) -> str:
         """"Scene/Emotion/NNNN/00.jpg" (or "Scene/Emotion/NNNN.mp4"): the path below the part folder."""
         depth = 3 if self.kind == "videos" else 4
-        return "/".join(_components(ref.name)[-depth:])
+        return "/".join(components(ref.name)[-depth:])
 
     def read(self, ref: FileRef) -> bytes:
         """The bytes of one file listed by frames() or video()."""
@@ -268,9 +219,6 @@ class Layout:
         return ziparchive.read_member(ref.container, ref.name, self._split_members[(ref.container, ref.name)])
 
 
-SplitKey = Tuple[str, Optional[str]]
-
-
 class _Finder:
     """One discovery pass: walks folders, indexes zips, gathers split files."""
 
@@ -300,7 +248,7 @@ class _Finder:
             raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
         kept = []
         for entry in entries:
-            if _hidden(entry.name):
+            if is_hidden(entry.name):
                 continue
             if entry.is_symlink():
                 target = os.path.realpath(entry.path)
@@ -361,7 +309,7 @@ class _Finder:
                 nested = True
                 self.enter(entry.path, depth)
             elif kind == "videos":
-                if _is_video(entry.name) and entry.is_file():
+                if is_video(entry.name) and entry.is_file():
                     clips.append((f"{scene}/{emotion.name}/{os.path.splitext(entry.name)[0]}", entry.name))
             elif entry.is_dir():
                 clips.append((f"{scene}/{emotion.name}/{entry.name}", entry.name))
@@ -375,57 +323,17 @@ class _Finder:
         if key is not None:
             self.splits.setdefault(key, []).append(FileRef(None, entry.path, entry.stat().st_size))
 
-    def index_zip(self, path: str) -> None:
-        """Classify every member of one zip; the zip's own name counts as a folder above its members."""
-        stem = os.path.splitext(os.path.basename(path))[0]
-        collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
-        places: Dict[str, Set[str]] = {kind: set() for kind in PART_KINDS}
-        unsafe: List[Tuple[str, str]] = []
-        for member in ziparchive.iter_members(path, unsafe):
-            if not member.parts or any(_hidden(p) for p in member.parts):
-                continue
-            key = None if member.is_dir else split_file_key(member.parts[-1])
-            if key is not None:
-                self.splits.setdefault(key, []).append(FileRef(path, member.name, member.info[2]))
-                self.split_members[(path, member.name)] = member.info
-            self._classify(stem, member, collectors, places)
-        self.unsafe.extend(UnsafeEntry(path, name, reason) for name, reason in unsafe)
-        for kind, collector in collectors.items():
-            clips = collector.clips()
+    def add_zip(self, path: str) -> None:
+        index = ziparchive.index_zip(path)
+        self.unsafe.extend(UnsafeEntry(path, name, reason) for name, reason in index.unsafe)
+        for key, name, info in index.splits:
+            self.splits.setdefault(key, []).append(FileRef(path, name, info[2]))
+            self.split_members[(path, name)] = info
+        for kind, by_id in index.clips.items():
             part = self.parts[kind]
-            if clips:
-                part.roots.extend(f"{path}!{place}" for place in sorted(places[kind]))
-            for (clip_id, _), clip in clips.items():
-                part._in_zips.setdefault(clip_id, []).append(clip)
-
-    @staticmethod
-    def _classify(stem: str, member: ziparchive.Member, collectors: Dict[str, ClipCollector],
-                  places: Dict[str, Set[str]]) -> None:
-        components = (stem,) + member.parts
-        for at in range(len(components) - 1, -1, -1):
-            kind = folder_kind(components[at])
-            if kind:
-                break
-        else:
-            return
-        below = components[at + 1:]
-        if kind not in PART_KINDS or len(below) < 3:
-            return
-        base = member.parts[-1]
-        prefix = member.name[:len(member.name) - len(base)]
-        if kind == "videos":
-            if len(below) != 3 or member.is_dir or not _is_video(base):
-                return
-            clip_id = "/".join(below[:2] + (os.path.splitext(base)[0],))
-            collectors[kind].add((clip_id, member.name), prefix, base, member.info)
-        else:
-            clip_id = "/".join(below[:3])
-            if len(below) == 4 and not member.is_dir and _is_frame(base):
-                collectors[kind].add((clip_id, _normal(prefix)), prefix, base, member.info)
-            else:  # the clip folder exists, with no frame in this member
-                folder = "/".join(member.parts[:len(member.parts) - len(below) + 3])
-                collectors[kind].add((clip_id, folder), folder + "/")
-        places[kind].add("/".join(member.parts[:at]))
+            part.roots.extend(index.places[kind])
+            for clip_id, clips in by_id.items():
+                part._in_zips.setdefault(clip_id, []).extend(clips)
 
     def split_sources(self) -> Tuple[Dict[SplitKey, SplitSource], Dict[Tuple[str, str], Tuple[int, ...]]]:
         """One source per split file; identical copies are fine, differing ones are an error."""
@@ -437,15 +345,11 @@ class _Finder:
                 data = layout._read_bytes(first)
                 for other in refs[1:]:
                     if layout._read_bytes(other) != data:
-                        name = _components(first.name)[-1]
+                        name = components(first.name)[-1]
                         raise LayoutError(f"two different copies of {name}: {first.display} and "
                                           f"{other.display}; keep one")
             sources[key] = SplitSource(key[0], first.display, first)
         return sources, self.split_members
-
-
-def _normal(member_folder: str) -> str:
-    return "/".join(_components(member_folder))
 
 
 def find_layout(root: Union[str, os.PathLike]) -> Layout:
@@ -461,7 +365,7 @@ def find_layout(root: Union[str, os.PathLike]) -> Layout:
     else:
         raise LayoutError(f"{path}: the archive root must be a folder or a zip file")
     for archive in finder.zips:
-        finder.index_zip(archive)
+        finder.add_zip(archive)
     parts = {kind: part for kind, part in finder.parts.items() if part.roots}
     if not parts:
         folders = ", ".join(PART_FOLDERS[kind] for kind in PART_KINDS)

@@ -1,4 +1,4 @@
-"""Zip files read in place: a compact member index and direct member reads.
+"""Zip files read in place, and the path rules that place a file in the archive.
 
 A drive download of FERV39k may stay zipped. Its face crops alone are about a
 million members; a ``zipfile.ZipFile`` keeps a ``ZipInfo`` object per member
@@ -6,6 +6,10 @@ million members; a ``zipfile.ZipFile`` keeps a ``ZipInfo`` object per member
 directory is read once, at discovery, into small per-clip arrays, and a member
 is read later with one ``os.pread`` of its local header and data, from a file
 descriptor cached per process. Nothing is ever extracted or written.
+
+The path rules (part folder names, split file names, frame order) live here
+because folders and zips share them and :mod:`ferv39k_hf.layout` imports this
+module.
 """
 
 from __future__ import annotations
@@ -19,9 +23,67 @@ import threading
 import zipfile
 import zlib
 from array import array
-from typing import Dict, Hashable, Iterator, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Dict, Hashable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from .errors import LayoutError
+from .taxonomy import PART_FOLDERS, SCENES
+
+PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
+FRAME_SUFFIXES = (".jpg", ".jpeg")
+VIDEO_SUFFIX = ".mp4"
+_KIND_OF_FOLDER = {name: kind for kind, name in PART_FOLDERS.items()}
+_DRIVE_SUFFIX = re.compile(r"(?:-\d+| \(\d+\))$")  # "-002" from drive exports, " (1)" from browsers
+_SPLIT_NAME = re.compile(r"^(train|test)_(\w+)\.csv$", re.IGNORECASE)
+_SCENE_BY_LOWER = {scene.lower(): scene for scene in SCENES}
+_SEPARATORS = re.compile(r"[/\\]")
+_DIGITS = re.compile(r"(\d+)")
+
+SplitKey = Tuple[str, Optional[str]]  # ("train", None) for train_All.csv, ("test", "Crime") for test_Crime.csv
+
+
+@lru_cache(maxsize=8192)
+def folder_kind(name: str) -> Optional[str]:
+    """The part ("faces", ..., "setups") a folder name denotes, drive suffix allowed; else None."""
+    return _KIND_OF_FOLDER.get(name) or _KIND_OF_FOLDER.get(_DRIVE_SUFFIX.sub("", name))
+
+
+def split_file_key(basename: str) -> Optional[SplitKey]:
+    """The split file a name denotes (train_All.csv, test_Crime.csv), else None."""
+    match = _SPLIT_NAME.match(basename)
+    if match is None:
+        return None
+    split, which = match.group(1).lower(), match.group(2).lower()
+    if which == "all":
+        return split, None
+    scene = _SCENE_BY_LOWER.get(which)
+    return (split, scene) if scene else None
+
+
+def natural_key(name: str) -> Tuple[list, str]:
+    """Sort key that orders digit runs by value: 2.jpg before 10.jpg."""
+    chunks = _DIGITS.split(name)
+    return [int(c) if i % 2 else c.lower() for i, c in enumerate(chunks)], name
+
+
+def is_hidden(name: str) -> bool:
+    """Dot files and folders, and the __MACOSX folder macOS adds to zips."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def components(name: str) -> List[str]:
+    """A path's components; backslashes count as separators, "" and "." are dropped."""
+    return [c for c in _SEPARATORS.split(name) if c not in ("", ".")]
+
+
+def is_frame(name: str) -> bool:
+    return name.lower().endswith(FRAME_SUFFIXES) and not is_hidden(name)
+
+
+def is_video(name: str) -> bool:
+    return name.lower().endswith(VIDEO_SUFFIX) and not is_hidden(name)
+
 
 # One member's numbers, as stored in the central directory.
 FIELDS = 6  # header_offset, compress_size, file_size, crc, compress_type, flag_bits
@@ -68,7 +130,7 @@ def unsafe_reason(info: zipfile.ZipInfo) -> Optional[str]:
     return None
 
 
-def iter_members(path: str, unsafe: List[Tuple[str, str]]) -> Iterator[Member]:
+def _iter_members(path: str, unsafe: List[Tuple[str, str]]) -> Iterator[Member]:
     """The safe members of one zip; unsafe ones go to ``unsafe`` as (name, reason)."""
     try:
         archive = zipfile.ZipFile(path)
@@ -80,7 +142,7 @@ def iter_members(path: str, unsafe: List[Tuple[str, str]]) -> Iterator[Member]:
             if reason is not None:
                 unsafe.append((info.filename, reason))
                 continue
-            parts = tuple(p for p in info.filename.replace("\\", "/").split("/") if p not in ("", "."))
+            parts = tuple(components(info.filename))
             numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC,
                        info.compress_type, info.flag_bits)
             yield Member(info.filename, parts, info.is_dir(), numbers)
@@ -109,6 +171,68 @@ class ClipCollector:
     def clips(self) -> Dict[Hashable, ZipClip]:
         return {key: ZipClip(self.container, prefix, tuple(names), numbers)
                 for key, (prefix, names, numbers) in self._open.items()}
+
+
+@dataclass
+class ZipIndex:
+    """What one zip holds, by the path rules."""
+
+    clips: Dict[str, Dict[str, List[ZipClip]]] = field(default_factory=dict)  # kind -> clip id -> clips
+    places: Dict[str, List[str]] = field(default_factory=dict)  # kind -> "zip!folder" where the part is
+    splits: List[Tuple[SplitKey, str, Tuple[int, ...]]] = field(default_factory=list)  # key, name, info
+    unsafe: List[Tuple[str, str]] = field(default_factory=list)  # name, reason
+
+
+def index_zip(path: str) -> ZipIndex:
+    """Classify every member of one zip; the zip's own name counts as a folder above its members."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
+    places: Dict[str, Set[str]] = {kind: set() for kind in PART_KINDS}
+    index = ZipIndex()
+    for member in _iter_members(path, index.unsafe):
+        if not member.parts or any(is_hidden(p) for p in member.parts):
+            continue
+        key = None if member.is_dir else split_file_key(member.parts[-1])
+        if key is not None:
+            index.splits.append((key, member.name, member.info))
+        _classify(stem, member, collectors, places)
+    for kind, collector in collectors.items():
+        clips = collector.clips()
+        if clips:
+            index.places[kind] = [f"{path}!{place}" for place in sorted(places[kind])]
+            by_id = index.clips[kind] = {}
+            for (clip_id, _), clip in clips.items():
+                by_id.setdefault(clip_id, []).append(clip)
+    return index
+
+
+def _classify(stem: str, member: Member, collectors: Dict[str, ClipCollector], places: Dict[str, Set[str]]) -> None:
+    """File a member under its clip: the last part-folder component, then Scene/Emotion/NNNN/..."""
+    names = (stem,) + member.parts
+    for at in range(len(names) - 1, -1, -1):
+        kind = folder_kind(names[at])
+        if kind:
+            break
+    else:
+        return
+    below = names[at + 1:]
+    if kind not in PART_KINDS or len(below) < 3:
+        return
+    base = member.parts[-1]
+    prefix = member.name[:len(member.name) - len(base)]
+    if kind == "videos":
+        if len(below) != 3 or member.is_dir or not is_video(base):
+            return
+        clip_id = "/".join(below[:2] + (os.path.splitext(base)[0],))
+        collectors[kind].add((clip_id, member.name), prefix, base, member.info)
+    else:
+        clip_id = "/".join(below[:3])
+        clip_folder = "/".join(member.parts[:len(member.parts) - len(below) + 3])
+        if len(below) == 4 and not member.is_dir and is_frame(base):
+            collectors[kind].add((clip_id, clip_folder), prefix, base, member.info)
+        else:  # the clip folder exists, with no frame in this member
+            collectors[kind].add((clip_id, clip_folder), clip_folder + "/")
+    places[kind].add("/".join(member.parts[:at]))
 
 
 # Per-process handles: a descriptor or ZipFile inherited over fork belongs to the
