@@ -29,6 +29,7 @@ def card_metadata(
     features: datasets.Features,
     shards: Mapping[str, Sequence[str]],
     counts: Mapping[str, int],
+    split_bytes: Mapping[str, int],
     label_order: str,
     frames: str,
 ) -> Dict:
@@ -53,7 +54,12 @@ def card_metadata(
         "dataset_info": {
             "config_name": config,
             "features": features._to_yaml_list(),
-            "splits": [{"name": split, "num_examples": int(counts[split])} for split in shards],
+            "splits": [
+                {"name": split, "num_bytes": int(split_bytes[split]), "num_examples": int(counts[split])}
+                for split in shards
+            ],
+            "download_size": int(sum(split_bytes.values())),
+            "dataset_size": int(sum(split_bytes.values())),
         },
     }
 
@@ -76,6 +82,7 @@ def render_card(
     shards: Mapping[str, Sequence[str]],
     class_counts: Mapping[str, Counter],
     scenario_counts: Mapping[str, Counter],
+    split_bytes: Mapping[str, int],
     label_order: str,
     frames: str,
     skipped: int,
@@ -83,7 +90,7 @@ def render_card(
 ) -> str:
     """The whole README.md of a built folder."""
     counts = {split: sum(class_counts[split].values()) for split in shards}
-    meta = card_metadata(config, features, shards, counts, label_order, frames)
+    meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     words = label_names(label_order)
     label_rows = [[i, w] for i, w in enumerate(words)]
     scenario_rows = [[s] + [scenario_counts[split][s] for split in shards] for s in SCENARIOS]

@@ -266,17 +266,19 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
     counts: Dict[str, int] = {}
     class_counts: Dict[str, Counter] = {}
     scenario_counts: Dict[str, Counter] = {}
+    split_bytes: Dict[str, int] = {}
     skipped = list(problems)
     for res in results:  # in task order: split by split, shard by shard
         shards.setdefault(res.split, []).append(f"data/{config}/{res.filename}")
         counts[res.split] = counts.get(res.split, 0) + res.rows
+        split_bytes[res.split] = split_bytes.get(res.split, 0) + res.nbytes
         class_counts.setdefault(res.split, Counter()).update(res.class_counts)
         scenario_counts.setdefault(res.split, Counter()).update(res.scenario_counts)
         skipped.extend(res.skipped)
     if command is None:
         command = _build_command(root, out, options, validation_fraction, seed)
     card = render_card(
-        config, clip_features(config, options["label_order"]), shards, class_counts, scenario_counts,
+        config, clip_features(config, options["label_order"]), shards, class_counts, scenario_counts, split_bytes,
         options["label_order"], options["frames"], len(skipped), command,
     )
     (tmp / "README.md").write_text(card, encoding="utf-8")

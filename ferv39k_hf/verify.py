@@ -104,10 +104,11 @@ def _problem_finding(problem: Problem) -> Finding:
 
 
 def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
-    refs = part.frames(record.clip_id)
+    refs, links = part.scan_clip(record.clip_id)
+    report.findings += [Finding("unsafe-entry", u.reason, record.clip_id, u.name) for u in links]
     location = part.clip_location(record.clip_id)
     if not refs:
-        kind = "empty-clip" if part.has_clip(record.clip_id) else "missing-clip"
+        kind = "empty-clip" if part.clip_locations(record.clip_id) else "missing-clip"
         reason = "clip folder is empty" if kind == "empty-clip" else "clip folder is missing"
         report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
         return
@@ -116,7 +117,7 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
         report.frames_checked += 1
         problem = jpeg_problem(data[:16], data[-64:]) or (jpeg_decode_problem(data) if deep else None)
         if problem:
-            report.findings.append(Finding("bad-frame", problem, record.clip_id, part.describe(ref)))
+            report.findings.append(Finding("bad-frame", problem, record.clip_id, ref.display))
 
 
 def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
@@ -136,7 +137,7 @@ def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyRepor
         except Exception as err:  # PyAV's error types vary by release
             problem = f"video does not decode ({err})"
     if problem:
-        report.findings.append(Finding("bad-frame", problem, record.clip_id, part.describe(ref)))
+        report.findings.append(Finding("bad-frame", problem, record.clip_id, ref.display))
 
 
 def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expect_official: Optional[bool] = None,
