@@ -180,6 +180,8 @@ def _percent(value: Optional[float]) -> str:
 def _eval_results(results: Mapping[str, Any], dataset_name: str, config: str, split: str) -> List[Any]:
     from huggingface_hub import EvalResult
 
+    if results.get("war") is None:
+        return []
     common = dict(task_type="video-classification", task_name="Video facial expression recognition",
                   dataset_type="ferv39k", dataset_name=dataset_name, dataset_config=config, dataset_split=split)
     rows = [EvalResult(metric_type="war", metric_name="WAR", metric_value=round(100 * results["war"], 2), **common),
@@ -233,19 +235,24 @@ def render_model_card(
     from huggingface_hub import ModelCardData
 
     dataset_name = f"FERV39k ({dataset_config})"
+    local_base = bool(base_model) and os.path.isdir(base_model)
     data = ModelCardData(
         model_name=model_name,
-        base_model=base_model or None,
+        base_model=None if local_base or not base_model else base_model,  # metadata takes Hub ids only
         license="other",
         library_name="transformers",
         pipeline_tag="video-classification",
         tags=["video-classification", "facial-expression-recognition", "ferv39k"],
-        eval_results=_eval_results(results, dataset_name, dataset_config, eval_split),
+        eval_results=_eval_results(results, dataset_name, dataset_config, eval_split) or None,
     )
     labels = "\n".join(f"| {i} | {name} |" for i, name in enumerate(label_names))
     views = protocol.get("test_views", "1x1")
-    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model and not os.path.isdir(base_model) \
-        else (f"`{Path(base_model).name}` (a local checkpoint)" if base_model else "none: trained from scratch")
+    if not base_model:
+        base = "none: trained from scratch"
+    elif local_base:
+        base = f"`{Path(base_model).name}` (a local checkpoint)"
+    else:
+        base = f"[{base_model}](https://huggingface.co/{base_model})"
     hyper = "\n".join(f"- {key}: {value}" for key, value in (training or {}).items())
     return f"""---
 {data.to_yaml()}
@@ -253,8 +260,8 @@ def render_model_card(
 
 # {model_name}
 
-A video classifier of facial expressions fine-tuned on **FERV39k** ({dataset_config} config,
-official train split), scored on the official `{eval_split}` split.
+A video classifier of facial expressions trained on **FERV39k** ({dataset_config} config,
+official train split) and scored on its `{eval_split}` split.
 
 - Base model: {base}
 - Dataset: FERV39k (Wang et al., CVPR 2022), {HOMEPAGE}. The data is licence-gated and is **not**

@@ -1,0 +1,311 @@
+#!/usr/bin/env python
+"""Fine-tune a video transformer (VideoMAE, TimeSformer, ...) on FERV39k and score it by WAR and UAR.
+
+    python examples/run_video_classification.py \
+        --model_name_or_path MCG-NJU/videomae-base --dataset_dir ferv39k \
+        --output_dir videomae-ferv39k --do_train --do_eval --test_views 2x2 \
+        --per_device_train_batch_size 8 --learning_rate 5e-5 --num_train_epochs 3
+
+Data: a folder made by ``ferv39k-hf build`` (``--dataset_dir``) or a raw archive read
+through the package's builder (``--archive_dir``). Frames are sampled and normalised
+by :class:`ferv39k_hf.VideoClipTransform` with the mean, std and size of the model's
+image processor config (no torchvision needed). The checkpoint's ``id2label`` is the
+dataset's label order. Evaluation on ``test`` writes ``eval_war`` / ``eval_uar`` to
+``all_results.json`` and the per-class, per-scene and per-scenario scores to
+``eval_per_scene.json``; ``--push_to_hub`` uploads the checkpoint (never the data)
+with a model card. Runs unchanged under ``torchrun`` and ``accelerate launch``.
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import datasets
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForVideoClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+import ferv39k_hf
+from ferv39k_hf import hub
+from ferv39k_hf.metrics import average_views, clip_labels, score
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_DEFAULT_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_DEFAULT_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Hub id (MCG-NJU/videomae-base) or local checkpoint folder to start from."})
+    config_name: Optional[str] = field(default=None, metadata={"help": "Config to use instead of the model's."})
+    model_type: Optional[str] = field(
+        default=None, metadata={"help": "Without a checkpoint: the architecture to build from scratch (videomae, timesformer)."})
+    config_overrides: Optional[str] = field(
+        default=None, metadata={"help": "Config overrides, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=32,"
+                                        "num_frames=8,patch_size=8,tubelet_size=2'."})
+    from_scratch: bool = field(default=False, metadata={"help": "Random weights: use only the config of the checkpoint."})
+    image_processor_name: Optional[str] = field(
+        default=None, metadata={"help": "Where to read mean/std/size from (default: the checkpoint)."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Where to store downloaded checkpoints."})
+    token: Optional[str] = field(default=None, metadata={"help": "Hub token for private checkpoints."})
+    ignore_mismatched_sizes: bool = field(
+        default=True, metadata={"help": "Replace the checkpoint's classification head with a 7-class one."})
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_dir: Optional[str] = field(default=None, metadata={"help": "A folder made by 'ferv39k-hf build'."})
+    archive_dir: Optional[str] = field(default=None, metadata={"help": "A raw FERV39k archive (read by the builder)."})
+    dataset_config: str = field(default="faces", metadata={"help": "faces, scenes or videos."})
+    label_order: str = field(default="alphabetical", metadata={"help": "With --archive_dir: alphabetical or dfew."})
+    validation_fraction: float = field(default=0.0, metadata={"help": "With --archive_dir: carve a validation split."})
+    eval_split: str = field(default="test", metadata={"help": "The split scored at the end (the published protocol: test)."})
+    num_frames: Optional[int] = field(default=None, metadata={"help": "Frames per clip (default: the model config's)."})
+    image_size: Optional[int] = field(default=None, metadata={"help": "Input size (default: the image processor's crop)."})
+    sampling: str = field(default="segment", metadata={"help": "segment (equal segments) or window (consecutive)."})
+    window_stride: int = field(default=1, metadata={"help": "Frame step of window sampling."})
+    test_views: str = field(default="1x1", metadata={"help": "Temporal x spatial views per test clip, e.g. 2x2."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only this many training clips."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only this many test clips."})
+
+    def __post_init__(self):
+        if (self.dataset_dir is None) == (self.archive_dir is None):
+            raise ValueError("pass exactly one of --dataset_dir (a built folder) or --archive_dir (a raw archive)")
+        views = self.test_views.lower().split("x")
+        if len(views) != 2 or not all(v.isdigit() and int(v) > 0 for v in views):
+            raise ValueError(f"--test_views must look like 2x2, got {self.test_views!r}")
+        self.temporal_views, self.spatial_views = int(views[0]), int(views[1])
+
+
+def load_clips(data_args: DataTrainingArguments) -> datasets.DatasetDict:
+    """The dataset as a DatasetDict with undecoded frames, and its config and label order."""
+    if data_args.dataset_dir:
+        meta = hub.read_card_metadata(data_args.dataset_dir)
+        data_args.dataset_config = meta.get("ferv39k_config", data_args.dataset_config)
+        data_args.label_order = meta.get("ferv39k_label_order", data_args.label_order)
+        clips = datasets.load_dataset(data_args.dataset_dir)
+    else:
+        clips = ferv39k_hf.load(data_args.archive_dir, config=data_args.dataset_config, label_order=data_args.label_order,
+                                validation_fraction=data_args.validation_fraction)
+    return ferv39k_hf.undecoded_frames(clips)
+
+
+def processor_settings(model_args: ModelArguments) -> Dict[str, Any]:
+    """Mean, std and crop size from the image processor config (preprocessor_config.json), if there is one."""
+    from transformers.image_processing_utils import ImageProcessingMixin
+
+    source = model_args.image_processor_name or (None if model_args.from_scratch else model_args.model_name_or_path)
+    if source is None:
+        return {}
+    try:
+        config, _ = ImageProcessingMixin.get_image_processor_dict(
+            source, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+    except OSError:
+        logger.warning("no image processor config at %s: using ImageNet mean/std and the model's image size", source)
+        return {}
+    crop, size = config.get("crop_size") or {}, config.get("size") or {}
+    side = crop.get("height") or size.get("shortest_edge") or size.get("height")
+    return {"mean": config.get("image_mean"), "std": config.get("image_std"), "size": side}
+
+
+def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, labels: List[str], size: Optional[int]):
+    """Config with the dataset's labels and the clip shape, and the model (pretrained body, new head)."""
+    id2label = dict(enumerate(labels))
+    label_kwargs = dict(id2label=id2label, label2id={n: i for i, n in id2label.items()},
+                        finetuning_task="video-classification")
+    hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+    if model_args.config_name or model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
+                                            **label_kwargs, **hub_kwargs)
+    elif model_args.model_type:
+        config = AutoConfig.for_model(model_args.model_type, **label_kwargs)
+    else:
+        raise ValueError("pass --model_name_or_path, --config_name or --model_type")
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+    if data_args.num_frames and data_args.num_frames != config.num_frames:
+        logger.warning("num_frames %d replaces the config's %d", data_args.num_frames, config.num_frames)
+        config.num_frames = data_args.num_frames
+    if size and size != config.image_size:
+        logger.warning("image size %d replaces the config's %d", size, config.image_size)
+        config.image_size = size
+    if model_args.model_name_or_path and not model_args.from_scratch:
+        model = AutoModelForVideoClassification.from_pretrained(
+            model_args.model_name_or_path, config=config,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub_kwargs)
+    else:
+        model = AutoModelForVideoClassification.from_config(config)
+    return config, model
+
+
+class ClipCollator:
+    """Stacks transformed training rows; runs the evaluation transform (and its views) on raw rows."""
+
+    def __init__(self, eval_transform):
+        self.eval_transform = eval_transform
+
+    def __call__(self, rows: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        if "pixel_values" in rows[0]:
+            return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+                    "labels": torch.as_tensor([int(r["labels"]) for r in rows])}
+        return self.eval_transform({key: [r[key] for r in rows] for key in rows[0]})
+
+
+class ClipViewTrainer(Trainer):
+    """Trainer whose evaluation averages the softmax of a clip's views before anything is gathered.
+
+    Averaging inside the step keeps one prediction per clip, so distributed
+    evaluation gathers and trims clips, not views.
+    """
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        view_clip_index = inputs.pop("view_clip_index", None)
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if view_clip_index is None or logits is None:
+            return loss, logits, labels
+        clip_index = view_clip_index.tolist()
+        _, probs = average_views(clip_index, logits.float().cpu())
+        if labels is not None:
+            labels = torch.from_numpy(clip_labels(clip_index, labels.cpu())[1]).to(labels.device)
+        return loss, torch.from_numpy(probs).log().to(logits.device), labels
+
+
+class ClipScorer:
+    """``compute_metrics``: WAR/UAR for the Trainer's logs; the full score kept for the JSON report."""
+
+    def __init__(self, scenes: List[int], labels: List[str]):
+        self.scenes, self.labels = scenes, labels
+        self.last: Dict[str, Any] = {}
+
+    def __call__(self, eval_pred) -> Dict[str, float]:
+        predictions = np.argmax(eval_pred.predictions, axis=1)
+        self.last = score(predictions=predictions, references=eval_pred.label_ids,
+                          scenes=self.scenes, class_words=self.labels)
+        metrics = {"war": self.last["war"], "uar": self.last["uar"]}
+        for scenario, entry in self.last["per_scenario"].items():
+            slug = scenario.lower().replace(" ", "_").replace("-", "_")
+            metrics[f"war_{slug}"], metrics[f"uar_{slug}"] = entry["war"], entry["uar"]
+        return metrics
+
+
+def _subset(split: datasets.Dataset, limit: Optional[int], seed: int) -> datasets.Dataset:
+    return split if limit is None or limit >= len(split) else split.shuffle(seed=seed).select(range(limit))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    training_args.remove_unused_columns = False  # the transform needs the frames column
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    logger.info("Training/evaluation parameters %s", training_args)
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="loading FERV39k"):
+        clips = load_clips(data_args)
+    if data_args.eval_split not in clips:
+        raise ValueError(f"the dataset has no {data_args.eval_split!r} split: {sorted(clips)}")
+    labels = clips["train"].features["label"].names
+
+    settings = processor_settings(model_args)
+    config, model = build_model(model_args, data_args, labels, data_args.image_size or settings.get("size"))
+    num_frames, size = config.num_frames, config.image_size
+    mean, std = settings.get("mean") or IMAGENET_DEFAULT_MEAN, settings.get("std") or IMAGENET_DEFAULT_STD
+    protocol = {"num_frames": num_frames, "image_size": size, "sampling": data_args.sampling,
+                "window_stride": data_args.window_stride, "test_views": f"{data_args.temporal_views}x{data_args.spatial_views}",
+                "mean": list(mean), "std": list(std), "dataset_config": data_args.dataset_config,
+                "label_order": data_args.label_order}
+    model.config.ferv39k = protocol  # saved in config.json, read back by predict.py
+
+    common = dict(num_frames=num_frames, size=size, sampling=data_args.sampling, mean=mean, std=std,
+                  stride=data_args.window_stride)
+    train_transform = ferv39k_hf.VideoClipTransform(train=True, **common)
+    eval_transform = ferv39k_hf.VideoClipTransform(train=False, temporal_views=data_args.temporal_views,
+                                                   spatial_views=data_args.spatial_views, **common)
+    train_split = _subset(clips["train"], data_args.max_train_samples, training_args.seed)
+    eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
+    scorer = ClipScorer(eval_split["scene"], labels)
+
+    trainer = ClipViewTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_split.with_transform(train_transform) if training_args.do_train else None,
+        eval_dataset=eval_split if training_args.do_eval else None,
+        processing_class=_image_processor(mean, std, size),
+        data_collator=ClipCollator(eval_transform),
+        compute_metrics=scorer,
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    metrics: Dict[str, float] = {}
+    if training_args.do_eval:
+        metrics = trainer.evaluate(eval_split, metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        if trainer.is_world_process_zero():
+            report = {"split": data_args.eval_split, "num_clips": len(eval_split), "protocol": protocol, **scorer.last}
+            Path(training_args.output_dir, "eval_per_scene.json").write_text(json.dumps(report, indent=2) + "\n")
+    if trainer.is_world_process_zero() and training_args.do_train:
+        card = _model_card(model_args, data_args, training_args, labels, protocol, scorer.last)
+        Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
+        if push_to_hub:
+            repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+            pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=training_args.hub_token,
+                                         private=training_args.hub_private_repo, revision=training_args.hub_revision)
+            logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
+    return metrics
+
+
+def _image_processor(mean, std, size):
+    """The image processor saved with the checkpoint, so predict.py and the Hub see mean, std and size."""
+    try:
+        from transformers import VideoMAEImageProcessorPil as Processor  # transformers 5: no torchvision needed
+    except ImportError:  # transformers 4
+        from transformers import VideoMAEImageProcessor as Processor
+    return Processor(image_mean=list(mean), image_std=list(std), size={"shortest_edge": size},
+                     crop_size={"height": size, "width": size})
+
+
+def _model_card(model_args, data_args, training_args, labels, protocol, results) -> str:
+    base = None if model_args.from_scratch else model_args.model_name_or_path
+    name = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    training = {"learning_rate": training_args.learning_rate,
+                "train_batch_size (per device)": training_args.per_device_train_batch_size,
+                "devices": training_args.world_size, "epochs": training_args.num_train_epochs,
+                "max_steps": training_args.max_steps, "seed": training_args.seed}
+    if not results:
+        results = {"war": None, "uar": None, "per_scenario": {}}
+    return hub.render_model_card(model_name=name.split("/")[-1], base_model=base, label_names=labels,
+                                 label_order=data_args.label_order, dataset_config=data_args.dataset_config,
+                                 protocol=protocol, results=results, eval_split=data_args.eval_split, training=training)
+
+
+if __name__ == "__main__":
+    main()
