@@ -317,7 +317,8 @@ class _Finder:
 
     def _note_file(self, entry: os.DirEntry) -> None:
         if entry.name.lower().endswith(".zip"):
-            self.zips.append(entry.path)
+            if self._first_visit(entry.path):  # a link to a zip already seen adds nothing
+                self.zips.append(entry.path)
             return
         key = split_file_key(entry.name)
         if key is not None:

@@ -15,7 +15,6 @@ module.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 import stat
 import struct
@@ -25,7 +24,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, Hashable, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Hashable, List, NamedTuple, Optional, Set, Tuple
 
 from .errors import LayoutError
 from .taxonomy import PART_FOLDERS, SCENES
@@ -104,48 +103,17 @@ class ZipClip(NamedTuple):
         return tuple(self.info[index * FIELDS:(index + 1) * FIELDS])
 
 
-class Member(NamedTuple):
-    """One zip member as discovery sees it."""
-
-    name: str  # the stored member name, unchanged
-    parts: Tuple[str, ...]  # its path components: backslashes read as separators, "" and "." dropped
-    is_dir: bool
-    info: Tuple[int, ...]
-
-
-def unsafe_reason(info: zipfile.ZipInfo) -> Optional[str]:
-    """Why a member must never be read or written, or None if it is an ordinary member."""
-    name = info.filename
+def unsafe_reason(name: str, external_attr: int) -> Optional[str]:
+    """Why a member must never be read or written, or None for an ordinary member."""
+    if stat.S_ISLNK(external_attr >> 16):
+        return "symbolic link entry"
     if name.startswith(("/", "\\")):
         return "absolute path"
-    if _DRIVE_LETTER.match(name):
+    if name[1:2] == ":" and _DRIVE_LETTER.match(name):
         return "drive letter in the path"
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
-        return "'..' component in the path"
-    if posixpath.normpath(name.replace("\\", "/")).startswith(".."):
-        return "path escapes the archive"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link entry"
+    if ".." in name and ".." in name.replace("\\", "/").split("/"):
+        return "'..' component in the path"  # without one, a relative path cannot climb out
     return None
-
-
-def _iter_members(path: str, unsafe: List[Tuple[str, str]]) -> Iterator[Member]:
-    """The safe members of one zip; unsafe ones go to ``unsafe`` as (name, reason)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise LayoutError(f"{path}: cannot read the zip file ({err})") from None
-    with archive:
-        for info in archive.infolist():
-            reason = unsafe_reason(info)
-            if reason is not None:
-                unsafe.append((info.filename, reason))
-                continue
-            parts = tuple(components(info.filename))
-            numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC,
-                       info.compress_type, info.flag_bits)
-            yield Member(info.filename, parts, info.is_dir(), numbers)
 
 
 class ClipCollector:
@@ -169,8 +137,15 @@ class ClipCollector:
             entry[2].extend(info)
 
     def clips(self) -> Dict[Hashable, ZipClip]:
-        return {key: ZipClip(self.container, prefix, tuple(names), numbers)
+        return {key: ZipClip(self.container, prefix, tuple(names), _compact(numbers))
                 for key, (prefix, names, numbers) in self._open.items()}
+
+
+def _compact(numbers: array) -> array:
+    """32-bit storage when every number fits (all but zips over 4 GiB): halves the index."""
+    if numbers and max(numbers) < 2 ** 32 and array("I").itemsize == 4:
+        return array("I", numbers)
+    return numbers
 
 
 @dataclass
@@ -183,19 +158,65 @@ class ZipIndex:
     unsafe: List[Tuple[str, str]] = field(default_factory=list)  # name, reason
 
 
+class _Folder(NamedTuple):
+    """Where a member folder sits in the archive; computed once per folder, not per member."""
+
+    kind: Optional[str]  # the part it is in (faces, scenes, videos), or None
+    below: Tuple[str, ...]  # its components below the part folder
+    clip_id: str  # "Scene/Emotion/NNNN" when it is a clip folder or inside one, else ""
+    clip_folder: str  # that clip folder's member path, normalised
+    place: str  # the part folder's member path, normalised
+
+
+def _folder(stem: str, folder: str) -> Optional[_Folder]:
+    """The last part-folder component decides; the zip's own name counts as a folder above all. None: hidden."""
+    parts = components(folder)
+    if any(is_hidden(p) for p in parts):
+        return None
+    names = [stem] + parts
+    for at in range(len(names) - 1, -1, -1):
+        kind = folder_kind(names[at])
+        if kind:
+            break
+    else:
+        return _Folder(None, (), "", "", "")
+    below = tuple(names[at + 1:])
+    kind = kind if kind in PART_KINDS else None
+    clip_id = "/".join(below[:3]) if len(below) >= 3 else ""
+    clip_folder = "/".join(parts[:len(parts) - len(below) + 3]) if clip_id else ""
+    return _Folder(kind, below, clip_id, clip_folder, "/".join(parts[:at]))
+
+
 def index_zip(path: str) -> ZipIndex:
-    """Classify every member of one zip; the zip's own name counts as a folder above its members."""
+    """Read one zip's central directory into per-clip entries, split files and unsafe members."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise LayoutError(f"{path}: cannot read the zip file ({err})") from None
     stem = os.path.splitext(os.path.basename(path))[0]
     collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
     places: Dict[str, Set[str]] = {kind: set() for kind in PART_KINDS}
+    folders: Dict[str, Optional[_Folder]] = {}
     index = ZipIndex()
-    for member in _iter_members(path, index.unsafe):
-        if not member.parts or any(is_hidden(p) for p in member.parts):
-            continue
-        key = None if member.is_dir else split_file_key(member.parts[-1])
-        if key is not None:
-            index.splits.append((key, member.name, member.info))
-        _classify(stem, member, collectors, places)
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            reason = unsafe_reason(name, info.external_attr)
+            if reason is not None:
+                index.unsafe.append((name, reason))
+                continue
+            normal = name.replace("\\", "/") if "\\" in name else name
+            folder, _, base = (normal, "", "") if normal.endswith("/") else normal.rpartition("/")
+            where = folders[folder] if folder in folders else folders.setdefault(folder, _folder(stem, folder))
+            if where is None or is_hidden(base):
+                continue
+            numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC,
+                       info.compress_type, info.flag_bits)
+            key = split_file_key(base) if base else None
+            if key is not None:
+                index.splits.append((key, name, numbers))
+            if where.kind is not None and _add_member(where, name, base, numbers, collectors[where.kind]):
+                places[where.kind].add(where.place)
     for kind, collector in collectors.items():
         clips = collector.clips()
         if clips:
@@ -206,33 +227,21 @@ def index_zip(path: str) -> ZipIndex:
     return index
 
 
-def _classify(stem: str, member: Member, collectors: Dict[str, ClipCollector], places: Dict[str, Set[str]]) -> None:
-    """File a member under its clip: the last part-folder component, then Scene/Emotion/NNNN/..."""
-    names = (stem,) + member.parts
-    for at in range(len(names) - 1, -1, -1):
-        kind = folder_kind(names[at])
-        if kind:
-            break
-    else:
-        return
-    below = names[at + 1:]
-    if kind not in PART_KINDS or len(below) < 3:
-        return
-    base = member.parts[-1]
-    prefix = member.name[:len(member.name) - len(base)]
-    if kind == "videos":
-        if len(below) != 3 or member.is_dir or not is_video(base):
-            return
-        clip_id = "/".join(below[:2] + (os.path.splitext(base)[0],))
-        collectors[kind].add((clip_id, member.name), prefix, base, member.info)
-    else:
-        clip_id = "/".join(below[:3])
-        clip_folder = "/".join(member.parts[:len(member.parts) - len(below) + 3])
-        if len(below) == 4 and not member.is_dir and is_frame(base):
-            collectors[kind].add((clip_id, clip_folder), prefix, base, member.info)
-        else:  # the clip folder exists, with no frame in this member
-            collectors[kind].add((clip_id, clip_folder), clip_folder + "/")
-    places[kind].add("/".join(member.parts[:at]))
+def _add_member(where: _Folder, name: str, base: str, numbers: Tuple[int, ...], collector: ClipCollector) -> bool:
+    """File one member under its clip: Scene/Emotion/NNNN/<frame> or Scene/Emotion/NNNN.mp4."""
+    prefix = name[:len(name) - len(base)]
+    if where.kind == "videos":
+        if len(where.below) != 2 or not is_video(base):
+            return False
+        clip_id = f"{where.below[0]}/{where.below[1]}/{os.path.splitext(base)[0]}"
+        collector.add((clip_id, name), prefix, base, numbers)
+    elif not where.clip_id:
+        return False
+    elif len(where.below) == 3 and is_frame(base):
+        collector.add((where.clip_id, where.clip_folder), prefix, base, numbers)
+    else:  # the clip folder exists, with no frame in this member
+        collector.add((where.clip_id, where.clip_folder), where.clip_folder + "/")
+    return True
 
 
 # Per-process handles: a descriptor or ZipFile inherited over fork belongs to the

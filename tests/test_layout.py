@@ -1,6 +1,7 @@
 """Archive discovery: every way a user may hold the archive gives the same clips and bytes."""
 
 import importlib.util
+import io
 import multiprocessing
 import os
 import pickle
@@ -289,6 +290,40 @@ def test_damaged_zip_member_is_an_error_naming_it(tmp_path):
     part = layout.part("faces")
     with pytest.raises(LayoutError, match=r"f\.zip!2_ClipsforFaceCrop/Crime/Angry/0000/00\.jpg: .*CRC"):
         part.read(part.frames("Crime/Angry/0000")[0])
+
+
+class Unseekable(io.RawIOBase):
+    """A stream zipfile cannot seek back in, so it writes data descriptors after each member."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self.handle.write(data)
+
+
+def test_zip_variants_read_the_same_bytes(tmp_path):
+    """Data descriptors, zip64 local headers, deflate, stored and bzip2 members all read back exactly."""
+    write_tree(tmp_path, {k: v for k, v in archive_files().items() if k.startswith("4_")})
+    frame = bytes(range(256)) * 40
+    with open(tmp_path / "streamed.zip", "wb") as handle:
+        with zipfile.ZipFile(Unseekable(handle), "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            with archive.open("2_ClipsforFaceCrop/Crime/Angry/0000/00.jpg", "w") as member:
+                member.write(frame)
+    with zipfile.ZipFile(tmp_path / "zip64.zip", "w") as archive:
+        with archive.open("2_ClipsforFaceCrop/Crime/Angry/0000/01.jpg", "w", force_zip64=True) as member:
+            member.write(frame[::-1])
+    with zipfile.ZipFile(tmp_path / "bzip2.zip", "w", compression=zipfile.ZIP_BZIP2) as archive:
+        archive.writestr("2_ClipsforFaceCrop/Crime/Angry/0000/02.jpg", frame[::2])
+    (tmp_path / "linked.zip").symlink_to(tmp_path / "bzip2.zip")  # the same zip twice: indexed once
+    part = find_layout(tmp_path).part("faces")
+    refs = part.frames("Crime/Angry/0000")
+    assert [part.read(r) for r in refs] == [frame, frame[::-1], frame[::2]]
+    assert [r.size for r in refs] == [len(frame), len(frame), len(frame) // 2]
+    assert len(part.clip_locations("Crime/Angry/0000")) == 3
 
 
 def read_everything(layout):
