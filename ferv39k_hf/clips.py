@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from .annotations import ClipRecord
-from .layout import FileRef, Layout, Part
+from .layout import FileRef, Layout
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -53,11 +54,12 @@ def mp4_problem(head: bytes) -> Optional[str]:
     return None
 
 
-def _read_head_tail(part: Part, ref: FileRef) -> tuple:
+def _read_head_tail(ref: FileRef) -> tuple:
     """First and last bytes of a plain file without reading all of it."""
     with open(ref.name, "rb") as handle:
         head = handle.read(16)
-        handle.seek(max(0, ref.size - _JPEG_TAIL))
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - _JPEG_TAIL))
         tail = handle.read()
     return head, tail
 
@@ -90,19 +92,16 @@ class ClipReader:
         refs = self.part.frames(record.clip_id)
         if not refs:
             raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
-        frames: List[Dict[str, Any]] = []
-        for ref in refs:
-            frames.append(self._read_frame(ref))
+        frames = [self._read_frame(ref, f"{record.clip_id}/{posixpath.basename(ref.name)}") for ref in refs]
         return {"num_frames": len(frames), "frames": frames}
 
-    def _read_frame(self, ref: FileRef) -> Dict[str, Any]:
-        rel = self.part.relative_path(ref)
+    def _read_frame(self, ref: FileRef, rel: str) -> Dict[str, Any]:
         if self.frames == "reference":
             if ref.container is not None:
                 raise ClipDamaged(
                     f"--frames reference needs an unpacked archive, but {rel} is inside {ref.container}"
                 )
-            head, tail = _read_head_tail(self.part, ref)
+            head, tail = _read_head_tail(ref)
             data = None
         else:
             data = self.part.read(ref)

@@ -115,10 +115,10 @@ class _ShardWriter:
                 _update_digest(digest, row, config)
                 rows.append(row)
                 if len(rows) == ROWS_PER_GROUP:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+                    writer.write_table(rows_to_table(rows, self.schema, config))
                     rows.clear()
             if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+                writer.write_table(rows_to_table(rows, self.schema, config))
         _fsync(partial)  # on disk before the folder is renamed into place
         name = f"{task.split}-{task.index:05d}-of-{task.total:05d}-{digest.hexdigest()[:16]}.parquet"
         os.replace(partial, self.tmp_dir / name)
@@ -138,6 +138,22 @@ class _ShardWriter:
         result.class_counts[record.emotion] += 1
         result.scenario_counts[SCENE_TO_SCENARIO[record.scene]] += 1
         return make_example(record, fields, self.options["label_order"])
+
+
+def rows_to_table(rows: List[Dict[str, Any]], schema: pa.Schema, config: str) -> pa.Table:
+    """Rows -> an Arrow table of ``schema``, building the columns directly (from_pylist is 3x slower)."""
+    columns = [pa.array([row[name] for row in rows], type=schema.field(name).type) for name in _METADATA_COLUMNS]
+    items = [row["video"] for row in rows] if config == "videos" else [f for row in rows for f in row["frames"]]
+    struct = pa.StructArray.from_arrays(
+        [pa.array([i["bytes"] for i in items], pa.binary()), pa.array([i["path"] for i in items], pa.string())],
+        names=["bytes", "path"],
+    )
+    if config != "videos":
+        offsets = [0]
+        for row in rows:
+            offsets.append(offsets[-1] + len(row["frames"]))
+        struct = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
+    return pa.Table.from_arrays(columns + [struct], schema=schema)
 
 
 def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:

@@ -1,0 +1,184 @@
+"""Build cost against its floor, at three archive sizes, with peak memory and disk footprint.
+
+The floor is the least any build must do with the same bytes: read every
+face-crop file once and write all of them once into a single file, flushed
+to disk. Both run on one core, interleaved, best of ``--rounds``. Peak memory
+is the maximum resident set of a child process doing only that job: the
+build, and a full pass over the training split through VideoClipTransform.
+
+    python bench/build.py                      # scales 0.005 0.02 0.05 of the official counts
+    python bench/build.py --scales 0.01 --json bench/out/build.json --plot bench/out/build.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+CHILD_BUILD = r"""
+import json, os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[4])})
+from ferv39k_hf.export import build_dataset_folder
+started = time.perf_counter()
+build_dataset_folder(sys.argv[1], sys.argv[2], overwrite=True, frames=sys.argv[3])
+import resource
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+CHILD_PASS = r"""
+import json, os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[3])})
+os.environ["HF_DATASETS_CACHE"] = sys.argv[2]
+import datasets, torch
+import ferv39k_hf
+torch.set_num_threads(1)
+ds = ferv39k_hf.undecoded_frames(datasets.load_dataset(sys.argv[1], split="train"))
+ds = ds.with_transform(ferv39k_hf.VideoClipTransform(num_frames=16, size=224, train=True, seed=0))
+started, clips = time.perf_counter(), 0
+for start in range(0, len(ds), 8):
+    clips += ds[start:start + 8]["pixel_values"].shape[0]
+import resource
+print(json.dumps({"seconds": time.perf_counter() - started, "clips": clips,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def floor_copy(files: List[Path], target: Path) -> float:
+    """Read each file once, write all into one file, flush it to disk; seconds."""
+    started = time.perf_counter()
+    with open(target, "wb") as out:
+        for path in files:
+            with open(path, "rb") as handle:
+                out.write(handle.read())
+        out.flush()
+        os.fsync(out.fileno())
+    return time.perf_counter() - started
+
+
+def run_child(code: str, args: List[str]) -> Dict:
+    """Run a child Python that prints one JSON line with its seconds and peak resident memory (MB)."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["peak_mb"] = round(result["peak_mb"], 1)
+    return result
+
+
+def measure_size(scale: float, work: Path, cpu: int, rounds: int) -> Dict:
+    from ferv39k_hf.synthetic import write_sample_archive
+
+    archive = work / f"archive-{scale}"
+    summary = write_sample_archive(archive, scale=scale, seed=0, parts=("faces",))
+    files = sorted((archive / "2_ClipsforFaceCrop").rglob("*.jpg"))
+    out = work / f"built-{scale}"
+    floor_s, build_s, peaks = [], [], []
+    for _ in range(rounds):
+        floor_s.append(floor_copy(files, work / "floor.bin"))
+        shutil.rmtree(out, ignore_errors=True)  # removing an old folder is not the build's cost
+        child = run_child(CHILD_BUILD, [str(archive), str(out), "copy", str(cpu)])
+        build_s.append(child["seconds"])
+        peaks.append(child["peak_mb"])
+    (work / "floor.bin").unlink()
+    source = sum(f.stat().st_size for f in files)
+    reference = work / f"reference-{scale}"
+    run_child(CHILD_BUILD, [str(archive), str(reference), "reference", str(cpu)])
+    cache = work / f"cache-{scale}"
+    full_pass = run_child(CHILD_PASS, [str(out), str(cache), str(cpu)])
+    row = {
+        "scale": scale,
+        "clips": sum(summary.clips.values()),
+        "frames": len(files),
+        "source_mb": round(source / 1e6, 1),
+        "floor_s": round(min(floor_s), 3),
+        "build_s": round(min(build_s), 3),
+        "ratio": round(min(build_s) / min(floor_s), 3),
+        "build_peak_mb": max(peaks),
+        "built_mb": round(folder_bytes(out) / 1e6, 1),
+        "built_over_source": round(folder_bytes(out) / source, 4),
+        "reference_mb": round(folder_bytes(reference) / 1e6, 2),
+        "arrow_cache_mb": round(folder_bytes(cache) / 1e6, 1),
+        "pass_clips_per_s": round(full_pass["clips"] / full_pass["seconds"], 1),
+        "pass_peak_mb": full_pass["peak_mb"],
+    }
+    for path in (archive, out, reference, cache):
+        shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
+def plot(rows: List[Dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = [r["source_mb"] for r in rows]
+    left.plot(sizes, [r["build_s"] for r in rows], "o-", label="ferv39k-hf build")
+    left.plot(sizes, [r["floor_s"] for r in rows], "s--", label="floor: read once, write once")
+    left.set_xlabel("face-crop bytes (MB)")
+    left.set_ylabel("seconds (1 core)")
+    left.set_title("build cost against archive size")
+    left.legend()
+    right.plot(sizes, [r["build_peak_mb"] for r in rows], "o-", label="build")
+    right.plot(sizes, [r["pass_peak_mb"] for r in rows], "s-", label="full pass over train")
+    right.set_xlabel("face-crop bytes (MB)")
+    right.set_ylabel("peak resident memory (MB)")
+    right.set_ylim(bottom=0)
+    right.set_title("peak memory")
+    right.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.005, 0.02, 0.05],
+                        help="archive sizes as fractions of the official counts (default 0.005 0.02 0.05)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best counts (default 2)")
+    parser.add_argument("--workdir", help="where to write archives (default: a temporary folder)")
+    parser.add_argument("--json", help="write the numbers here")
+    parser.add_argument("--plot", help="write a PNG of cost and memory against size here")
+    args = parser.parse_args()
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {cpu})
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ferv39k-bench-build-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, pinned to CPU {cpu}")
+    header = f"{'scale':>6} {'clips':>6} {'source MB':>10} {'floor s':>8} {'build s':>8} {'ratio':>6} " \
+             f"{'build peak MB':>13} {'built/source':>12} {'ref MB':>7} {'cache MB':>9} {'pass peak MB':>12}"
+    print(header)
+    for scale in args.scales:
+        row = measure_size(scale, work, cpu, args.rounds)
+        rows.append(row)
+        print(f"{row['scale']:>6} {row['clips']:>6} {row['source_mb']:>10} {row['floor_s']:>8} {row['build_s']:>8} "
+              f"{row['ratio']:>6} {row['build_peak_mb']!s:>13} {row['built_over_source']:>12} "
+              f"{row['reference_mb']:>7} {row['arrow_cache_mb']:>9} {row['pass_peak_mb']!s:>12}", flush=True)
+    print("ratio = build seconds / floor seconds (target <= 1.3); built/source target <= 1.02")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows, "cpu": platform.processor() or platform.machine()}, indent=2))
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()
