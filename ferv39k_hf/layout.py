@@ -102,7 +102,10 @@ class Part:
         if places:
             return places[0]
         missing = clip_id + (VIDEO_SUFFIX if self.kind == "videos" else "")
-        return f"{self.roots[0].rstrip('/')}/{missing}" if self.roots else missing
+        if not self.roots:
+            return missing
+        root = self.roots[0]
+        return root + missing if root.endswith(("!", "/")) else f"{root}/{missing}"
 
     def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
         """The clip's frames, natural-sorted, and any links in its folders that point out of the root."""
@@ -123,8 +126,10 @@ class Part:
     def _scan_folder(self, folder: str, found: Dict[str, FileRef], unsafe: List[UnsafeEntry]) -> None:
         try:
             listing = os.scandir(folder)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return  # gone since discovery: the clip reads as missing frames
+        except OSError as err:
+            raise LayoutError(f"{folder}: cannot list the clip folder ({err.strerror})") from None
         with listing:
             for entry in listing:
                 if not is_frame(entry.name) or entry.name in found:
@@ -173,7 +178,7 @@ class Part:
 
     def _zip_member(self, ref: FileRef) -> Tuple[ZipClip, int]:
         parts = self.relative_path(ref).split("/")
-        clip_id = "/".join(parts[:2] + [os.path.splitext(parts[2])[0]] if self.kind == "videos" else parts[:3])
+        clip_id = "/".join(parts[:2] + [os.path.splitext(parts[-1])[0]] if self.kind == "videos" else parts[:3])
         for clip in self._in_zips.get(clip_id, ()):
             if clip.container == ref.container and ref.name.startswith(clip.prefix):
                 base = ref.name[len(clip.prefix):]
@@ -216,7 +221,10 @@ class Layout:
                 return Path(ref.name).read_bytes()
             except OSError as err:
                 raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
-        return ziparchive.read_member(ref.container, ref.name, self._split_members[(ref.container, ref.name)])
+        info = self._split_members.get((ref.container, ref.name))
+        if info is None:
+            raise LayoutError(f"{ref.display}: not a split file found by discovery; it is not read")
+        return ziparchive.read_member(ref.container, ref.name, info)
 
 
 class _Finder:
@@ -239,13 +247,20 @@ class _Finder:
         self._visited.add(real)
         return True
 
-    def _entries(self, path: str) -> List[os.DirEntry]:
-        """A folder's entries by name, without hidden ones or links out of the root."""
+    def _entries(self, path: str, inside_part: bool = True) -> List[os.DirEntry]:
+        """A folder's entries by name, without hidden ones or links out of the root.
+
+        An unreadable folder inside a part is an error; elsewhere (lost+found at a
+        mount point, say) it is reported and passed over.
+        """
         try:
             with os.scandir(path) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
-            raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
+            if inside_part:
+                raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
+            self.unsafe.append(UnsafeEntry(None, path, f"folder cannot be listed ({err.strerror}); not searched"))
+            return []
         kept = []
         for entry in entries:
             if is_hidden(entry.name):
@@ -265,7 +280,7 @@ class _Finder:
         if kind in PART_KINDS:
             self._scan_part(kind, path, depth)
             return
-        for entry in self._entries(path):
+        for entry in self._entries(path, inside_part=False):
             if entry.is_dir():
                 self.enter(entry.path, depth + 1)
             elif entry.is_file():

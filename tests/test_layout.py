@@ -279,6 +279,27 @@ def test_links_out_of_the_root_are_not_followed(tmp_path):
     assert "Crime/Angry/0006" in part.clip_ids()
 
 
+def test_unreadable_folder_outside_a_part_is_reported_inside_a_part_is_an_error(tmp_path, monkeypatch):
+    write_tree(tmp_path, archive_files())
+    (tmp_path / "lost+found").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(path) in ("lost+found", "Happy"):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(LayoutError, match=r"Action/Happy: cannot list the folder \(Permission denied\)"):
+        find_layout(tmp_path)
+    (tmp_path / "2_ClipsforFaceCrop/Action/Happy").rename(tmp_path / "2_ClipsforFaceCrop/Action/Glad")
+    (tmp_path / "3_ClipsforScenImages/Action/Happy").rename(tmp_path / "3_ClipsforScenImages/Action/Glad")
+    (tmp_path / "0_7_LabelClips/Action/Happy").rename(tmp_path / "0_7_LabelClips/Action/Glad")
+    layout = find_layout(tmp_path)
+    assert [(u.container, u.name) for u in layout.unsafe] == [(None, str(tmp_path / "lost+found"))]
+    assert "Action/Glad/0000" in layout.part("faces").clip_ids()
+
+
 def test_damaged_zip_member_is_an_error_naming_it(tmp_path):
     write_tree(tmp_path, {k: v for k, v in archive_files().items() if k.startswith("4_")})
     with zipfile.ZipFile(tmp_path / "f.zip", "w") as archive:  # stored, so the bytes are findable
