@@ -161,7 +161,7 @@ def _draw_eyes(pen: _FacePen, look: ClipLook, emotion: str, blink: bool, dark: C
 
 
 def _draw_brows(pen: _FacePen, look: ClipLook, emotion: str, color: Color) -> None:
-    thickness = 0.09 if emotion == "Angry" else 0.06
+    thickness = 0.12 if emotion == "Angry" else 0.085
     arch = -0.08 if emotion == "Surprise" else 0.0
     for side, (outer, inner) in zip((-1, 1), _BROWS[emotion]):
         (n_outer, n_inner) = _BROWS["Neutral"][0]
@@ -185,10 +185,10 @@ def _draw_mouth(pen: _FacePen, look: ClipLook, emotion: str, skin: Color, dark: 
             cheek = _mix(skin, (230, 90, 100), 0.45)
             pen.draw.ellipse(pen.box(0.5 * side - 0.13, 0.14, 0.5 * side + 0.13, 0.32), fill=cheek)
     elif emotion == "Sad":
-        pen.draw.arc(pen.box(-0.32, y - 0.02, 0.32, y + 0.34 * k + 0.1), 200, 340, fill=lips, width=pen.width(0.06))
+        pen.draw.arc(pen.box(-0.32, y - 0.02, 0.32, y + 0.34 * k + 0.1), 200, 340, fill=lips, width=pen.width(0.08))
         pen.draw.ellipse(pen.box(0.3, 0.0, 0.38, 0.14), fill=(120, 170, 230))  # a tear
     elif emotion == "Surprise":
-        pen.draw.ellipse(pen.box(-0.15, y - 0.1 - 0.12 * k, 0.15, y + 0.1 + 0.12 * k), fill=inside, outline=lips,
+        pen.draw.ellipse(pen.box(-0.17, y - 0.1 - 0.12 * k, 0.17, y + 0.1 + 0.12 * k), fill=inside, outline=lips,
                          width=pen.width(0.04))
     elif emotion == "Angry":
         pen.draw.rectangle(pen.box(-0.28, y - 0.06, 0.28, y + 0.07), fill=teeth, outline=lips, width=pen.width(0.035))
@@ -197,14 +197,14 @@ def _draw_mouth(pen: _FacePen, look: ClipLook, emotion: str, skin: Color, dark: 
         pen.line([(-0.28, y), (0.28, y)], dark, 0.015)
     elif emotion == "Disgust":
         pts = [(-0.3, y + 0.06), (-0.14, y - 0.02), (0.0, y + 0.06), (0.14, y - 0.1 * k), (0.3, y - 0.18 * k)]
-        pen.line(pts, lips, 0.06)
+        pen.line(pts, lips, 0.08)
     elif emotion == "Fear":
         half = 0.3 + 0.08 * k
         pen.draw.rectangle(pen.box(-half, y - 0.06, half, y + 0.04 + 0.08 * k), fill=inside, outline=lips,
                            width=pen.width(0.035))
         pen.draw.rectangle(pen.box(-half * 0.85, y - 0.05, half * 0.85, y - 0.01), fill=teeth)
     else:  # Neutral
-        pen.line([(-0.26, y + 0.02), (0.26, y + 0.02)], lips, 0.05)
+        pen.line([(-0.28, y + 0.02), (0.28, y + 0.02)], lips, 0.07)
 
 
 def _backdrop(size: Tuple[int, int], look: ClipLook) -> Image.Image:
