@@ -1,19 +1,35 @@
-"""Read chosen frames of an mp4 clip with PyAV (which bundles its own FFmpeg).
+"""Decode only the chosen frames of a clip: JPEG frame lists and mp4 videos.
 
-FERV39k's clips are a few dozen frames long, so seeking buys nothing: the
-decoder runs forward from the first frame, converts to RGB only the frames that
-were asked for, and stops after the last of them.
+A face-crop or scene clip is a list of frames (JPEG bytes, PIL images, or paths
+for a ``--frames reference`` build); JPEG bytes are decoded by simplejpeg when it
+is installed (libjpeg-turbo, the same pixels as Pillow, faster) and by Pillow
+otherwise, straight into a reusable buffer, optionally downscaled in the DCT.
+
+An mp4 clip is read with PyAV (which bundles its own FFmpeg). FERV39k's clips are
+a few dozen frames long, so seeking buys nothing: the decoder runs forward from
+the first frame, converts to RGB only the frames that were asked for, and stops
+after the last of them.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from typing import Iterable, Union
+import sys
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from PIL import Image
 
-__all__ = ["read_video_frames", "count_frames", "VideoSource"]
+__all__ = [
+    "read_video_frames",
+    "count_frames",
+    "decode_image",
+    "simplejpeg_available",
+    "FrameListClip",
+    "Mp4Clip",
+    "ReusableBuffers",
+]
 
 VideoSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
 
@@ -103,3 +119,177 @@ def count_frames(source: VideoSource, decode: bool = False) -> int:
             return sum(1 for packet in container.demux(stream) if packet.size)
     except _av_errors() as err:
         raise ValueError(f"{_describe(source)}: cannot read video: {err}") from err
+
+
+# --- frame lists (faces, scenes) ---------------------------------------------------------------
+
+
+try:  # optional libjpeg-turbo decoder: faster than Pillow, same pixels
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - depends on the environment
+    _simplejpeg = None
+
+
+def simplejpeg_available() -> bool:
+    """Whether the optional simplejpeg decoder is installed (``pip install 'ferv39k-hf[fast]'``)."""
+    return _simplejpeg is not None
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:2] == b"\xff\xd8"
+
+
+def decode_image(
+    data: bytes,
+    reduce: int = 1,
+    use_simplejpeg: bool = True,
+    name: str = "<bytes>",
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """An encoded image as uint8 (H, W, 3) RGB, decoded into ``out`` when its shape fits.
+
+    ``reduce`` (1, 2, 4, 8) lets the JPEG decoder downscale by that factor in the
+    DCT, far cheaper than decoding in full and resizing. ``name`` goes into errors.
+    """
+    if use_simplejpeg and _is_jpeg(data):
+        try:
+            height, width = _simplejpeg.decode_jpeg_header(data)[:2]
+            shape = (-(-height // reduce), -(-width // reduce), 3)
+            buffer = out if out is not None and out.shape == shape else None
+            return _simplejpeg.decode_jpeg(
+                data, colorspace="RGB", min_height=shape[0], min_width=shape[1], buffer=buffer
+            )
+        except ValueError:
+            pass  # CMYK, unusual markers: Pillow decides
+    try:
+        image = Image.open(io.BytesIO(data))
+        if reduce > 1:
+            image.draft("RGB", (-(-image.width // reduce), -(-image.height // reduce)))
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"frame {name}: cannot decode image: {err}") from err
+
+
+def image_size(data: bytes, use_simplejpeg: bool, name: str) -> Tuple[int, int]:
+    """(height, width) from the image header alone."""
+    if use_simplejpeg and _is_jpeg(data):
+        try:
+            return tuple(_simplejpeg.decode_jpeg_header(data)[:2])
+        except ValueError:
+            pass
+    try:
+        width, height = Image.open(io.BytesIO(data)).size
+    except (OSError, ValueError) as err:
+        raise ValueError(f"frame {name}: cannot read image header: {err}") from err
+    return height, width
+
+
+def frame_bytes(entry: Any) -> Tuple[Optional[bytes], str]:
+    """(encoded bytes or None for a PIL image, a name for messages) of one frame entry."""
+    if isinstance(entry, Image.Image):
+        return None, getattr(entry, "filename", "") or "<PIL image>"
+    if isinstance(entry, dict):
+        data, path = entry.get("bytes"), entry.get("path")
+        if data is not None:
+            return bytes(data), path or "<bytes>"
+        if path:
+            try:
+                with open(path, "rb") as handle:
+                    return handle.read(), path
+            except OSError as err:
+                raise ValueError(f"frame {path}: cannot read file: {err}") from err
+    raise ValueError(f"a frame must be a PIL image or a {{'bytes', 'path'}} dict, got {type(entry).__name__}")
+
+
+def _fit(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``array`` resized to (height, width) if it differs (frames of one clip differ in size: rare)."""
+    if array.shape[:2] == (height, width):
+        return array
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
+
+
+class ReusableBuffers:
+    """Reusable numpy buffers, one list per name.
+
+    A buffer is handed out again only when nothing else references it: a torch
+    tensor made by ``torch.from_numpy`` keeps its array alive (and counted) until
+    the tensor and all its views are gone. Reusing memory matters: a fresh batch
+    of float clips is tens of MB, beyond what malloc recycles, and every first
+    touch of its pages costs a page fault.
+    """
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self._free: Dict[str, List[np.ndarray]] = {}
+
+    def get(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        pool = self._free.setdefault(name, [])
+        for position in range(len(pool)):
+            # references: the pool's list, getrefcount's argument
+            if pool[position].shape == tuple(shape) and sys.getrefcount(pool[position]) == 2:
+                return pool[position]
+        array = np.empty(shape, dtype=dtype)
+        pool.append(array)
+        if len(pool) > self.keep:
+            del pool[0]
+        return array
+
+
+class FrameListClip:
+    """A row of the faces/scenes configs: a list of frame entries."""
+
+    def __init__(self, entries: Sequence[Any], use_simplejpeg: bool, clip: str):
+        if len(entries) == 0:
+            raise ValueError(f"clip {clip}: the row has no frames")
+        self.entries, self.use_simplejpeg, self.clip = entries, use_simplejpeg, clip
+        self.num_frames = len(entries)
+        self._bytes: Dict[int, Tuple[Optional[bytes], str]] = {}
+
+    def _get(self, index: int) -> Tuple[Optional[bytes], str]:
+        if index not in self._bytes:
+            self._bytes[index] = frame_bytes(self.entries[index])
+        return self._bytes[index]
+
+    def probe(self, index: int) -> Tuple[Tuple[int, int], bool]:
+        """((height, width) of frame ``index``, whether the decoder can downscale it)."""
+        data, name = self._get(index)
+        if data is None:
+            width, height = self.entries[index].size
+            return (height, width), False
+        return image_size(data, self.use_simplejpeg, name), _is_jpeg(data)
+
+    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
+        """Frames ``indices`` as one uint8 (N, H, W, 3) array, all at the first frame's size."""
+        frames = None
+        for position, index in enumerate(indices.tolist()):
+            data, name = self._get(index)
+            if data is None:
+                image = self.entries[index]
+                array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            else:
+                out = None if frames is None else frames[position]
+                array = decode_image(data, reduce, self.use_simplejpeg, name, out)
+            if frames is None:
+                frames = buffers.get("frames", (len(indices),) + array.shape, np.uint8)
+            if array.ctypes.data != frames[position].ctypes.data:  # not decoded in place
+                frames[position] = _fit(array, frames.shape[1], frames.shape[2])
+        return frames
+
+
+class Mp4Clip:
+    """A row of the videos config: mp4 bytes (or path) and its frame count."""
+
+    def __init__(self, video: Any, num_frames: Optional[int], clip: str):
+        if isinstance(video, dict):
+            video = video.get("bytes") if video.get("bytes") is not None else video.get("path")
+        if video is None:
+            raise ValueError(f"clip {clip}: the row's video has neither bytes nor path")
+        self.video, self.clip = video, clip
+        self.num_frames = int(num_frames) if num_frames else count_frames(video)
+
+    def probe(self, index: int) -> Tuple[None, bool]:
+        return None, False
+
+    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
+        """Frames ``indices`` at full size (video frames are not DCT-scaled here)."""
+        return read_video_frames(self.video, indices)

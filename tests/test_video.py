@@ -143,3 +143,52 @@ def test_videos_rows_from_a_path_and_in_training(mp4_bytes, tmp_path):
     assert len(indices) == 8 and indices == sorted(indices) and 0 <= indices[0] and indices[-1] < NUM_FRAMES
     edges = (np.arange(9) * NUM_FRAMES) // 8
     assert all(edges[i] <= index < edges[i + 1] for i, index in enumerate(indices)), "one frame per segment"
+
+
+# --- JPEG frames ----------------------------------------------------------------------------------
+
+
+def jpeg_bytes(height=48, width=64, seed=0) -> bytes:
+    from PIL import Image
+
+    picture = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("use_simplejpeg", [False, True])
+def test_decode_image_matches_pillow_and_scales(use_simplejpeg):
+    from PIL import Image
+
+    if use_simplejpeg and not video.simplejpeg_available():
+        pytest.skip("simplejpeg not installed")
+    data = jpeg_bytes()
+    reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(video.decode_image(data, use_simplejpeg=use_simplejpeg), reference)
+    half = video.decode_image(data, reduce=2, use_simplejpeg=use_simplejpeg)
+    assert half.shape == (24, 32, 3)
+    assert np.abs(half.astype(int) - reference[::2, ::2].astype(int)).mean() < 60  # a downscale, not garbage
+    out = np.empty((48, 64, 3), np.uint8)
+    decoded = video.decode_image(data, use_simplejpeg=use_simplejpeg, out=out)
+    assert np.array_equal(decoded, reference)
+
+
+def test_decode_image_errors_name_the_frame():
+    with pytest.raises(ValueError, match="Crime/Angry/0001/03.jpg"):
+        video.decode_image(b"\xff\xd8garbage", name="Crime/Angry/0001/03.jpg")
+
+
+def test_reusable_buffers_are_reused_only_when_free():
+    import torch
+
+    buffers = video.ReusableBuffers(keep=2)
+    first = buffers.get("x", (4, 4), np.float32)
+    address = first.ctypes.data
+    held = torch.from_numpy(first)[1:]  # a view of a tensor over the buffer
+    del first
+    second = buffers.get("x", (4, 4), np.float32)
+    assert not np.shares_memory(second, held.numpy()), "a buffer behind a live tensor view is not handed out"
+    del held
+    assert buffers.get("x", (4, 4), np.float32).ctypes.data == address, "once released it is reused"
+    assert buffers.get("x", (2, 2), np.float32).shape == (2, 2)

@@ -1,0 +1,372 @@
+"""Rows of the FERV39k datasets -> normalised clip tensors for video transformers.
+
+:class:`VideoClipTransform` is a callable for ``Dataset.with_transform``. For every
+row it picks the frame indices first (:mod:`ferv39k_hf.sampling`), decodes only
+those frames, applies one crop and flip to the whole clip, and normalises the
+whole batch in one pass:
+
+    ds = ferv39k_hf.undecoded_frames(load_dataset("ferv39k"))
+    train = ds["train"].with_transform(VideoClipTransform(train=True, seed=0))
+    test = ds["test"].with_transform(VideoClipTransform(train=False))
+
+Frames may come as undecoded ``{"bytes", "path"}`` dicts (the fast path), as PIL
+images, or as path-only dicts (a ``--frames reference`` build); rows of the
+``videos`` config (``video`` = mp4 bytes) are decoded with PyAV. JPEG bytes are
+decoded by simplejpeg when it is installed, else by Pillow; both give the same
+pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from .sampling import SAMPLINGS, sample_indices, sample_views
+from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
+
+__all__ = ["VideoClipTransform", "undecoded_frames", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+# VideoMAE's image processor normalises with the ImageNet statistics.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels
+
+def _row_sources(batch: Dict[str, List[Any]], use_simplejpeg: bool) -> List[Any]:
+    ids = batch.get("clip_id")
+    if "frames" in batch:
+        frames = batch["frames"]
+        return [FrameListClip(f, use_simplejpeg, ids[i] if ids else f"#{i}") for i, f in enumerate(frames)]
+    if "video" in batch:
+        counts = batch.get("num_frames") or [None] * len(batch["video"])
+        return [Mp4Clip(v, counts[i], ids[i] if ids else f"#{i}") for i, v in enumerate(batch["video"])]
+    raise ValueError(f"a batch needs a 'frames' or a 'video' column; got columns {sorted(batch)}")
+
+
+# --- crops ------------------------------------------------------------------------------------------
+
+
+def random_resized_box(
+    height: int, width: int, rng: np.random.Generator, scale: Tuple[float, float], ratio: Tuple[float, float]
+) -> Box:
+    """torchvision's RandomResizedCrop box: area fraction in ``scale``, aspect in ``ratio``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            y0 = int(rng.integers(0, height - h + 1))
+            x0 = int(rng.integers(0, width - w + 1))
+            return x0, y0, x0 + w, y0 + h
+    in_ratio = width / height  # fallback: the centre crop of the closest allowed aspect
+    w, h = width, height
+    if in_ratio < min(ratio):
+        h = int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w = int(round(height * max(ratio)))
+    x0, y0 = (width - w) // 2, (height - h) // 2
+    return x0, y0, x0 + w, y0 + h
+
+
+def short_side_boxes(height: int, width: int, num_views: int) -> List[Box]:
+    """Square boxes of the short side, spread along the long side (one view: centred).
+
+    Resizing such a box to ``size`` equals VideoMAE's evaluation: resize the
+    short side to ``size``, then take centre (or spread) crops of ``size``.
+    """
+    side = min(height, width)
+    if num_views == 1:
+        offsets = [(max(height, width) - side) // 2]
+    else:
+        offsets = np.round(np.linspace(0, max(height, width) - side, num_views)).astype(int).tolist()
+    if width >= height:
+        return [(o, 0, o + side, side) for o in offsets]
+    return [(0, o, side, o + side) for o in offsets]
+
+
+def _scale_box(box: Box, sy: float, sx: float, height: int, width: int) -> Box:
+    x0, y0, x1, y1 = box
+    x0, x1 = min(int(round(x0 * sx)), width - 1), min(max(int(round(x1 * sx)), 1), width)
+    y0, y1 = min(int(round(y0 * sy)), height - 1), min(max(int(round(y1 * sy)), 1), height)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def resize_crop_into(frames: np.ndarray, box: Box, flip: bool, size: int, out: np.ndarray) -> None:
+    """Crop ``box`` of every frame (N, H, W, 3), resize to size x size, flip, write planar into ``out``.
+
+    ``out`` is a uint8 (N, 3, size, size) view; writing through a transposed (and,
+    for a flip, reversed) view makes the layout change and the flip one copy.
+    """
+    x0, y0, x1, y1 = box
+    crop = frames[:, y0:y1, x0:x1]
+    if crop.shape[1:3] == (size, size):
+        planar = crop.transpose(0, 3, 1, 2)
+    else:
+        # uint8 antialiased bilinear on the whole clip at once (torch's SIMD path, channels-last)
+        clip = torch.from_numpy(crop).permute(0, 3, 1, 2)
+        planar = F.interpolate(clip, size=(size, size), mode="bilinear", antialias=True, align_corners=False).numpy()
+    np.copyto(out, planar[..., ::-1] if flip else planar)
+
+
+# --- the transform ----------------------------------------------------------------------------------
+
+
+def _worker_id() -> int:
+    info = torch.utils.data.get_worker_info()
+    return -1 if info is None else int(info.id)
+
+
+class VideoClipTransform:
+    """Batch of dataset rows -> ``{"pixel_values": (B, T, 3, S, S) float32, "labels": (B,) int64}``.
+
+    Args:
+        num_frames: frames per clip (T).
+        size: output height and width (S).
+        train: training draws a random temporal sample, a random resized crop and a
+            horizontal flip per clip (the same for all its frames); evaluation takes
+            the centre sample and VideoMAE's resize-short-side-then-centre-crop.
+        sampling: ``"segment"`` (T equal segments, as DFER-CLIP) or ``"window"``
+            (T consecutive frames, as MAE-DFER); see :mod:`ferv39k_hf.sampling`.
+        mean, std: per-channel normalisation of [0, 1] pixels (ImageNet, as VideoMAE).
+        seed: ``None`` follows torch's random state (seeded per DataLoader worker by
+            torch, and by ``transformers.set_seed``); an int gives a stream of its own
+            per (seed, epoch, DataLoader worker): the same seed gives the same batches
+            run to run, and workers never share a stream. Call :meth:`set_epoch` each
+            epoch to vary it across epochs.
+        scale, ratio, flip_prob: the random resized crop's area fraction and aspect
+            range, and the flip probability (training only).
+        stride: frame step of ``"window"`` sampling.
+        temporal_views, spatial_views: evaluation views per clip; with more than one,
+            calls return ``B * V`` clips in clip-major order and ``view_clip_index``.
+        dct_scaling: let the JPEG decoder downscale by 2, 4 or 8 when the crop is at
+            least that much larger than ``size`` (e.g. 112 from 224-pixel frames).
+        decoder: ``"auto"`` (simplejpeg when installed), ``"simplejpeg"`` or ``"pil"``.
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 16,
+        size: int = 224,
+        train: bool = True,
+        sampling: str = "segment",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: Optional[int] = None,
+        *,
+        scale: Tuple[float, float] = (0.6, 1.0),
+        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        flip_prob: float = 0.5,
+        stride: int = 1,
+        temporal_views: int = 1,
+        spatial_views: int = 1,
+        dct_scaling: bool = True,
+        decoder: str = "auto",
+    ):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if num_frames < 1 or size < 1:
+            raise ValueError(f"num_frames and size must be positive, got {num_frames} and {size}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std positive; got {mean} and {std}")
+        if train and (temporal_views > 1 or spatial_views > 1):
+            raise ValueError("multiple views are for evaluation: pass train=False")
+        if decoder not in ("auto", "simplejpeg", "pil"):
+            raise ValueError(f"decoder must be 'auto', 'simplejpeg' or 'pil', got {decoder!r}")
+        if decoder == "simplejpeg" and not simplejpeg_available():
+            raise ImportError("decoder='simplejpeg' needs simplejpeg: pip install 'ferv39k-hf[fast]'")
+        self.num_frames, self.size, self.train, self.sampling = int(num_frames), int(size), bool(train), sampling
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.seed, self.scale, self.ratio, self.flip_prob = seed, tuple(scale), tuple(ratio), float(flip_prob)
+        self.stride, self.dct_scaling = int(stride), bool(dct_scaling)
+        self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
+        self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
+        self.epoch = 0
+        self._rng_key: Optional[Tuple[int, int, int]] = None
+        self._generator: Optional[np.random.Generator] = None
+        self._buffers = ReusableBuffers()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_buffers"] = ReusableBuffers()  # scratch memory stays in its process
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_frames={self.num_frames}, size={self.size}, train={self.train}, "
+            f"sampling={self.sampling!r}, seed={self.seed}, views={self.temporal_views}x{self.spatial_views})"
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the seeded random stream of ``epoch`` (no effect when ``seed`` is None)."""
+        self.epoch = int(epoch)
+
+    def _rng(self) -> np.random.Generator:
+        if self.seed is None:
+            # torch's generator is what DataLoader seeds per worker and per epoch
+            return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        key = (os.getpid(), _worker_id(), self.epoch)
+        if key != self._rng_key:
+            entropy = [int(self.seed), self.epoch, key[1] + 1]
+            self._generator, self._rng_key = np.random.default_rng(np.random.SeedSequence(entropy)), key
+        return self._generator
+
+    def __call__(self, batch: Dict[str, List[Any]]) -> Dict[str, torch.Tensor]:
+        return self.views(batch, self.temporal_views, self.spatial_views)
+
+    def views(
+        self, batch: Dict[str, List[Any]], temporal_views: int = 2, spatial_views: int = 2
+    ) -> Dict[str, torch.Tensor]:
+        """``temporal_views`` x ``spatial_views`` evaluation views of every clip of ``batch``.
+
+        Returns ``pixel_values`` (B * V, T, 3, S, S) with the V views of clip b at
+        rows ``b * V ... b * V + V - 1`` (temporal-major), ``labels`` repeated per
+        view, and ``view_clip_index`` (B * V,) giving each row's clip in the batch,
+        so per-view scores can be averaged per clip. With one view of each kind
+        this is the plain transform and ``view_clip_index`` is left out.
+        """
+        temporal_views, spatial_views = int(temporal_views), int(spatial_views)
+        if min(temporal_views, spatial_views) < 1:
+            raise ValueError(f"view counts must be >= 1, got {temporal_views} x {spatial_views}")
+        multi = temporal_views * spatial_views > 1
+        if multi and self.train:
+            raise ValueError("multiple views are for evaluation: use a transform with train=False")
+        sources = _row_sources(batch, self.use_simplejpeg)
+        per_clip = temporal_views * spatial_views
+        shape = (len(sources) * per_clip, self.num_frames, 3, self.size, self.size)
+        planar_np = self._buffers.get("planar", shape, np.uint8)
+        rng = self._rng() if self.train else None
+        for row, source in enumerate(sources):
+            out = planar_np[row * per_clip : (row + 1) * per_clip]
+            self._clip_into(source, rng, temporal_views, spatial_views, out)
+        result = {"pixel_values": self._normalise(planar_np)}
+        labels = batch.get("label", batch.get("labels"))
+        if labels is not None:
+            result["labels"] = torch.as_tensor(labels, dtype=torch.int64).repeat_interleave(per_clip)
+        if multi:
+            result["view_clip_index"] = torch.arange(len(sources)).repeat_interleave(per_clip)
+        return result
+
+    def _indices(self, num_frames: int, rng: Optional[np.random.Generator], views: int) -> np.ndarray:
+        if views > 1:
+            return sample_views(self.sampling, num_frames, self.num_frames, views, stride=self.stride)
+        return sample_indices(self.sampling, num_frames, self.num_frames, self.train, rng, self.stride)[None]
+
+    def _boxes(self, height: int, width: int, rng: Optional[np.random.Generator], views: int) -> List[Box]:
+        if self.train:
+            return [random_resized_box(height, width, rng, self.scale, self.ratio)]
+        return short_side_boxes(height, width, views)
+
+    def _reduction(self, boxes: List[Box]) -> int:
+        """The largest JPEG DCT downscale (1, 2, 4, 8) that still leaves every crop >= size."""
+        if not self.dct_scaling:
+            return 1
+        smallest = min(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)
+        reduce = 1
+        while reduce < 8 and smallest >= 2 * reduce * self.size:
+            reduce *= 2
+        return reduce
+
+    def _clip_into(self, source: Any, rng, temporal_views: int, spatial_views: int, out: np.ndarray) -> None:
+        """Sample, decode, crop and resize one row's views into ``out`` (V, T, 3, S, S) uint8."""
+        index_sets = self._indices(source.num_frames, rng, temporal_views)
+        unique = np.unique(index_sets)
+        source_size, can_reduce = source.probe(int(unique[0]))
+        frames = None
+        if source_size is None:  # videos: the size is known once decoded
+            frames = source.decode(unique, 1, self._buffers)
+            source_size = frames.shape[1:3]
+        boxes = self._boxes(source_size[0], source_size[1], rng, spatial_views)
+        flip = bool(self.train and rng.random() < self.flip_prob)
+        if frames is None:
+            frames = source.decode(unique, self._reduction(boxes) if can_reduce else 1, self._buffers)
+        height, width = frames.shape[1:3]
+        sy, sx = height / source_size[0], width / source_size[1]
+        boxes = [_scale_box(b, sy, sx, height, width) for b in boxes]
+        for t, indices in enumerate(index_sets):
+            positions = np.searchsorted(unique, indices)
+            clip = frames if np.array_equal(positions, np.arange(len(unique))) else frames[positions]
+            for s, box in enumerate(boxes):
+                resize_crop_into(clip, box, flip, self.size, out[t * spatial_views + s])
+
+    def _normalise(self, planar: np.ndarray) -> torch.Tensor:
+        """uint8 (N, T, 3, S, S) -> float32 (x / 255 - mean) / std.
+
+        Frame by frame, so the three passes (cast, multiply, add) run in cache.
+        """
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std]).view(3, 1, 1)
+        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1)
+        pixel_values = torch.from_numpy(self._buffers.get("pixel_values", planar.shape, np.float32))
+        frames_in = torch.from_numpy(planar).view(-1, *planar.shape[2:])
+        frames_out = pixel_values.view(-1, *planar.shape[2:])
+        for frame in range(frames_in.shape[0]):
+            frames_out[frame].copy_(frames_in[frame]).mul_(scale).add_(bias)
+        return pixel_values
+
+
+# --- datasets helpers -------------------------------------------------------------------------------
+
+
+def _without_image_decoding(feature: Any) -> Any:
+    """``feature`` with every Image() inside it set to decode=False, containers kept as they are."""
+    from datasets import Image as ImageFeature
+
+    if isinstance(feature, ImageFeature):
+        return dataclasses.replace(feature, decode=False)
+    if isinstance(feature, list):
+        return [_without_image_decoding(feature[0])]
+    if isinstance(feature, dict):
+        return {key: _without_image_decoding(value) for key, value in feature.items()}
+    if dataclasses.is_dataclass(feature) and hasattr(feature, "feature"):  # Sequence (2.x-3.x), List (4.0+)
+        return dataclasses.replace(feature, feature=_without_image_decoding(feature.feature))
+    return feature
+
+
+def undecoded_frames(dataset: Any, column: str = "frames") -> Any:
+    """``dataset`` with its frames read as undecoded ``{"bytes", "path"}`` dicts.
+
+    Works on ``Dataset``, ``DatasetDict``, ``IterableDataset`` and
+    ``IterableDatasetDict`` of datasets 2.x to 5.x; a dataset without the column
+    (the videos config) or without known features is returned unchanged. Then
+    :class:`VideoClipTransform` decodes only the frames it samples.
+    """
+    if hasattr(dataset, "keys") and hasattr(dataset, "values") and not hasattr(dataset, "features"):
+        return type(dataset)({split: undecoded_frames(part, column) for split, part in dataset.items()})
+    features = getattr(dataset, "features", None)
+    if features is None or column not in features:
+        return dataset
+    target = _without_image_decoding(features[column])
+    if target == features[column]:
+        return dataset
+    relabelled = _relabel_in_place(dataset, column, target)
+    return relabelled if relabelled is not None else dataset.cast_column(column, target)
+
+
+def _relabel_in_place(dataset: Any, column: str, target: Any) -> Any:
+    """A copy of a map-style ``dataset`` whose ``column`` reads as ``target``, the Arrow data shared.
+
+    ``Dataset.cast_column`` rewrites the whole table when the Image sits inside a
+    list (tens of GB for FERV39k), yet the decode flag does not change the Arrow
+    storage. Returns None where the datasets internals differ, so the caller
+    falls back to the public cast.
+    """
+    import copy
+    import hashlib
+
+    from datasets import Dataset
+
+    if not isinstance(dataset, Dataset) or not hasattr(dataset, "_info") or not hasattr(dataset, "_fingerprint"):
+        return None
+    if target.__class__ is not dataset.features[column].__class__:
+        return None
+    relabelled = copy.deepcopy(dataset)  # datasets' deepcopy re-opens memory-mapped tables, it copies no data
+    relabelled._info.features[column] = target
+    relabelled._fingerprint = hashlib.sha256(f"{dataset._fingerprint}/undecoded/{column}".encode()).hexdigest()[:16]
+    return relabelled
