@@ -125,7 +125,8 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
                 "FERV39k is not downloadable: apply to the authors, download the archive by hand and pass its "
                 "root as data_dir (ferv39k_hf.load('/path/to/FERV39k'))."
             )
-        layout = find_layout(self.config.data_dir)
+        # load() found the layout already; discovery of a zipped archive is not free.
+        layout = getattr(self, "_layout", None) or find_layout(self.config.data_dir)
         plan = plan_splits(
             layout,
             validation_fraction=self.config.validation_fraction,
@@ -187,6 +188,7 @@ def load(
     a changed archive gets a new cache entry.
     """
     root = os.path.abspath(os.fspath(root))
+    layout = find_layout(root)
     builder = Ferv39k(
         config_name=config,
         data_dir=root,
@@ -195,7 +197,8 @@ def load(
         validation_fraction=validation_fraction,
         seed=seed,
         on_error=on_error,
-        archive_fingerprint=archive_fingerprint(find_layout(root)),
+        archive_fingerprint=archive_fingerprint(layout),
     )
+    builder._layout = layout
     builder.download_and_prepare(num_proc=num_proc)
     return builder.as_dataset()

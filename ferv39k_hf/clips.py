@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from .annotations import ClipRecord
+from .errors import LayoutError
 from .layout import FileRef, Layout
 
 _JPEG_START = b"\xff\xd8\xff"
@@ -104,7 +105,7 @@ class ClipReader:
             head, tail = _read_head_tail(ref)
             data = None
         else:
-            data = self.part.read(ref)
+            data = self._read_bytes(ref)
             head, tail = data[:16], data[-_JPEG_TAIL:]
         problem = jpeg_problem(head, tail)
         if problem is None and self.deep:
@@ -115,11 +116,17 @@ class ClipReader:
             return {"bytes": None, "path": os.path.abspath(ref.name)}
         return {"bytes": data, "path": rel}
 
+    def _read_bytes(self, ref: FileRef) -> bytes:
+        try:
+            return self.part.read(ref)
+        except LayoutError as err:  # a damaged zip member (CRC, size, truncation) or an unreadable file
+            raise ClipDamaged(str(err)) from None
+
     def _read_video(self, record: ClipRecord) -> Dict[str, Any]:
         ref = self.part.video(record.clip_id)
         if ref is None:
-            raise ClipDamaged(f"video missing ({self.part.clip_location(record.clip_id)}.mp4)")
-        data = self.part.read(ref)
+            raise ClipDamaged(f"video missing ({self.part.clip_location(record.clip_id)})")
+        data = self._read_bytes(ref)
         problem = mp4_problem(data[:16])
         if problem:
             raise ClipDamaged(f"video {self.part.relative_path(ref)}: {problem}")

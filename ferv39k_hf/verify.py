@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .annotations import ClipRecord, Problem
 from .clips import jpeg_decode_problem, jpeg_problem, mp4_problem
-from .layout import Layout, Part, find_layout
+from .errors import LayoutError
+from .layout import FileRef, Layout, Part, find_layout
 from .splits import read_split_records
 from .taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
 
@@ -103,6 +104,13 @@ def _problem_finding(problem: Problem) -> Finding:
     return Finding(kind, problem.reason, problem.clip_id, problem.source, problem.line)
 
 
+def _read(part: Part, ref: FileRef) -> Tuple[bytes, Optional[str]]:
+    try:
+        return part.read(ref), None
+    except LayoutError as err:  # damaged zip member or unreadable file
+        return b"", str(err)
+
+
 def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
     refs, links = part.scan_clip(record.clip_id)
     report.findings += [Finding("unsafe-entry", u.reason, record.clip_id, u.name) for u in links]
@@ -113,9 +121,10 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
         report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
         return
     for ref in refs:
-        data = part.read(ref)
+        data, problem = _read(part, ref)
         report.frames_checked += 1
-        problem = jpeg_problem(data[:16], data[-64:]) or (jpeg_decode_problem(data) if deep else None)
+        if problem is None:
+            problem = jpeg_problem(data[:16], data[-64:]) or (jpeg_decode_problem(data) if deep else None)
         if problem:
             report.findings.append(Finding("bad-frame", problem, record.clip_id, ref.display))
 
@@ -123,12 +132,12 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
 def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
     ref = part.video(record.clip_id)
     if ref is None:
-        report.findings.append(Finding("missing-clip", f"video missing ({part.clip_location(record.clip_id)}.mp4); listed at {record.where}",
+        report.findings.append(Finding("missing-clip", f"video missing ({part.clip_location(record.clip_id)}); listed at {record.where}",
                                        record.clip_id, record.source, record.line))
         return
-    data = part.read(ref)
+    data, problem = _read(part, ref)
     report.frames_checked += 1
-    problem = mp4_problem(data[:16])
+    problem = problem or mp4_problem(data[:16])
     if problem is None and deep:
         from .video import count_frames
 

@@ -199,3 +199,29 @@ def test_card_declares_configs_counts_and_terms(built_faces):
     splits = front["dataset_info"]["splits"]
     assert [(s["name"], s["num_examples"]) for s in splits] == [("train", report["counts"]["train"]), ("test", test_total)]
     assert sum(s["num_bytes"] for s in splits) == sum(f.stat().st_size for f in built_faces.glob("data/faces/*"))
+
+
+@pytest.mark.parametrize("config", ["scenes", "videos"])
+def test_scenes_and_videos_configs(sample_archive, tmp_path, config):
+    out = tmp_path / config
+    build_dataset_folder(sample_archive, out, config=config)
+    ds = datasets.load_dataset(str(out))
+    folder = sample_archive / ("3_ClipsforScenImages" if config == "scenes" else "0_7_LabelClips")
+    for split in ("train", "test"):
+        records = split_lines(sample_archive, split)
+        part = ds[split]
+        assert sorted(part["clip_id"]) == sorted(r.clip_id for r in records)
+        if config == "scenes":
+            part = part.cast_column("frames", datasets.List(datasets.Image(decode=False)))
+        for row in part.select(range(0, len(part), max(1, len(part) // 15))):
+            if config == "scenes":
+                files = sorted((folder / row["clip_id"]).glob("*.jpg"))
+                assert [f["bytes"] for f in row["frames"]] == [f.read_bytes() for f in files]
+                assert row["num_frames"] == len(files)
+            else:
+                from ferv39k_hf.video import count_frames
+
+                data = (folder / (row["clip_id"] + ".mp4")).read_bytes()
+                assert row["video"]["bytes"] == data
+                assert row["video"]["path"] == row["clip_id"] + ".mp4"
+                assert row["num_frames"] == count_frames(data) > 0

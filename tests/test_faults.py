@@ -228,3 +228,29 @@ def test_killed_build_leaves_old_folder_or_nothing(sample_archive, built_faces, 
             assert not out.exists()
             with pytest.raises(Exception):
                 datasets.load_dataset(str(out))
+
+
+def test_damaged_zip_member_is_named_and_skipped(sample_archive, tmp_path):
+    src = _subset(sample_archive, tmp_path / "src", 6)
+    root = tmp_path / "zipped"
+    root.mkdir()
+    shutil.copytree(src / "4_setups", root / "4_setups")
+    victim = _lines(src, "train")[2].split()[0]
+    frames = sorted((src / FACES / victim).glob("*.jpg"))
+    with zipfile.ZipFile(root / "2_ClipsforFaceCrop-001.zip", "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted((src / FACES).rglob("*.jpg")):
+            archive.write(path, str(path.relative_to(src)))
+    data = bytearray((root / "2_ClipsforFaceCrop-001.zip").read_bytes())
+    needle = frames[1].read_bytes()
+    at = bytes(data).index(needle)
+    data[at + len(needle) // 2] ^= 0xFF  # one flipped byte: the member's CRC no longer matches
+    (root / "2_ClipsforFaceCrop-001.zip").write_bytes(bytes(data))
+    report = verify_archive(root, progress=False)
+    assert [(f.kind, f.clip_id) for f in report.findings] == [("bad-frame", victim)]
+    out = tmp_path / "out"
+    build_dataset_folder(root, out, on_error="skip")
+    skipped = json.loads((out / "build_report.json").read_text())["skipped"]
+    assert [(s["clip_id"], s["line"]) for s in skipped] == [(victim, 3)]
+    assert frames[1].name in skipped[0]["reason"]
+    with pytest.raises(BuildError, match=victim):
+        build_dataset_folder(root, tmp_path / "strict")
