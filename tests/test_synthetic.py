@@ -23,7 +23,7 @@ from ferv39k_hf.taxonomy import CLASS_WORDS, FRAMES_PER_CLIP, PART_FOLDERS, SCEN
 
 FACES, SCENE_FRAMES, VIDEOS = (PART_FOLDERS[k] for k in ("faces", "scenes", "videos"))
 # Two scenes at opposite ends of SCENES, so a zip test spans several zips of a part.
-SMALL_SCENES = ("Action", "War")
+SMALL_SCENES = ("Action", "Social")
 
 
 def _files(root: Path):
@@ -201,7 +201,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_archive, tmp_path):
     reference = _files(small_archive)
     assert files == {k: v for k, v in reference.items() if not k.startswith(SCENE_FRAMES)}
     other = tmp_path / "other"
-    write_sample_archive(other, scenes=["War"], parts=("faces",), seed=1, workers=1)
+    write_sample_archive(other, scenes=["Social"], parts=("faces",), seed=1, workers=1)
     other_files = _files(other)
     shared = [k for k in other_files if k in reference and k.endswith(".jpg")]
     assert shared and all(other_files[k] != reference[k] for k in shared)
@@ -218,7 +218,7 @@ def test_zip_members_reproduce_the_unpacked_archive(small_archive, tmp_path):
         f"{export}-001/{VIDEOS}-001.zip",  # Action
         f"{export}-001/{FACES}-001.zip",
         f"{export}-001/4_setups.zip",
-        f"{export}-002/{VIDEOS}-002.zip",  # War
+        f"{export}-002/{VIDEOS}-002.zip",  # Social
         f"{export}-003/{FACES}-003.zip",
     ]
     members = {}
@@ -305,7 +305,7 @@ def test_expressions_carry_a_learnable_class_signal(sample_archive):
 
 
 def test_frames_of_a_clip_move_and_differ(small_archive):
-    clip = sorted((small_archive / FACES / "War" / "Happy").iterdir())[0]
+    clip = sorted((small_archive / FACES / "Social" / "Happy").iterdir())[0]
     frames = [np.asarray(Image.open(f), np.int16) for f in sorted(clip.glob("*.jpg"))[:6]]
     for a, b in zip(frames, frames[1:]):
         assert np.abs(a - b).mean() > 0.5  # noise and motion change every frame
