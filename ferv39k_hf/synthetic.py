@@ -353,11 +353,12 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
     root = Path(out)
     _prepare_out(root)
     sink = _ZipSink(root) if zip else _FolderSink(root)
-    rendered = _rendered_clips(plan.clips, plan.seed, parts, workers)
+    rendering = _rendered_clips(plan.clips, plan.seed, parts, workers)
+    rendered: Iterable[List[Tuple[str, bytes]]] = rendering
     if progress:
         from tqdm.auto import tqdm
 
-        rendered = tqdm(rendered, total=len(plan.clips), desc="synthetic clips", unit="clip")
+        rendered = tqdm(rendering, total=len(plan.clips), desc="synthetic clips", unit="clip")
     try:
         for files in rendered:
             for name, data in files:
@@ -365,6 +366,7 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
         for name, data in sorted(split_files(plan).items()):
             sink.put(name, data)
     finally:
+        rendering.close()  # stops the worker pool at once if writing failed
         sink.close()
     on_disk = [p.stat().st_size for p in root.rglob("*") if p.is_file()]
     return SampleSummary(
