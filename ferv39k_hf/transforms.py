@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
 
-__all__ = ["VideoClipTransform", "undecoded_frames", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["VideoClipTransform", "undecoded_frames", "collate_clips", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # VideoMAE's image processor normalises with the ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -303,12 +303,67 @@ class VideoClipTransform:
         """
         scale = torch.tensor([1.0 / (255.0 * s) for s in self.std]).view(3, 1, 1)
         bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1)
-        pixel_values = torch.from_numpy(self._buffers.get("pixel_values", planar.shape, np.float32))
+        pixel_values = _output_tensor(planar.shape, self._buffers)
         frames_in = torch.from_numpy(planar).view(-1, *planar.shape[2:])
         frames_out = pixel_values.view(-1, *planar.shape[2:])
         for frame in range(frames_in.shape[0]):
             frames_out[frame].copy_(frames_in[frame]).mul_(scale).add_(bias)
         return pixel_values
+
+
+def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers) -> torch.Tensor:
+    """Float memory for a batch: in a DataLoader worker, shared memory that is sent to the main
+    process without a copy (as torch's default_collate allocates); elsewhere a reused buffer."""
+    if torch.utils.data.get_worker_info() is not None:
+        try:
+            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
+            return torch.empty(0).set_(storage).view(shape)
+        except (AttributeError, RuntimeError):  # private torch API moved: an ordinary tensor still works
+            return torch.empty(shape)
+    return torch.from_numpy(buffers.get("pixel_values", shape, np.float32))
+
+
+def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    """DataLoader / Trainer collate for rows made by :class:`VideoClipTransform`.
+
+    ``datasets`` hands a transformed batch to the DataLoader split into per-row
+    views; when those are the consecutive rows of one tensor (as for any
+    ``with_transform`` dataset read in batches, views included), the batch is that
+    tensor again instead of a stacked copy, which for 16-frame clips at 224 costs
+    10 MB of freshly faulted memory per clip (in a worker, the transform already
+    wrote the batch to shared memory). Anything else is stacked as torch's
+    ``default_collate`` does.
+    """
+    if not _rejoinable(examples):
+        return torch.utils.data.default_collate(examples)
+    batch: Dict[str, torch.Tensor] = {}
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        batch[key] = _rows_of_one_tensor(values) if torch.is_tensor(values[0]) else torch.as_tensor(values)
+    return batch
+
+
+def _rejoinable(examples: List[Dict[str, Any]]) -> bool:
+    return all(
+        not torch.is_tensor(value) or _rows_of_one_tensor([example[key] for example in examples]) is not None
+        for key, value in examples[0].items()
+    )
+
+
+def _rows_of_one_tensor(rows: List[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A tensor over the memory that holds ``rows`` back to back, when that is all its storage; else None."""
+    first = rows[0]
+    storage = first.untyped_storage()
+    row_bytes = first.numel() * first.element_size()
+    start = first.data_ptr()
+    if first.storage_offset() != 0 or storage.nbytes() != row_bytes * len(rows):
+        return None
+    for position, row in enumerate(rows):
+        same_storage = row.untyped_storage().data_ptr() == storage.data_ptr()
+        if not (same_storage and row.is_contiguous() and row.shape == first.shape and row.dtype == first.dtype
+                and row.data_ptr() == start + position * row_bytes):
+            return None
+    return torch.empty(0, dtype=first.dtype).set_(storage, 0, (len(rows),) + tuple(first.shape))
 
 
 # --- datasets helpers -------------------------------------------------------------------------------

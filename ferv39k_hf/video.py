@@ -163,8 +163,8 @@ def decode_image(
             pass  # CMYK, unusual markers: Pillow decides
     try:
         image = Image.open(io.BytesIO(data))
-        if reduce > 1:
-            image.draft("RGB", (-(-image.width // reduce), -(-image.height // reduce)))
+        if reduce > 1:  # Pillow picks the largest scale that keeps at least this size: ceil(size / reduce)
+            image.draft("RGB", (image.width // reduce, image.height // reduce))
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (OSError, ValueError) as err:
         raise ValueError(f"frame {name}: cannot decode image: {err}") from err
@@ -259,18 +259,17 @@ class FrameListClip:
         return image_size(data, self.use_simplejpeg, name), _is_jpeg(data)
 
     def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
-        """Frames ``indices`` as one uint8 (N, H, W, 3) array, all at the first frame's size."""
-        frames = None
+        """Frames ``indices`` as one uint8 (N, H, W, 3) array at the first frame's size (divided by ``reduce``)."""
+        (height, width), scalable = self.probe(int(indices[0]))
+        reduce = reduce if scalable else 1
+        frames = buffers.get("frames", (len(indices), -(-height // reduce), -(-width // reduce), 3), np.uint8)
         for position, index in enumerate(indices.tolist()):
             data, name = self._get(index)
             if data is None:
                 image = self.entries[index]
                 array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
             else:
-                out = None if frames is None else frames[position]
-                array = decode_image(data, reduce, self.use_simplejpeg, name, out)
-            if frames is None:
-                frames = buffers.get("frames", (len(indices),) + array.shape, np.uint8)
+                array = decode_image(data, reduce, self.use_simplejpeg, name, frames[position])
             if array.ctypes.data != frames[position].ctypes.data:  # not decoded in place
                 frames[position] = _fit(array, frames.shape[1], frames.shape[2])
         return frames

@@ -13,6 +13,7 @@ from ferv39k_hf import transforms, video
 from ferv39k_hf.sampling import segment_indices, segment_views
 from ferv39k_hf.transforms import (
     IMAGENET_MEAN,
+    collate_clips,
     IMAGENET_STD,
     VideoClipTransform,
     random_resized_box,
@@ -323,6 +324,36 @@ def test_with_transform_on_a_dataset_decoded_or_not():
     slow = ds.with_transform(transform)[0:4]
     assert torch.equal(fast["pixel_values"], slow["pixel_values"])
     assert fast["labels"].tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_collate_clips_gives_the_default_batches(workers):
+    ds = undecoded_frames(small_dataset(rows=6)).with_transform(VideoClipTransform(4, 24, train=False))
+    def batches(collate):
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate)
+        return list(loader)
+    ours, default = batches(collate_clips), batches(None)
+    assert [b["pixel_values"].shape[0] for b in ours] == [4, 2]
+    for a, b in zip(ours, default):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_collate_clips_rejoins_without_copying_and_stacks_otherwise():
+    ds = undecoded_frames(small_dataset(rows=4)).with_transform(
+        VideoClipTransform(4, 24, train=False, temporal_views=2))
+    examples = ds.__getitems__([0, 1, 2])
+    batch = collate_clips(examples)
+    assert batch["pixel_values"].shape == (6, 4, 3, 24, 24)
+    assert batch["pixel_values"].data_ptr() == examples[0]["pixel_values"].data_ptr(), "no copy"
+    assert batch["view_clip_index"].tolist() == [0, 0, 1, 1, 2, 2]
+    loose = [{"pixel_values": torch.full((2, 3), float(i)), "labels": i} for i in range(3)]
+    stacked = collate_clips(loose)
+    assert stacked["pixel_values"][:, 0, 0].tolist() == [0.0, 1.0, 2.0] and stacked["labels"].tolist() == [0, 1, 2]
+    assert len(examples) == 6, "datasets splits the batch into one example per view"
+    partial = collate_clips(examples[2:])  # rows of a tensor, but not all of it: stacked
+    assert torch.equal(partial["pixel_values"], batch["pixel_values"][2:])
+    assert partial["pixel_values"].data_ptr() != batch["pixel_values"].data_ptr()
 
 
 def test_the_built_sample_dataset_loads_through_the_transform(built_faces):

@@ -1,0 +1,316 @@
+"""Clip loader throughput against a folder-of-JPEG baseline and the JPEG decode floor.
+
+    python bench/loader.py                       # synthetic sample archive, built in a temp dir
+    python bench/loader.py --archive ROOT --dataset DIR --clips 64 --json loader.json
+
+On one pinned CPU (torch.set_num_threads(1)), for 16-frame clips at 224, 160 and
+112 pixels, train and eval sampling, every method runs on the same clips:
+
+- loader: the built dataset read through ``undecoded_frames``,
+  ``with_transform(VideoClipTransform(...))`` and a DataLoader with
+  ``collate_fn=collate_clips``, as the training script runs it (JPEG decoding by
+  simplejpeg when installed; "loader-pil" forces Pillow);
+- baseline: the way published FERV39k code loads a clip: list the unpacked clip
+  folder, sort, pick the frames, PIL open, convert RGB, crop/resize, stack,
+  ToTensor and Normalize per frame with torch;
+- floor: decoding exactly the sampled JPEGs from bytes already in memory, and
+  nothing else (by Pillow into its own pixel buffer, by simplejpeg into one
+  reused array).
+
+It prints milliseconds per clip (CPU time of the process: steady on a shared
+machine), the speedup over the baseline and the ratio to the floor of the same
+decoder (by CPU and by wall-clock time), then the throughput with 2 DataLoader
+workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import best_of_rounds, cpus, environment, pin_to_one_cpu, write_json  # noqa: E402
+
+SIZES = (224, 160, 112)
+MODES = ("train", "eval")
+TARGET_SPEEDUP = 2.5  # issue 6: at least this much faster than the folder baseline at 224
+TARGET_FLOOR_RATIO = 1.5  # issue 6: at most this much slower than decoding the sampled JPEGs
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archive", help="an unpacked archive root (default: write the synthetic sample)")
+    p.add_argument("--dataset", help="a folder made by 'ferv39k-hf build' of that archive (default: build one)")
+    p.add_argument("--scale", type=float, default=None, help="sample archive scale (default: the default sample)")
+    p.add_argument("--clips", type=int, default=48, help="train clips to time (default 48)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per transform call (default 8)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the best counts (default 5)")
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    p.add_argument("--sampling", choices=["segment", "window"], default="segment")
+    p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last one allowed)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the multi-process line (0: skip)")
+    p.add_argument("--json", metavar="OUT", help="write the numbers to this JSON file")
+    return p.parse_args(argv)
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+def prepare_inputs(args: argparse.Namespace, workdir: Path):
+    """(archive root, built dataset folder): the given ones, or a fresh synthetic pair in ``workdir``."""
+    archive = Path(args.archive) if args.archive else None
+    if archive is None:
+        from ferv39k_hf.synthetic import write_sample_archive
+
+        archive = workdir / "FERV39k"
+        print(f"writing a synthetic sample archive to {archive} ...", flush=True)
+        write_sample_archive(archive, scale=args.scale, seed=0, parts=("faces",))
+    dataset = Path(args.dataset) if args.dataset else None
+    if dataset is None:
+        from ferv39k_hf.export import build_dataset_folder
+
+        dataset = workdir / "ferv39k"
+        print(f"building the faces dataset folder {dataset} ...", flush=True)
+        build_dataset_folder(archive, dataset, config="faces")
+    return archive, dataset
+
+
+def clip_folders(archive: Path, clip_ids: Sequence[str]) -> List[str]:
+    """The unpacked face-crop folder of each clip (the baseline reads these)."""
+    from ferv39k_hf.layout import find_layout
+
+    part = find_layout(archive).part("faces")
+    folders = []
+    for clip_id in clip_ids:
+        refs = part.frames(clip_id)
+        if not refs or refs[0].container is not None:
+            raise SystemExit(f"clip {clip_id}: the baseline needs the archive unpacked into folders")
+        folders.append(os.path.dirname(refs[0].name))
+    return folders
+
+
+# --- the three methods ------------------------------------------------------------------------------
+
+
+def folder_baseline(folders: Sequence[str], num_frames: int, size: int, train: bool, sampling: str):
+    """One epoch over ``folders`` the way published loaders do it, clip by clip."""
+    import torch
+    from PIL import Image
+
+    from ferv39k_hf.sampling import sample_indices
+    from ferv39k_hf.transforms import IMAGENET_MEAN, IMAGENET_STD, random_resized_box
+
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def load(folder: str, rng: np.random.Generator) -> torch.Tensor:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".jpg"))
+        indices = sample_indices(sampling, len(names), num_frames, train, rng)
+        images = [Image.open(os.path.join(folder, names[i])).convert("RGB") for i in indices]
+        if train:  # one random resized crop and flip for the group, applied frame by frame
+            box = random_resized_box(images[0].height, images[0].width, rng, (0.6, 1.0), (3 / 4, 4 / 3))
+            images = [im.crop(box).resize((size, size), Image.BILINEAR) for im in images]
+            if rng.random() < 0.5:
+                images = [im.transpose(Image.FLIP_LEFT_RIGHT) for im in images]
+        else:  # resize the short side, centre crop
+            images = [_resize_short_centre_crop(im, size) for im in images]
+        # torchvision's ToTensor then Normalize, frame by frame
+        tensors = [torch.from_numpy(np.array(im, copy=True)).permute(2, 0, 1).float().div(255) for im in images]
+        return torch.stack([(t - mean) / std for t in tensors])
+
+    def epoch() -> None:
+        rng = np.random.default_rng(0)
+        for folder in folders:
+            load(folder, rng)
+
+    return epoch
+
+
+def _resize_short_centre_crop(image, size: int):
+    from PIL import Image
+
+    scale = size / min(image.size)
+    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                           Image.BILINEAR)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def sampled_frame_bytes(dataset, num_frames: int, sampling: str) -> List[List[bytes]]:
+    """The encoded bytes of each clip's distinct sampled frames (eval sampling), read before timing."""
+    from ferv39k_hf.sampling import sample_indices
+
+    clips = []
+    for row in dataset:
+        frames = row["frames"]
+        indices = np.unique(sample_indices(sampling, len(frames), num_frames, train=False))
+        clips.append([frames[i]["bytes"] for i in indices])
+    return clips
+
+
+def decode_floor(clips: List[List[bytes]], decoder: str) -> Callable[[], None]:
+    """Decode every listed JPEG once: Pillow to its pixel buffer, or simplejpeg into one reused array."""
+    if decoder == "pil":
+        from PIL import Image
+
+        def epoch() -> None:
+            for frames in clips:
+                for data in frames:
+                    Image.open(io.BytesIO(data)).load()
+    else:
+        import simplejpeg
+
+        sizes = [[simplejpeg.decode_jpeg_header(data)[:2] for data in frames] for frames in clips]
+        buffer = np.empty(max(h * w * 3 for shapes in sizes for h, w in shapes), dtype=np.uint8)
+
+        def epoch() -> None:
+            for frames, shapes in zip(clips, sizes):
+                for data, (height, width) in zip(frames, shapes):
+                    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=buffer[: height * width * 3])
+
+    return epoch
+
+
+def transform_loader(dataset, transform, batch_size: int) -> Callable[[], None]:
+    """One epoch of ``dataset.with_transform(transform)`` through a DataLoader, as Trainer runs it
+    with ``dataloader_num_workers=0`` and ``data_collator=collate_clips``."""
+    from torch.utils.data import DataLoader
+
+    from ferv39k_hf.transforms import collate_clips
+
+    loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size, collate_fn=collate_clips)
+
+    def epoch() -> None:
+        for _ in loader:
+            pass
+
+    return epoch
+
+
+def dataloader_clips_per_second(dataset, transform, batch_size: int, workers: int, min_clips: int,
+                                collate=None) -> float:
+    """Clips/s of a torch DataLoader with ``workers`` processes over the transformed dataset."""
+    from torch.utils.data import DataLoader
+
+    repeats = max(1, -(-min_clips // len(dataset)))
+    data = dataset.select(list(range(len(dataset))) * repeats).with_transform(transform)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+                        collate_fn=collate)
+    for _ in loader:  # start the workers and warm them
+        break
+    start = time.perf_counter()
+    clips = sum(batch["pixel_values"].shape[0] for batch in loader)
+    return clips / (time.perf_counter() - start)
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
+    import datasets
+
+    from ferv39k_hf import VideoClipTransform, undecoded_frames
+    from ferv39k_hf.video import simplejpeg_available
+
+    all_cpus = os.sched_getaffinity(0)
+    cpu = pin_to_one_cpu(args.cpu)
+    train_split = undecoded_frames(datasets.load_dataset(str(dataset_dir), split="train"))
+    clips = train_split.select(range(min(args.clips, len(train_split))))
+    folders = clip_folders(archive, clips["clip_id"])
+    frame_bytes = sampled_frame_bytes(clips, args.num_frames, args.sampling)
+    decoders = ["pil"] + (["simplejpeg"] if simplejpeg_available() else [])
+    n = len(clips)
+    print(f"{n} clips, {sum(map(len, frame_bytes))} sampled frames, pinned to CPU {cpu}, "
+          f"best of {args.rounds} interleaved rounds\n", flush=True)
+
+    rows = []
+    for size in args.sizes:
+        for mode in MODES:
+            train = mode == "train"
+
+            def transform(decoder: str) -> "VideoClipTransform":
+                return VideoClipTransform(args.num_frames, size, train=train, sampling=args.sampling, seed=0,
+                                          decoder=decoder)
+
+            methods = {"baseline": folder_baseline(folders, args.num_frames, size, train, args.sampling)}
+            for decoder in decoders:
+                methods[f"floor-{decoder}"] = decode_floor(frame_bytes, decoder)
+                methods[f"loader-{decoder}"] = transform_loader(clips, transform(decoder), args.batch_size)
+            best = best_of_rounds(methods, args.rounds)
+            row = {"size": size, "mode": mode, "decoder": decoders[-1]}
+            for clock in ("cpu", "wall"):
+                seconds = {name: times[clock] for name, times in best.items()}
+                row[clock] = summarise(seconds, n, decoders[-1])
+            rows.append(row)
+            print_row(row, decoders)
+
+    workers = []
+    if args.workers > 0:
+        from ferv39k_hf.transforms import collate_clips
+
+        with cpus(all_cpus):
+            for size in args.sizes:
+                tf = VideoClipTransform(args.num_frames, size, train=True, sampling=args.sampling, seed=0)
+                rates = {name: dataloader_clips_per_second(clips, tf, args.batch_size, args.workers, 4 * n, fn)
+                         for name, fn in (("collate_clips", collate_clips), ("default_collate", None))}
+                workers.append({"size": size, "mode": "train", "workers": args.workers, "cpus": len(all_cpus),
+                                "clips_per_s": rates})
+                print(f"DataLoader, {args.workers} workers on {len(all_cpus)} CPUs, {size} train: "
+                      f"{rates['collate_clips']:6.1f} clips/s with collate_clips, "
+                      f"{rates['default_collate']:6.1f} with the default collate", flush=True)
+    return {"clips": n, "cpu": cpu, "rounds": args.rounds, "batch_size": args.batch_size,
+            "num_frames": args.num_frames, "sampling": args.sampling, "rows": rows, "dataloader": workers,
+            "targets": {"speedup_vs_baseline": TARGET_SPEEDUP, "floor_ratio": TARGET_FLOOR_RATIO},
+            "environment": environment()}
+
+
+def summarise(seconds: Dict[str, float], clips: int, decoder: str) -> dict:
+    """Per-clip milliseconds, loader throughput and the two ratios the issue sets targets for."""
+    loader, pil_loader = seconds[f"loader-{decoder}"], seconds["loader-pil"]
+    return {
+        "ms_per_clip": {name: 1e3 * value / clips for name, value in seconds.items()},
+        "clips_per_s": clips / loader,
+        "speedup_vs_baseline": seconds["baseline"] / loader,
+        "floor_ratio": loader / seconds[f"floor-{decoder}"],
+        "pil_speedup_vs_baseline": seconds["baseline"] / pil_loader,
+        "pil_floor_ratio": pil_loader / seconds["floor-pil"],
+    }
+
+
+def print_row(row: dict, decoders: Sequence[str]) -> None:
+    """One line per size and mode: CPU-time milliseconds per clip, then the ratios by both clocks."""
+    cpu, wall, decoder = row["cpu"], row["wall"], row["decoder"]
+    ms = cpu["ms_per_clip"]
+    parts = [f"{row['size']:>3} {row['mode']:<5} ms/clip: baseline {ms['baseline']:6.2f}"]
+    parts += [f"floor-{d} {ms['floor-' + d]:5.2f} loader-{d} {ms['loader-' + d]:5.2f}" for d in decoders]
+    parts.append(f"| {cpu['clips_per_s']:6.1f} clips/s | {decoder}: {cpu['speedup_vs_baseline']:.2f}x baseline, "
+                 f"{cpu['floor_ratio']:.2f}x floor (wall {wall['speedup_vs_baseline']:.2f}x, "
+                 f"{wall['floor_ratio']:.2f}x)")
+    if decoder != "pil":
+        parts.append(f"| Pillow only: {cpu['pil_speedup_vs_baseline']:.2f}x baseline, "
+                     f"{cpu['pil_floor_ratio']:.2f}x floor")
+    print("  ".join(parts), flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ferv39k-bench-") as tmp:
+        archive, dataset_dir = prepare_inputs(args, Path(tmp))
+        result = measure(args, archive, dataset_dir)
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
