@@ -2,12 +2,13 @@
 
 :class:`VideoClipTransform` is a callable for ``Dataset.with_transform``. For every
 row it picks the frame indices first (:mod:`ferv39k_hf.sampling`), decodes only
-those frames, applies one crop and flip to the whole clip, and normalises the
-whole batch in one pass:
+those frames (:mod:`ferv39k_hf.video`), applies one crop and flip to the whole
+clip in uint8, and converts the batch to normalised float32 at the end:
 
     ds = ferv39k_hf.undecoded_frames(load_dataset("ferv39k"))
     train = ds["train"].with_transform(VideoClipTransform(train=True, seed=0))
     test = ds["test"].with_transform(VideoClipTransform(train=False))
+    loader = DataLoader(train, batch_size=8, collate_fn=collate_clips)
 
 Frames may come as undecoded ``{"bytes", "path"}`` dicts (the fast path), as PIL
 images, or as path-only dicts (a ``--frames reference`` build); rows of the
@@ -26,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
 
@@ -36,6 +38,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 in source pixels
+
 
 def _row_sources(batch: Dict[str, List[Any]], use_simplejpeg: bool) -> List[Any]:
     ids = batch.get("clip_id")
@@ -323,7 +326,7 @@ def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers) -> torch.Te
     return torch.from_numpy(buffers.get("pixel_values", shape, np.float32))
 
 
-def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """DataLoader / Trainer collate for rows made by :class:`VideoClipTransform`.
 
     ``datasets`` hands a transformed batch to the DataLoader split into per-row
@@ -331,23 +334,16 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
     ``with_transform`` dataset read in batches, views included), the batch is that
     tensor again instead of a stacked copy, which for 16-frame clips at 224 costs
     10 MB of freshly faulted memory per clip (in a worker, the transform already
-    wrote the batch to shared memory). Anything else is stacked as torch's
-    ``default_collate`` does.
+    wrote the batch to shared memory). Anything else goes to torch's ``default_collate``.
     """
-    if not _rejoinable(examples):
-        return torch.utils.data.default_collate(examples)
-    batch: Dict[str, torch.Tensor] = {}
-    for key in examples[0]:
+    batch: Dict[str, Any] = {}
+    for key, first in examples[0].items():
         values = [example[key] for example in examples]
-        batch[key] = _rows_of_one_tensor(values) if torch.is_tensor(values[0]) else torch.as_tensor(values)
+        joined = _rows_of_one_tensor(values) if torch.is_tensor(first) else None
+        if joined is None and torch.is_tensor(first):
+            return torch.utils.data.default_collate(examples)
+        batch[key] = joined if joined is not None else torch.utils.data.default_collate(values)
     return batch
-
-
-def _rejoinable(examples: List[Dict[str, Any]]) -> bool:
-    return all(
-        not torch.is_tensor(value) or _rows_of_one_tensor([example[key] for example in examples]) is not None
-        for key, value in examples[0].items()
-    )
 
 
 def _rows_of_one_tensor(rows: List[torch.Tensor]) -> Optional[torch.Tensor]:
