@@ -223,11 +223,14 @@ class ReusableBuffers:
         self._free: Dict[str, List[np.ndarray]] = {}
 
     def get(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A C-contiguous array of ``shape``: the leading rows of a free buffer when one is big enough."""
         pool = self._free.setdefault(name, [])
         for position in range(len(pool)):
-            # references: the pool's list, getrefcount's argument
-            if pool[position].shape == tuple(shape) and sys.getrefcount(pool[position]) == 2:
-                return pool[position]
+            array = pool[position]
+            # references to a free buffer: the pool's list, ``array``, getrefcount's argument
+            if (array.shape[1:] == tuple(shape[1:]) and array.shape[0] >= shape[0] and array.dtype == dtype
+                    and sys.getrefcount(array) == 3):
+                return array[: shape[0]]
         array = np.empty(shape, dtype=dtype)
         pool.append(array)
         if len(pool) > self.keep:

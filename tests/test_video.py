@@ -191,4 +191,7 @@ def test_reusable_buffers_are_reused_only_when_free():
     assert not np.shares_memory(second, held.numpy()), "a buffer behind a live tensor view is not handed out"
     del held
     assert buffers.get("x", (4, 4), np.float32).ctypes.data == address, "once released it is reused"
+    fewer_rows = buffers.get("x", (3, 4), np.float32)
+    assert fewer_rows.shape == (3, 4) and fewer_rows.flags.c_contiguous and fewer_rows.ctypes.data == address
     assert buffers.get("x", (2, 2), np.float32).shape == (2, 2)
+    assert buffers.get("x", (4, 4), np.uint8).dtype == np.uint8
