@@ -253,6 +253,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
             rows.append(row)
             print_row(row, decoders)
 
+    print_targets(rows)
     workers = []
     if args.workers > 0:
         from ferv39k_hf.transforms import collate_clips
@@ -284,6 +285,20 @@ def summarise(seconds: Dict[str, float], clips: int, decoder: str) -> dict:
         "pil_speedup_vs_baseline": seconds["baseline"] / pil_loader,
         "pil_floor_ratio": pil_loader / seconds["floor-pil"],
     }
+
+
+def print_targets(rows: Sequence[dict]) -> None:
+    """Say, for 224-pixel clips, whether the issue's two targets hold (CPU-time ratios)."""
+    for row in rows:
+        if row["size"] != 224:
+            continue
+        cpu = row["cpu"]
+        speedup_ok = cpu["speedup_vs_baseline"] >= TARGET_SPEEDUP
+        floor_ok = cpu["floor_ratio"] <= TARGET_FLOOR_RATIO
+        print(f"target 224 {row['mode']}: >= {TARGET_SPEEDUP}x baseline: {'met' if speedup_ok else 'NOT met'} "
+              f"({cpu['speedup_vs_baseline']:.2f}x); <= {TARGET_FLOOR_RATIO}x {row['decoder']} floor: "
+              f"{'met' if floor_ok else 'NOT met'} ({cpu['floor_ratio']:.2f}x)")
+    print(flush=True)
 
 
 def print_row(row: dict, decoders: Sequence[str]) -> None:
