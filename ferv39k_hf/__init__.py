@@ -25,6 +25,7 @@ _LAZY = {
     "ClipRecord": "annotations",
     "VideoClipTransform": "transforms",
     "undecoded_frames": "transforms",
+    "collate_clips": "transforms",
     "metrics": None,
 }
 
