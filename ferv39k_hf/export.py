@@ -160,10 +160,10 @@ def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:
     digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
     items = [row["video"]] if config == "videos" else row["frames"]
     for item in items:
-        digest.update((item["path"] or "").encode() + b"\0")
-        if item["bytes"] is not None:
-            digest.update(len(item["bytes"]).to_bytes(8, "little"))
-            digest.update(item["bytes"])
+        data = item["bytes"]
+        digest.update(f"{item['path']}\0{-1 if data is None else len(data)}\0".encode())
+        if data is not None:
+            digest.update(data)
 
 
 def _fsync(path: Path) -> None:

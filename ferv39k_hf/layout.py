@@ -23,7 +23,8 @@ from .annotations import decode_split_text
 from .errors import LayoutError
 from .taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
 from .ziparchive import (FIELDS, PART_KINDS, VIDEO_SUFFIX, SplitKey, ZipClip, components, folder_kind,
-                         is_frame, is_hidden, is_video, natural_key, split_file_key)
+                         is_frame, is_hidden, is_video, natural_key, sort_frame_names,
+                         split_file_key)
 
 __all__ = ["FileRef", "Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
 _MAX_DEPTH = 16  # how deep to look for part folders below the root
@@ -120,7 +121,7 @@ class Part:
             for i, base in enumerate(clip.names):
                 if base not in found:
                     found[base] = FileRef(clip.container, clip.prefix + base, clip.info[i * FIELDS + 2])
-        frames = [found[base] for base in sorted(found, key=natural_key)]
+        frames = [found[base] for base in sort_frame_names(list(found))]
         return frames, unsafe
 
     def _scan_folder(self, folder: str, found: Dict[str, FileRef], unsafe: List[UnsafeEntry]) -> None:

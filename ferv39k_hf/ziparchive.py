@@ -66,6 +66,16 @@ def natural_key(name: str) -> Tuple[list, str]:
     return [int(c) if i % 2 else c.lower() for i, c in enumerate(chunks)], name
 
 
+_PADDED_FRAME = re.compile(r"^\d+\.jpe?g$", re.IGNORECASE)
+
+
+def sort_frame_names(names: List[str]) -> List[str]:
+    """Frame names in natural order; zero-padded digit names (the archive's) sort as plain strings."""
+    if names and len({len(n) for n in names}) == 1 and all(_PADDED_FRAME.match(n) for n in names):
+        return sorted(names)  # same order as natural_key, at a fraction of the cost
+    return sorted(names, key=natural_key)
+
+
 def is_hidden(name: str) -> bool:
     """Dot files and folders, and the __MACOSX folder macOS adds to zips."""
     return name.startswith(".") or name == "__MACOSX"
