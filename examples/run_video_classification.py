@@ -215,6 +215,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False  # the transform needs the frames column
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
+    # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it
+    hub_token, training_args.hub_token = training_args.hub_token, None
 
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
@@ -277,7 +279,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
         if push_to_hub:
             repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
-            pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=training_args.hub_token,
+            pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=hub_token,
                                          private=training_args.hub_private_repo, revision=training_args.hub_revision)
             logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
     return metrics
