@@ -129,6 +129,9 @@ def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, la
     label_kwargs = dict(id2label=id2label, label2id={n: i for i, n in id2label.items()},
                         finetuning_task="video-classification")
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
+    pretrained = model_args.model_name_or_path and not model_args.from_scratch
+    if pretrained:
+        _check_label_order(AutoConfig.from_pretrained(model_args.model_name_or_path, **hub_kwargs), labels)
     if model_args.config_name or model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
                                             **label_kwargs, **hub_kwargs)
@@ -144,13 +147,22 @@ def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, la
     if size and size != config.image_size:
         logger.warning("image size %d replaces the config's %d", size, config.image_size)
         config.image_size = size
-    if model_args.model_name_or_path and not model_args.from_scratch:
+    if pretrained:
         model = AutoModelForVideoClassification.from_pretrained(
             model_args.model_name_or_path, config=config,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub_kwargs)
     else:
         model = AutoModelForVideoClassification.from_config(config)
     return config, model
+
+
+def _check_label_order(checkpoint_config, labels: List[str]) -> None:
+    """Refuse a checkpoint that names the same classes in another order: its head would be silently relabelled."""
+    theirs = [checkpoint_config.id2label[i] for i in range(checkpoint_config.num_labels)]
+    if sorted(theirs) == sorted(labels) and theirs != labels:
+        raise ValueError(
+            f"the checkpoint's classes are in the order {theirs} but the dataset's are {labels}: "
+            "build the dataset with the checkpoint's --label-order, or pass --from_scratch to train a new model")
 
 
 class ClipCollator:

@@ -34,7 +34,7 @@ FROM_SCRATCH = [
     "--model_type", "videomae",
     "--config_overrides", "hidden_size=64,num_hidden_layers=4,num_attention_heads=4,intermediate_size=128,"
                           "image_size=32,num_frames=4,patch_size=4,tubelet_size=2",
-    "--num_train_epochs", "60", "--learning_rate", "2e-3", "--warmup_steps", "0.1", "--weight_decay", "0.05",
+    "--num_train_epochs", "80", "--learning_rate", "2e-3", "--warmup_steps", "0.1", "--weight_decay", "0.05",
     "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--test_views", "2x2",
 ]
 
@@ -190,6 +190,20 @@ def test_from_scratch_config_overrides_through_the_builder_in_dfew_order(run_scr
     card = (out / "README.md").read_text()
     assert "trained from scratch" in card and "dfew order" in card and "| 0 | Happy |" in card
     assert json.loads((out / "eval_per_scene.json").read_text())["num_clips"] == 16
+
+
+def test_a_checkpoint_in_another_label_order_is_refused(run_script, tiny_checkpoints, tmp_path):
+    from transformers import AutoConfig
+
+    folder = tmp_path / "dfew-checkpoint"
+    config = AutoConfig.from_pretrained(tiny_checkpoints["videomae"])
+    config.id2label = dict(enumerate(DFEW_ORDER))
+    config.label2id = {w: i for i, w in config.id2label.items()}
+    config.save_pretrained(folder)
+    model_args = run_script.ModelArguments(model_name_or_path=str(folder))
+    data_args = run_script.DataTrainingArguments(dataset_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="another order|in the order"):
+        run_script.build_model(model_args, data_args, list(CLASS_WORDS), 32)
 
 
 def test_torchrun_two_cpu_processes(tiny_checkpoints, built_faces, tmp_path):
