@@ -219,23 +219,30 @@ def _subset(split: datasets.Dataset, limit: Optional[int], seed: int) -> dataset
     return split if limit is None or limit >= len(split) else split.shuffle(seed=seed).select(range(limit))
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+def parse_arguments(argv: Optional[List[str]] = None):
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    training_args.remove_unused_columns = False  # the transform needs the frames column
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
-    # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it
-    hub_token, training_args.hub_token = training_args.hub_token, None
+        return parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    return parser.parse_args_into_dataclasses(args=argv)
 
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", handlers=[logging.StreamHandler(sys.stdout)])
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     logger.info("Training/evaluation parameters %s", training_args)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    model_args, data_args, training_args = parse_arguments(argv)
+    training_args.remove_unused_columns = False  # the transform needs the frames column
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
+    # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it
+    hub_token, training_args.hub_token = training_args.hub_token, None
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     with training_args.main_process_first(desc="loading FERV39k"):
@@ -246,16 +253,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
     settings = processor_settings(model_args)
     config, model = build_model(model_args, data_args, labels, data_args.image_size or settings.get("size"))
-    num_frames, size = config.num_frames, config.image_size
     mean, std = settings.get("mean") or IMAGENET_DEFAULT_MEAN, settings.get("std") or IMAGENET_DEFAULT_STD
-    protocol = {"num_frames": num_frames, "image_size": size, "sampling": data_args.sampling,
-                "window_stride": data_args.window_stride, "test_views": f"{data_args.temporal_views}x{data_args.spatial_views}",
-                "mean": list(mean), "std": list(std), "dataset_config": data_args.dataset_config,
-                "label_order": data_args.label_order}
+    protocol = clip_protocol(config, data_args, mean, std)
     model.config.ferv39k = protocol  # saved in config.json, read back by predict.py
 
-    common = dict(num_frames=num_frames, size=size, sampling=data_args.sampling, mean=mean, std=std,
-                  stride=data_args.window_stride)
+    # Transforms: random sample, crop and flip per training clip; fixed views for evaluation.
+    common = dict(num_frames=config.num_frames, size=config.image_size, sampling=data_args.sampling,
+                  mean=mean, std=std, stride=data_args.window_stride)
     train_transform = ferv39k_hf.VideoClipTransform(train=True, **common)
     eval_transform = ferv39k_hf.VideoClipTransform(train=False, temporal_views=data_args.temporal_views,
                                                    spatial_views=data_args.spatial_views, **common)
@@ -268,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         args=training_args,
         train_dataset=train_split.with_transform(train_transform) if training_args.do_train else None,
         eval_dataset=eval_split if training_args.do_eval else None,
-        processing_class=_image_processor(mean, std, size),
+        processing_class=_image_processor(mean, std, config.image_size),
         data_collator=ClipCollator(eval_transform),
         compute_metrics=scorer,
     )
@@ -278,23 +282,39 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-    metrics: Dict[str, float] = {}
-    if training_args.do_eval:
-        metrics = trainer.evaluate(eval_split, metric_key_prefix="eval")
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        if trainer.is_world_process_zero():
-            report = {"split": data_args.eval_split, "num_clips": len(eval_split), "protocol": protocol, **scorer.last}
-            Path(training_args.output_dir, "eval_per_scene.json").write_text(json.dumps(report, indent=2) + "\n")
+    metrics = evaluate_and_report(trainer, eval_split, scorer, data_args, protocol) if training_args.do_eval else {}
     if trainer.is_world_process_zero() and training_args.do_train:
         card = _model_card(model_args, data_args, training_args, labels, protocol, scorer.last)
         Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
         if push_to_hub:
-            repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
-            pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=hub_token,
-                                         private=training_args.hub_private_repo, revision=training_args.hub_revision)
-            logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
+            _push(training_args, hub_token)
     return metrics
+
+
+def clip_protocol(config, data_args: DataTrainingArguments, mean, std) -> Dict[str, Any]:
+    """How clips were made: recorded in config.json, stated in the card, reused by predict.py."""
+    return {"num_frames": config.num_frames, "image_size": config.image_size, "sampling": data_args.sampling,
+            "window_stride": data_args.window_stride,
+            "test_views": f"{data_args.temporal_views}x{data_args.spatial_views}", "mean": list(mean),
+            "std": list(std), "dataset_config": data_args.dataset_config, "label_order": data_args.label_order}
+
+
+def evaluate_and_report(trainer, eval_split, scorer, data_args, protocol) -> Dict[str, float]:
+    """Score ``eval_split``: eval_war/eval_uar into all_results.json, the full breakdown into eval_per_scene.json."""
+    metrics = trainer.evaluate(eval_split, metric_key_prefix="eval")
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        report = {"split": data_args.eval_split, "num_clips": len(eval_split), "protocol": protocol, **scorer.last}
+        Path(trainer.args.output_dir, "eval_per_scene.json").write_text(json.dumps(report, indent=2) + "\n")
+    return metrics
+
+
+def _push(training_args: TrainingArguments, token: Optional[str]) -> None:
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=token,
+                                 private=training_args.hub_private_repo, revision=training_args.hub_revision)
+    logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
 
 
 def _image_processor(mean, std, size):
