@@ -156,9 +156,10 @@ def push_dataset_folder(
 
 
 def run_push_command(args: Any) -> int:
+    from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    secret = args.token or ""
+    secret = args.token or get_token()
     try:
         result = push_dataset_folder(args.dir, args.repo_id, token=args.token, revision=args.revision)
     except HfHubHTTPError as err:
