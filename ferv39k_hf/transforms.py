@@ -149,6 +149,10 @@ class VideoClipTransform:
         stride: frame step of ``"window"`` sampling.
         temporal_views, spatial_views: evaluation views per clip; with more than one,
             calls return ``B * V`` clips in clip-major order and ``view_clip_index``.
+            Apply multi-view transforms to batches (slices, or in a collate function
+            as examples/run_video_classification.py does): ``ds[i]`` on a dataset
+            with this as its ``with_transform`` unpacks a one-row batch and so keeps
+            only the first view.
         dct_scaling: let the JPEG decoder downscale by 2, 4 or 8 when the crop is at
             least that much larger than ``size`` (e.g. 112 from 224-pixel frames).
         decoder: ``"auto"`` (simplejpeg when installed), ``"simplejpeg"`` or ``"pil"``.
