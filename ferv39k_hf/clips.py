@@ -11,11 +11,11 @@ import io
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from .annotations import ClipRecord
 from .errors import LayoutError
-from .layout import FileRef, Layout
+from .layout import FileRef, Layout, Part
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -65,6 +65,27 @@ def _read_head_tail(ref: FileRef) -> tuple:
     return head, tail
 
 
+def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[bytes] = None) -> Optional[str]:
+    """Why this frame is not a complete JPEG, or None.
+
+    ``data``: the frame's bytes when the caller has them already. Otherwise a
+    plain file's cheap check reads only its first and last bytes; zip members
+    and ``deep`` (a full decode) read the whole frame.
+    """
+    try:
+        if data is None and ref.container is None and not deep:
+            head, tail = _read_head_tail(ref)
+        else:
+            data = part.read(ref) if data is None else data
+            head, tail = data[:16], data[-_JPEG_TAIL:]
+    except (LayoutError, OSError) as err:  # a damaged zip member (CRC, size, truncation) or an unreadable file
+        return str(err)
+    problem = jpeg_problem(head, tail)
+    if problem is None and deep:
+        problem = jpeg_decode_problem(data)
+    return problem
+
+
 @dataclass
 class ClipReader:
     """Reads clips of one part (faces, scenes or videos) as example fields.
@@ -102,14 +123,10 @@ class ClipReader:
                 raise ClipDamaged(
                     f"--frames reference needs an unpacked archive, but {rel} is inside {ref.container}"
                 )
-            head, tail = _read_head_tail(ref)
             data = None
         else:
             data = self._read_bytes(ref)
-            head, tail = data[:16], data[-_JPEG_TAIL:]
-        problem = jpeg_problem(head, tail)
-        if problem is None and self.deep:
-            problem = jpeg_decode_problem(data if data is not None else _read_file(ref.name))
+        problem = frame_problem(self.part, ref, self.deep, data)
         if problem:
             raise ClipDamaged(f"frame {rel}: {problem}")
         if data is None:
@@ -142,7 +159,3 @@ class ClipReader:
             return {"num_frames": num_frames, "video": {"bytes": None, "path": os.path.abspath(ref.name)}}
         return {"num_frames": num_frames, "video": {"bytes": data, "path": self.part.relative_path(ref)}}
 
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .annotations import ClipRecord, Problem
-from .clips import jpeg_decode_problem, jpeg_problem, mp4_problem
+from .clips import frame_problem, mp4_problem
 from .errors import LayoutError
 from .layout import FileRef, Layout, Part, find_layout
 from .splits import read_split_records
@@ -121,10 +121,8 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
         report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
         return
     for ref in refs:
-        data, problem = _read(part, ref)
+        problem = frame_problem(part, ref, deep)
         report.frames_checked += 1
-        if problem is None:
-            problem = jpeg_problem(data[:16], data[-64:]) or (jpeg_decode_problem(data) if deep else None)
         if problem:
             report.findings.append(Finding("bad-frame", problem, record.clip_id, ref.display))
 
