@@ -78,8 +78,19 @@ def make_example(record: ClipRecord, fields: Dict[str, Any], label_order: str = 
     return example
 
 
-def damaged_clip_message(record: ClipRecord, reason: str) -> str:
-    return f"clip {record.clip_id} ({record.split} split, {record.where}): {reason}"
+def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str, skipped: List[Problem]) -> Optional[Dict[str, Any]]:
+    """The clip's fields, or None for a damaged clip under ``on_error="skip"``, which joins ``skipped``.
+
+    Under ``on_error="raise"`` a damaged clip is a BuildError naming the clip,
+    its split file and line, and what is wrong.
+    """
+    try:
+        return reader.read(record)
+    except ClipDamaged as err:
+        if on_error == "raise":
+            raise BuildError(f"clip {record.clip_id} ({record.split} split, {record.where}): {err}") from None
+        skipped.append(Problem(record.clip_id, record.split, record.line, str(err), record.source))
+        return None
 
 
 @dataclass
@@ -144,14 +155,9 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, layout: Layout, records: List[ClipRecord]) -> Iterator[Tuple[str, Dict[str, Any]]]:
         reader = ClipReader(layout, kind=self.config.name, frames=self.config.frames)
         for record in records:
-            try:
-                fields = reader.read(record)
-            except ClipDamaged as err:
-                message = damaged_clip_message(record, str(err))
-                if self.config.on_error == "raise":
-                    raise BuildError(message) from None
-                logger.warning("skipped %s", message)
-                getattr(self, "skipped", []).append(Problem(record.clip_id, record.split, record.line, str(err), record.source))
+            fields = read_or_skip(reader, record, self.config.on_error, self.skipped)
+            if fields is None:
+                logger.warning("skipped %s", self.skipped[-1])
                 continue
             yield record.clip_id, make_example(record, fields, self.config.label_order)
 

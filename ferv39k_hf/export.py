@@ -20,20 +20,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
 from .annotations import ClipRecord, Problem
-from .builder import clip_features, damaged_clip_message, make_example
+from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
-from .clips import ClipDamaged, ClipReader
+from .clips import ClipReader
 from .errors import BuildError
 from .layout import Layout, find_layout
 from .splits import plan_splits
-from .taxonomy import DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO
+from .taxonomy import DEFAULT_LABEL_ORDER, SCENE_TO_SCENARIO
 
 # Clips per shard (fixed, so output never depends on the number of workers):
 # about 300 MB of face crops, fewer of the larger scene frames and videos.
@@ -127,12 +127,8 @@ class _ShardWriter:
         return result
 
     def _read_row(self, record: ClipRecord, result: ShardResult) -> Optional[Dict[str, Any]]:
-        try:
-            fields = self.reader.read(record)
-        except ClipDamaged as err:
-            if self.options["on_error"] == "raise":
-                raise BuildError(damaged_clip_message(record, str(err))) from None
-            result.skipped.append(Problem(record.clip_id, record.split, record.line, str(err), record.source))
+        fields = read_or_skip(self.reader, record, self.options["on_error"], result.skipped)
+        if fields is None:
             return None
         result.rows += 1
         result.class_counts[record.emotion] += 1

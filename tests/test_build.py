@@ -20,10 +20,6 @@ def split_lines(root: Path, split: str):
     return records
 
 
-def undecoded(ds):
-    return ferv39k_hf.undecoded_frames(ds) if hasattr(ferv39k_hf, "undecoded_frames") else ds
-
-
 def rows_by_id(dataset):
     dataset = dataset.cast_column("frames", datasets.List(datasets.Image(decode=False)))
     return {row["clip_id"]: row for row in dataset}
@@ -195,7 +191,7 @@ def test_card_declares_configs_counts_and_terms(built_faces):
     report = __import__("json").loads((built_faces / "build_report.json").read_text())
     assert report["skipped"] == [] and report["lines"] == sum(report["counts"].values())
     test_total = report["counts"]["test"]
-    assert f"| test | " in text and f"| {test_total} |" in text
+    assert "| test | " in text and f"| {test_total} |" in text
     splits = front["dataset_info"]["splits"]
     assert [(s["name"], s["num_examples"]) for s in splits] == [("train", report["counts"]["train"]), ("test", test_total)]
     assert sum(s["num_bytes"] for s in splits) == sum(f.stat().st_size for f in built_faces.glob("data/faces/*"))
