@@ -2,8 +2,9 @@
 
 :class:`VideoClipTransform` is a callable for ``Dataset.with_transform``. For every
 row it picks the frame indices first (:mod:`ferv39k_hf.sampling`), decodes only
-those frames (:mod:`ferv39k_hf.video`), applies one crop and flip to the whole
-clip in uint8, and converts the batch to normalised float32 at the end:
+those frames (:mod:`ferv39k_hf.video`), applies one crop, resize and flip to the
+whole clip in uint8, and writes each frame normalised to float32 straight into
+its place in the batch:
 
     ds = ferv39k_hf.undecoded_frames(load_dataset("ferv39k"))
     train = ds["train"].with_transform(VideoClipTransform(train=True, seed=0))
@@ -102,21 +103,54 @@ def _scale_box(box: Box, sy: float, sx: float, height: int, width: int) -> Box:
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def resize_crop_into(frames: np.ndarray, box: Box, flip: bool, size: int, out: np.ndarray) -> None:
-    """Crop ``box`` of every frame (N, H, W, 3), resize to size x size, flip, write planar into ``out``.
+def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+    """Crop ``box`` of every frame of ``frames`` (N, H, W, 3) uint8 and resize it to (N, size, size, 3).
 
-    ``out`` is a uint8 (N, 3, size, size) view; writing through a transposed (and,
-    for a flip, reversed) view makes the layout change and the flip one copy.
+    A crop that already has the size is returned as a view (no copy). Resizing is
+    torch's uint8 antialiased bilinear on the whole clip at once (its SIMD path
+    works on interleaved pixels), and the result is C-contiguous.
     """
     x0, y0, x1, y1 = box
     crop = frames[:, y0:y1, x0:x1]
     if crop.shape[1:3] == (size, size):
-        planar = crop.transpose(0, 3, 1, 2)
-    else:
-        # uint8 antialiased bilinear on the whole clip at once (torch's SIMD path, channels-last)
-        clip = torch.from_numpy(crop).permute(0, 3, 1, 2)
-        planar = F.interpolate(clip, size=(size, size), mode="bilinear", antialias=True, align_corners=False).numpy()
-    np.copyto(out, planar[..., ::-1] if flip else planar)
+        return crop
+    resized = F.interpolate(crop.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True,
+                            align_corners=False).permute(0, 2, 3, 1)
+    return resized if resized.is_contiguous() else resized.contiguous()
+
+
+class _Normaliser:
+    """uint8 (H, W, 3) frames -> float32 ``(x / 255 - mean) / std``, written once into the output.
+
+    One ``addcmul`` per frame reads the interleaved uint8 pixels and writes the
+    float result straight into its place in the batch: the batch (10 MB per
+    16-frame clip at 224) is written to memory once and never read back. With
+    ``channels_last`` the output frame keeps the decoder's interleaved layout, so
+    a frame is one (H, 3W) row block and the per-channel constants are a row of
+    3W values; otherwise the frame is transposed to planar (3, H, W) on the way.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], size: int, channels_last: bool):
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
+        bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
+        self.size, self.channels_last = size, channels_last
+        if channels_last:
+            self.scale, self.bias = scale.repeat(size), bias.repeat(size)
+        else:
+            self.scale, self.bias = scale.view(3, 1, 1), bias.view(3, 1, 1)
+
+    def frame_shape(self) -> Tuple[int, int, int]:
+        """The memory shape of one output frame."""
+        size = self.size
+        return (size, size, 3) if self.channels_last else (3, size, size)
+
+    def __call__(self, frame: torch.Tensor, out: torch.Tensor) -> None:
+        """``frame``: (S, S, 3) uint8; ``out``: one output frame of :meth:`frame_shape`, float32."""
+        if self.channels_last:
+            width = 3 * self.size
+            torch.addcmul(self.bias, frame.reshape(self.size, width), self.scale, out=out.view(self.size, width))
+        else:
+            torch.addcmul(self.bias, frame.permute(2, 0, 1), self.scale, out=out)
 
 
 # --- the transform ----------------------------------------------------------------------------------
@@ -156,6 +190,15 @@ class VideoClipTransform:
         dct_scaling: let the JPEG decoder downscale by 2, 4 or 8 when the crop is at
             least that much larger than ``size`` (e.g. 112 from 224-pixel frames).
         decoder: ``"auto"`` (simplejpeg when installed), ``"simplejpeg"`` or ``"pil"``.
+        channels_last: ``pixel_values`` always has the shape (B, T, 3, S, S) that
+            the video models take. By default its memory is ordered (B, T, S, S, 3),
+            each frame's pixels interleaved as the decoder wrote them (what torch
+            calls channels last), which saves a transposing pass over every frame.
+            transformers' VideoMAE and TimeSformer take it as it is (VideoMAE's
+            patch embedding receives it as a ``channels_last_3d`` tensor), and
+            ``.to(device)``, pinning and DataLoader workers keep the layout; only
+            ``.view`` needs ``.contiguous()`` first. False gives contiguous memory,
+            at about one more pass over the uint8 pixels.
     """
 
     def __init__(
@@ -176,6 +219,7 @@ class VideoClipTransform:
         spatial_views: int = 1,
         dct_scaling: bool = True,
         decoder: str = "auto",
+        channels_last: bool = True,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -195,6 +239,8 @@ class VideoClipTransform:
         self.stride, self.dct_scaling = int(stride), bool(dct_scaling)
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
+        self.channels_last = bool(channels_last)
+        self._normaliser = _Normaliser(self.mean, self.std, self.size, self.channels_last)
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
@@ -208,7 +254,8 @@ class VideoClipTransform:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_frames={self.num_frames}, size={self.size}, train={self.train}, "
-            f"sampling={self.sampling!r}, seed={self.seed}, views={self.temporal_views}x{self.spatial_views})"
+            f"sampling={self.sampling!r}, seed={self.seed}, views={self.temporal_views}x{self.spatial_views}, "
+            f"channels_last={self.channels_last})"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -247,13 +294,13 @@ class VideoClipTransform:
             raise ValueError("multiple views are for evaluation: use a transform with train=False")
         sources = _row_sources(batch, self.use_simplejpeg)
         per_clip = temporal_views * spatial_views
-        shape = (len(sources) * per_clip, self.num_frames, 3, self.size, self.size)
-        planar_np = self._buffers.get("planar", shape, np.uint8)
+        memory = _output_tensor((len(sources) * per_clip, self.num_frames) + self._normaliser.frame_shape(),
+                                self._buffers)
         rng = self._rng() if self.train else None
         for row, source in enumerate(sources):
-            out = planar_np[row * per_clip : (row + 1) * per_clip]
-            self._clip_into(source, rng, temporal_views, spatial_views, out)
-        result = {"pixel_values": self._normalise(planar_np)}
+            self._clip_into(source, rng, temporal_views, spatial_views, memory[row * per_clip : (row + 1) * per_clip])
+        pixel_values = memory.permute(0, 1, 4, 2, 3) if self.channels_last else memory
+        result = {"pixel_values": pixel_values}
         labels = batch.get("label", batch.get("labels"))
         if labels is not None:
             result["labels"] = torch.as_tensor(labels, dtype=torch.int64).repeat_interleave(per_clip)
@@ -281,10 +328,15 @@ class VideoClipTransform:
             reduce *= 2
         return reduce
 
-    def _clip_into(self, source: Any, rng, temporal_views: int, spatial_views: int, out: np.ndarray) -> None:
-        """Sample, decode, crop and resize one row's views into ``out`` (V, T, 3, S, S) uint8."""
+    def _clip_into(self, source: Any, rng, temporal_views: int, spatial_views: int, out: torch.Tensor) -> None:
+        """Sample, decode, crop, resize and normalise one row's views into ``out`` (V, T, frame memory).
+
+        Each distinct sampled frame is decoded once, and resized once per spatial
+        view however many temporal views share it.
+        """
         index_sets = self._indices(source.num_frames, rng, temporal_views)
-        unique = np.unique(index_sets)
+        unique, positions = np.unique(index_sets, return_inverse=True)
+        positions = positions.reshape(index_sets.shape).tolist()
         source_size, can_reduce = source.probe(int(unique[0]))
         frames = None
         if source_size is None:  # videos: the size is known once decoded
@@ -296,30 +348,19 @@ class VideoClipTransform:
             frames = source.decode(unique, self._reduction(boxes) if can_reduce else 1, self._buffers)
         height, width = frames.shape[1:3]
         sy, sx = height / source_size[0], width / source_size[1]
-        boxes = [_scale_box(b, sy, sx, height, width) for b in boxes]
-        for t, indices in enumerate(index_sets):
-            positions = np.searchsorted(unique, indices)
-            clip = frames if np.array_equal(positions, np.arange(len(unique))) else frames[positions]
-            for s, box in enumerate(boxes):
-                resize_crop_into(clip, box, flip, self.size, out[t * spatial_views + s])
-
-    def _normalise(self, planar: np.ndarray) -> torch.Tensor:
-        """uint8 (N, T, 3, S, S) -> float32 (x / 255 - mean) / std.
-
-        Frame by frame, so the three passes (cast, multiply, add) run in cache.
-        """
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std]).view(3, 1, 1)
-        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)]).view(3, 1, 1)
-        pixel_values = _output_tensor(planar.shape, self._buffers)
-        frames_in = torch.from_numpy(planar).view(-1, *planar.shape[2:])
-        frames_out = pixel_values.view(-1, *planar.shape[2:])
-        for frame in range(frames_in.shape[0]):
-            frames_out[frame].copy_(frames_in[frame]).mul_(scale).add_(bias)
-        return pixel_values
+        frames = torch.from_numpy(frames)
+        for s, box in enumerate(boxes):
+            clip = crop_resize(frames, _scale_box(box, sy, sx, height, width), self.size)
+            if flip:
+                clip = clip.flip(2)
+            for t, frame_positions in enumerate(positions):
+                view = out[t * spatial_views + s]
+                for k, position in enumerate(frame_positions):
+                    self._normaliser(clip[position], view[k])
 
 
 def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers) -> torch.Tensor:
-    """Float memory for a batch: in a DataLoader worker, shared memory that is sent to the main
+    """Float32 memory for a batch: in a DataLoader worker, shared memory that is sent to the main
     process without a copy (as torch's default_collate allocates); elsewhere a reused buffer."""
     if torch.utils.data.get_worker_info() is not None:
         try:
@@ -351,19 +392,30 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def _rows_of_one_tensor(rows: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    """A tensor over the memory that holds ``rows`` back to back, when that is all its storage; else None."""
+    """A tensor over the memory that holds ``rows`` back to back, when that is all its storage; else None.
+
+    Rows may be laid out in any dense order (the channels-last clips of
+    :class:`VideoClipTransform`); the joined tensor keeps their strides.
+    """
     first = rows[0]
     storage = first.untyped_storage()
-    row_bytes = first.numel() * first.element_size()
-    start = first.data_ptr()
-    if first.storage_offset() != 0 or storage.nbytes() != row_bytes * len(rows):
+    row_numel = first.numel()
+    row_bytes = row_numel * first.element_size()
+    if first.storage_offset() != 0 or storage.nbytes() != row_bytes * len(rows) or not _dense(first):
         return None
     for position, row in enumerate(rows):
         same_storage = row.untyped_storage().data_ptr() == storage.data_ptr()
-        if not (same_storage and row.is_contiguous() and row.shape == first.shape and row.dtype == first.dtype
-                and row.data_ptr() == start + position * row_bytes):
+        if not (same_storage and row.shape == first.shape and row.stride() == first.stride()
+                and row.dtype == first.dtype and row.storage_offset() == position * row_numel):
             return None
-    return torch.empty(0, dtype=first.dtype).set_(storage, 0, (len(rows),) + tuple(first.shape))
+    return torch.empty(0, dtype=first.dtype).set_(storage, 0, (len(rows),) + tuple(first.shape),
+                                                  (row_numel,) + tuple(first.stride()))
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s elements fill exactly ``numel`` consecutive elements of memory, in some order."""
+    order = sorted(range(tensor.dim()), key=lambda d: tensor.stride(d), reverse=True)
+    return tensor.permute(order).is_contiguous()
 
 
 # --- datasets helpers -------------------------------------------------------------------------------

@@ -70,8 +70,42 @@ def test_output_shape_dtype_and_labels(train, size):
     out = VideoClipTransform(num_frames=8, size=size, train=train, seed=0)(batch)
     assert set(out) == {"pixel_values", "labels"}
     assert out["pixel_values"].shape == (2, 8, 3, size, size)
-    assert out["pixel_values"].dtype == torch.float32 and out["pixel_values"].is_contiguous()
+    assert out["pixel_values"].dtype == torch.float32
+    assert out["pixel_values"].permute(0, 1, 3, 4, 2).is_contiguous(), "channels-last memory by default"
     assert out["labels"].dtype == torch.int64 and out["labels"].tolist() == [3, 6]
+    planar = VideoClipTransform(num_frames=8, size=size, train=train, seed=0, channels_last=False)(batch)
+    assert planar["pixel_values"].is_contiguous()
+    assert torch.equal(planar["pixel_values"], out["pixel_values"])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_evaluation_at_the_frame_size_is_the_normalised_decoded_frames(channels_last):
+    """At the frames' own size evaluation does no resizing: every value is (pixel / 255 - mean) / std
+    of the decoded sampled frame, computed here independently in float64."""
+    clips = [clip_bytes(20, seed=3), clip_bytes(11, seed=4)]
+    out = VideoClipTransform(8, 64, train=False, channels_last=channels_last)(frames_batch(clips))["pixel_values"]
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    for row, frames in enumerate(clips):
+        for position, index in enumerate(segment_indices(len(frames), 8, train=False)):
+            decoded = np.asarray(Image.open(io.BytesIO(frames[index])).convert("RGB"), dtype=np.float64)
+            expected = ((decoded / 255.0 - mean) / std).transpose(2, 0, 1)
+            np.testing.assert_allclose(out[row, position].numpy(), expected, atol=2e-6)
+
+
+def test_channels_last_batches_feed_a_video_model_like_contiguous_ones():
+    """VideoMAE gives the same logits for the default (channels-last) batch as for its contiguous copy."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                                         num_labels=7)
+    torch.manual_seed(0)
+    model = transformers.VideoMAEForVideoClassification(config).eval()
+    pixels = VideoClipTransform(4, 32, train=True, seed=0)(frames_batch([clip_bytes(9), clip_bytes(5)]))["pixel_values"]
+    assert not pixels.is_contiguous()
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+        expected = model(pixel_values=pixels.contiguous()).logits
+    torch.testing.assert_close(logits, expected)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
