@@ -24,6 +24,7 @@ _LAZY = {
     "find_layout": "layout",
     "ClipRecord": "annotations",
     "VideoClipTransform": "transforms",
+    "DeviceFinish": "transforms",
     "undecoded_frames": "transforms",
     "collate_clips": "transforms",
     "metrics": None,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
 
-__all__ = ["VideoClipTransform", "undecoded_frames", "collate_clips", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["VideoClipTransform", "DeviceFinish", "undecoded_frames", "collate_clips", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # VideoMAE's image processor normalises with the ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -199,6 +199,11 @@ class VideoClipTransform:
             ``.to(device)``, pinning and DataLoader workers keep the layout; only
             ``.view`` needs ``.contiguous()`` first. False gives contiguous memory,
             at about one more pass over the uint8 pixels.
+        on_device: stop after decoding and leave crop, resize, flip and
+            normalisation to :class:`DeviceFinish` (see there) on the GPU: the
+            CPU then does little more than decode the sampled JPEGs, and a
+            quarter of the bytes cross to the GPU. All frames of a batch must
+            have one size (true of the faces config).
     """
 
     def __init__(
@@ -220,6 +225,7 @@ class VideoClipTransform:
         dct_scaling: bool = True,
         decoder: str = "auto",
         channels_last: bool = True,
+        on_device: bool = False,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -239,7 +245,7 @@ class VideoClipTransform:
         self.stride, self.dct_scaling = int(stride), bool(dct_scaling)
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
-        self.channels_last = bool(channels_last)
+        self.channels_last, self.on_device = bool(channels_last), bool(on_device)
         self._normaliser = _Normaliser(self.mean, self.std, self.size, self.channels_last)
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
@@ -294,13 +300,16 @@ class VideoClipTransform:
             raise ValueError("multiple views are for evaluation: use a transform with train=False")
         sources = _row_sources(batch, self.use_simplejpeg)
         per_clip = temporal_views * spatial_views
-        memory = _output_tensor((len(sources) * per_clip, self.num_frames) + self._normaliser.frame_shape(),
-                                self._buffers)
         rng = self._rng() if self.train else None
-        for row, source in enumerate(sources):
-            self._clip_into(source, rng, temporal_views, spatial_views, memory[row * per_clip : (row + 1) * per_clip])
-        pixel_values = memory.permute(0, 1, 4, 2, 3) if self.channels_last else memory
-        result = {"pixel_values": pixel_values}
+        plans = [self._plan(source, rng, temporal_views, spatial_views) for source in sources]
+        if self.on_device:
+            result = self._deferred_views(plans, spatial_views)
+        else:
+            memory = _output_tensor((len(sources) * per_clip, self.num_frames) + self._normaliser.frame_shape(),
+                                    self._buffers)
+            for row, plan in enumerate(plans):
+                self._clip_into(plan, spatial_views, memory[row * per_clip : (row + 1) * per_clip])
+            result = {"pixel_values": memory.permute(0, 1, 4, 2, 3) if self.channels_last else memory}
         labels = batch.get("label", batch.get("labels"))
         if labels is not None:
             result["labels"] = torch.as_tensor(labels, dtype=torch.int64).repeat_interleave(per_clip)
@@ -328,47 +337,166 @@ class VideoClipTransform:
             reduce *= 2
         return reduce
 
-    def _clip_into(self, source: Any, rng, temporal_views: int, spatial_views: int, out: torch.Tensor) -> None:
-        """Sample, decode, crop, resize and normalise one row's views into ``out`` (V, T, frame memory).
-
-        Each distinct sampled frame is decoded once, and resized once per spatial
-        view however many temporal views share it.
-        """
+    def _plan(self, source: Any, rng, temporal_views: int, spatial_views: int) -> "_ClipPlan":
+        """Draw one row's sample, boxes and flip, and pick the decoder's downscale (no pixels decoded,
+        except for videos, whose frame size is known only once decoded)."""
         index_sets = self._indices(source.num_frames, rng, temporal_views)
         unique, positions = np.unique(index_sets, return_inverse=True)
-        positions = positions.reshape(index_sets.shape).tolist()
         source_size, can_reduce = source.probe(int(unique[0]))
         frames = None
-        if source_size is None:  # videos: the size is known once decoded
+        if source_size is None:
             frames = source.decode(unique, 1, self._buffers)
             source_size = frames.shape[1:3]
         boxes = self._boxes(source_size[0], source_size[1], rng, spatial_views)
         flip = bool(self.train and rng.random() < self.flip_prob)
-        if frames is None:
-            frames = source.decode(unique, self._reduction(boxes) if can_reduce else 1, self._buffers)
+        reduce = self._reduction(boxes) if can_reduce else 1
+        return _ClipPlan(source, unique, positions.reshape(index_sets.shape).tolist(), tuple(source_size), boxes,
+                         flip, reduce, frames)
+
+    def _clip_into(self, plan: "_ClipPlan", spatial_views: int, out: torch.Tensor) -> None:
+        """Decode, crop, resize and normalise one row's views into ``out`` (V, T, frame memory).
+
+        Each distinct sampled frame is decoded once, and resized once per spatial
+        view however many temporal views share it.
+        """
+        frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, plan.reduce,
+                                                                                 self._buffers)
         height, width = frames.shape[1:3]
-        sy, sx = height / source_size[0], width / source_size[1]
         frames = torch.from_numpy(frames)
-        for s, box in enumerate(boxes):
-            clip = crop_resize(frames, _scale_box(box, sy, sx, height, width), self.size)
-            if flip:
+        for s, box in enumerate(plan.boxes_for(height, width)):
+            clip = crop_resize(frames, box, self.size)
+            if plan.flip:
                 clip = clip.flip(2)
-            for t, frame_positions in enumerate(positions):
+            for t, frame_positions in enumerate(plan.positions):
                 view = out[t * spatial_views + s]
                 for k, position in enumerate(frame_positions):
                     self._normaliser(clip[position], view[k])
 
+    def _deferred_views(self, plans: List["_ClipPlan"], spatial_views: int) -> Dict[str, torch.Tensor]:
+        """``on_device``: the sampled frames as uint8, with each view's box and flip (see :class:`DeviceFinish`)."""
+        reduce = min(plan.reduce for plan in plans)  # one frame size for the whole batch
+        sizes = {plan.source_size for plan in plans}
+        if len(sizes) > 1:
+            clips = ", ".join(f"{plan.source.clip} {plan.source_size[0]}x{plan.source_size[1]}" for plan in plans)
+            raise ValueError(f"on_device needs one frame size in a batch (the faces config has it); got {clips}")
+        source_height, source_width = sizes.pop()
+        height, width = -(-source_height // reduce), -(-source_width // reduce)
+        per_clip = len(plans[0].positions) * spatial_views
+        frames_out = _output_tensor((len(plans) * per_clip, self.num_frames, height, width, 3), self._buffers,
+                                    torch.uint8)
+        boxes = torch.empty((len(plans) * per_clip, 4), dtype=torch.int64)
+        flips = torch.empty(len(plans) * per_clip, dtype=torch.bool)
+        for row, plan in enumerate(plans):
+            rows = frames_out[row * per_clip : (row + 1) * per_clip].numpy()
+            direct = per_clip == 1 and plan.frames is None and plan.positions[0] == list(range(len(plan.unique)))
+            if direct:  # the common case: decode straight into the batch
+                plan.source.decode(plan.unique, reduce, self._buffers, out=rows[0])
+            else:
+                frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, reduce,
+                                                                                         self._buffers)
+                if frames.shape[1:3] != (height, width):
+                    raise ValueError(f"clip {plan.source.clip}: frames of {frames.shape[1]}x{frames.shape[2]} "
+                                     f"in a batch of {height}x{width} (on_device needs one size per batch)")
+                for t, frame_positions in enumerate(plan.positions):
+                    for s in range(spatial_views):
+                        np.take(frames, frame_positions, axis=0, out=rows[t * spatial_views + s])
+            for s, box in enumerate(plan.boxes_for(height, width)):
+                for t in range(len(plan.positions)):
+                    boxes[row * per_clip + t * spatial_views + s] = torch.tensor(box)
+            flips[row * per_clip : (row + 1) * per_clip] = plan.flip
+        return {"pixel_values": frames_out, "crop_boxes": boxes, "flips": flips}
 
-def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers) -> torch.Tensor:
-    """Float32 memory for a batch: in a DataLoader worker, shared memory that is sent to the main
+    def device_finish(self) -> "DeviceFinish":
+        """The :class:`DeviceFinish` that completes this transform's ``on_device`` batches."""
+        return DeviceFinish(self.size, self.mean, self.std)
+
+
+@dataclasses.dataclass
+class _ClipPlan:
+    """One row's draw: which frames (``unique``, and the ``positions`` in it of each temporal view's
+    frames), the spatial views' boxes in source pixels, the flip and the decoder's downscale."""
+
+    source: Any
+    unique: np.ndarray
+    positions: List[List[int]]
+    source_size: Tuple[int, int]
+    boxes: List[Box]
+    flip: bool
+    reduce: int
+    frames: Optional[np.ndarray] = None  # already decoded (videos)
+
+    def boxes_for(self, height: int, width: int) -> List[Box]:
+        """The boxes in the pixels of frames decoded at ``height`` x ``width``."""
+        sy, sx = height / self.source_size[0], width / self.source_size[1]
+        return [_scale_box(box, sy, sx, height, width) for box in self.boxes]
+
+
+class DeviceFinish:
+    """Crop, resize, flip and normalise ``on_device`` batches where they are: on the accelerator.
+
+    A :class:`VideoClipTransform` made with ``on_device=True`` stops after
+    decoding: its batches hold the sampled frames as uint8 ``pixel_values``
+    (N, T, H, W, 3), each view's ``crop_boxes`` (N, 4: x0, y0, x1, y1 in those
+    pixels) and ``flips`` (N,). Moved to the GPU (a quarter of the bytes of
+    float clips), one call turns them into the usual float32 (N, T, 3, S, S)
+    ``pixel_values``, the crop resized in float with the same antialiased
+    bilinear filter, so values match the CPU path's to within its uint8 rounding
+    (half a grey level). :meth:`attach` does it inside a model's forward::
+
+        train_tf = VideoClipTransform(train=True, on_device=True)
+        finish = train_tf.device_finish()
+        finish.attach(model)   # the Trainer's batches now finish on the model's device
+    """
+
+    def __init__(self, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.size = int(size)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def __call__(self, pixel_values: torch.Tensor, crop_boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, T, H, W, 3) frames, (N, 4) boxes, (N,) flips -> float32 (N, T, 3, S, S) on their device."""
+        if pixel_values.dtype != torch.uint8 or pixel_values.dim() != 5 or pixel_values.shape[-1] != 3:
+            raise ValueError(f"expected uint8 (N, T, H, W, 3) frames, got {tuple(pixel_values.shape)} "
+                             f"{pixel_values.dtype}")
+        device, size = pixel_values.device, self.size
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=device).view(3, 1, 1)
+        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=device).view(3, 1, 1)
+        out = torch.empty((pixel_values.shape[0], pixel_values.shape[1], 3, size, size), device=device)
+        for row, ((x0, y0, x1, y1), flip) in enumerate(zip(crop_boxes.tolist(), flips.tolist())):
+            clip = pixel_values[row, :, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
+            if clip.shape[-2:] != (size, size):
+                clip = F.interpolate(clip, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            torch.addcmul(bias, clip.flip(-1) if flip else clip, scale, out=out[row])
+        return out
+
+    def finish_inputs(self, inputs: Dict[str, Any]) -> Dict[str, Any]:
+        """``inputs`` with ``on_device`` frames, boxes and flips replaced by finished ``pixel_values``."""
+        if "crop_boxes" not in inputs:
+            return inputs
+        inputs = dict(inputs)
+        inputs["pixel_values"] = self(inputs["pixel_values"], inputs.pop("crop_boxes"), inputs.pop("flips"))
+        return inputs
+
+    def attach(self, model: torch.nn.Module) -> Any:
+        """Finish ``on_device`` batches at the start of every ``model(**batch)`` call (a forward pre-hook;
+        other inputs pass unchanged). Returns the hook's handle: ``handle.remove()`` detaches it."""
+
+        def hook(module: torch.nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+            return args, self.finish_inputs(kwargs)
+
+        return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Memory for a batch: in a DataLoader worker, shared memory that is sent to the main
     process without a copy (as torch's default_collate allocates); elsewhere a reused buffer."""
     if torch.utils.data.get_worker_info() is not None:
         try:
-            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
-            return torch.empty(0).set_(storage).view(shape)
+            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+            return torch.empty(0, dtype=dtype).set_(storage).view(shape)
         except (AttributeError, RuntimeError):  # private torch API moved: an ordinary tensor still works
-            return torch.empty(shape)
-    return torch.from_numpy(buffers.get("pixel_values", shape, np.float32))
+            return torch.empty(shape, dtype=dtype)
+    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    return torch.from_numpy(buffers.get(f"batch-{numpy_dtype}", shape, numpy_dtype))
 
 
 def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -261,11 +261,16 @@ class FrameListClip:
             return (height, width), False
         return image_size(data, self.use_simplejpeg, name), _is_jpeg(data)
 
-    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
-        """Frames ``indices`` as one uint8 (N, H, W, 3) array at the first frame's size (divided by ``reduce``)."""
+    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames ``indices`` as one uint8 (N, H, W, 3) array at the first frame's size (divided by ``reduce``),
+        decoded into ``out`` when given (it must have that shape)."""
         (height, width), scalable = self.probe(int(indices[0]))
         reduce = reduce if scalable else 1
-        frames = buffers.get("frames", (len(indices), -(-height // reduce), -(-width // reduce), 3), np.uint8)
+        shape = (len(indices), -(-height // reduce), -(-width // reduce), 3)
+        if out is not None and out.shape != shape:
+            raise ValueError(f"clip {self.clip}: frames of shape {shape} do not fit a buffer of {out.shape}")
+        frames = out if out is not None else buffers.get("frames", shape, np.uint8)
         for position, index in enumerate(indices.tolist()):
             data, name = self._get(index)
             if data is None:
@@ -292,6 +297,11 @@ class Mp4Clip:
     def probe(self, index: int) -> Tuple[None, bool]:
         return None, False
 
-    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
-        """Frames ``indices`` at full size (video frames are not DCT-scaled here)."""
-        return read_video_frames(self.video, indices)
+    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers,
+               out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames ``indices`` at full size (video frames are not DCT-scaled here), copied into ``out`` if given."""
+        frames = read_video_frames(self.video, indices)
+        if out is None:
+            return frames
+        np.copyto(out, frames)
+        return out

@@ -13,6 +13,7 @@ from ferv39k_hf import transforms, video
 from ferv39k_hf.sampling import segment_indices, segment_views
 from ferv39k_hf.transforms import (
     IMAGENET_MEAN,
+    DeviceFinish,
     collate_clips,
     IMAGENET_STD,
     VideoClipTransform,
@@ -395,3 +396,79 @@ def test_the_built_sample_dataset_loads_through_the_transform(built_faces):
     out = ds.with_transform(VideoClipTransform(16, 112, train=True, seed=0))[0:2]
     assert out["pixel_values"].shape == (2, 16, 3, 112, 112)
     assert out["labels"].tolist() == ds[0:2]["label"]
+
+
+# --- on_device: decode on the CPU, finish on the accelerator ----------------------------------------
+
+ONE_GREY_LEVEL = 1.0 / (255.0 * min(IMAGENET_STD)) + 1e-5
+
+
+@pytest.mark.parametrize("train,size,views", [(True, 64, (1, 1)), (True, 40, (1, 1)), (True, 96, (1, 1)),
+                                              (False, 64, (2, 2)), (False, 48, (1, 3)), (False, 32, (1, 1))])
+def test_on_device_batches_finish_to_the_cpu_values(train, size, views):
+    """Same draws, same geometry: the finished batch equals the CPU path's to within its uint8 rounding."""
+    batch = frames_batch([clip_bytes(20, seed=1), clip_bytes(7, seed=2), clip_bytes(16, seed=3)], labels=[1, 2, 3])
+    common = dict(train=train, seed=3, temporal_views=views[0], spatial_views=views[1], flip_prob=0.5)
+    expected = VideoClipTransform(8, size, **common)(batch)
+    transform = VideoClipTransform(8, size, on_device=True, **common)
+    deferred = transform(batch)
+    rows = 3 * views[0] * views[1]
+    assert deferred["pixel_values"].dtype == torch.uint8 and deferred["pixel_values"].shape[:2] == (rows, 8)
+    assert deferred["crop_boxes"].shape == (rows, 4) and deferred["flips"].shape == (rows,)
+    assert torch.equal(deferred["labels"], expected["labels"])
+    if train:
+        assert deferred["flips"].any() and not deferred["flips"].all(), "seed 3 flips some clips, not all"
+    finished = transform.device_finish()(deferred["pixel_values"], deferred["crop_boxes"], deferred["flips"])
+    assert finished.shape == expected["pixel_values"].shape and finished.dtype == torch.float32
+    assert (finished - expected["pixel_values"]).abs().max() <= ONE_GREY_LEVEL
+    if size == 64 and not train:  # no resizing: exactly the CPU path's values
+        assert torch.equal(finished, expected["pixel_values"].contiguous())
+
+
+def test_on_device_decodes_at_a_reduced_size_when_every_crop_allows():
+    transform = VideoClipTransform(4, 20, train=False, on_device=True)
+    deferred = transform(frames_batch([clip_bytes(6), clip_bytes(9)]))
+    assert deferred["pixel_values"].shape == (2, 4, 32, 32, 3), "64-pixel frames decoded at 1/2 for 20 pixels"
+    assert deferred["crop_boxes"].tolist() == [[0, 0, 32, 32]] * 2
+
+
+def test_device_finish_attached_to_a_model_gives_the_finished_logits():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                                         num_labels=7)
+    torch.manual_seed(0)
+    model = transformers.VideoMAEForVideoClassification(config).eval()
+    transform = VideoClipTransform(4, 32, train=True, seed=0, on_device=True)
+    batch = transform(frames_batch([clip_bytes(9), clip_bytes(5)], labels=[2, 5]))
+    finish = transform.device_finish()
+    with torch.no_grad():
+        expected = model(pixel_values=finish(batch["pixel_values"], batch["crop_boxes"], batch["flips"])).logits
+        handle = finish.attach(model)
+        outputs = model(**batch)
+        handle.remove()
+        assert model(pixel_values=torch.zeros(1, 4, 3, 32, 32)).logits.shape == (1, 7), "plain inputs pass"
+    torch.testing.assert_close(outputs.logits, expected)
+    assert outputs.loss is not None, "labels still reach the model"
+
+
+def test_on_device_needs_one_frame_size_per_batch():
+    transform = VideoClipTransform(4, 32, train=False, on_device=True)
+    with pytest.raises(ValueError, match=r"Crime/Angry/0001 48x48"):
+        transform(frames_batch([clip_bytes(6, size=64), clip_bytes(6, size=48)]))
+    with pytest.raises(ValueError, match="uint8"):
+        transform.device_finish()(torch.zeros(1, 4, 32, 32, 3), torch.zeros(1, 4, dtype=torch.int64),
+                                  torch.zeros(1, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_on_device_batches_through_a_dataloader(workers):
+    ds = undecoded_frames(small_dataset(rows=6)).with_transform(VideoClipTransform(4, 24, train=True, seed=1,
+                                                                                    on_device=True))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, collate_fn=collate_clips)
+    batches = list(loader)
+    assert [b["pixel_values"].shape[0] for b in batches] == [4, 2]
+    for batch in batches:
+        assert batch["pixel_values"].dtype == torch.uint8 and batch["crop_boxes"].shape[1] == 4
+        finished = DeviceFinish(24)(batch["pixel_values"], batch["crop_boxes"], batch["flips"])
+        assert finished.shape == (batch["pixel_values"].shape[0], 4, 3, 24, 24)
