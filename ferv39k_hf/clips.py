@@ -11,11 +11,11 @@ import io
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .annotations import ClipRecord
 from .errors import LayoutError
-from .layout import FileRef, Layout, Part
+from .layout import ByteSink, FileRef, Layout, Part
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -86,6 +86,29 @@ def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[b
     return problem
 
 
+class FrameBatch:
+    """The frames of consecutive clips, packed: their bytes one after another in
+    one reusable :class:`~ferv39k_hf.layout.ByteSink`, with each frame's end
+    offset and path. What :meth:`ClipReader.read_into` fills and the Parquet
+    export hands to Arrow without copying."""
+
+    def __init__(self) -> None:
+        self.sink = ByteSink()
+        self.ends: List[int] = []  # frame i is sink.data[ends[i - 1] (or 0):ends[i]]
+        self.paths: List[str] = []  # "Scene/Emotion/NNNN/00.jpg"
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def clear(self) -> None:
+        self.truncate(0)
+
+    def truncate(self, frames: int) -> None:
+        """Keep the first ``frames`` frames only."""
+        del self.ends[frames:], self.paths[frames:]
+        self.sink.end = self.ends[-1] if self.ends else 0
+
+
 @dataclass
 class ClipReader:
     """Reads clips of one part (faces, scenes or videos) as example fields.
@@ -116,6 +139,40 @@ class ClipReader:
             raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
         frames = [self._read_frame(ref, f"{record.clip_id}/{posixpath.basename(ref.name)}") for ref in refs]
         return {"num_frames": len(frames), "frames": frames}
+
+    def read_into(self, record: ClipRecord, batch: FrameBatch) -> int:
+        """Append the clip's frames to ``batch``; the number of frames, or ClipDamaged, leaving ``batch`` as it was.
+
+        The frames and checks of :meth:`read`, for ``frames="copy"`` of the
+        faces and scenes parts, without a bytes object per frame.
+        """
+        if self.kind == "videos" or self.frames != "copy":
+            raise ValueError("read_into reads copied frames of the faces and scenes parts only")
+        refs = self.part.frames(record.clip_id)
+        if not refs:
+            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
+        first, sink, read_into = len(batch.ends), batch.sink, self.part.read_into
+        try:
+            for ref in refs:
+                rel = f"{record.clip_id}/{ref.name.rpartition('/')[2]}"
+                start = sink.end
+                try:
+                    read_into(ref, sink)
+                except LayoutError as err:  # a damaged zip member (CRC, size, truncation) or an unreadable file
+                    raise ClipDamaged(str(err)) from None
+                end = sink.end
+                problem = jpeg_problem(bytes(sink.view(start, min(end, start + 16))),
+                                       bytes(sink.view(max(start, end - _JPEG_TAIL), end)))
+                if problem is None and self.deep:
+                    problem = jpeg_decode_problem(bytes(sink.view(start, end)))
+                if problem:
+                    raise ClipDamaged(f"frame {rel}: {problem}")
+                batch.ends.append(end)
+                batch.paths.append(rel)
+        except BaseException:
+            batch.truncate(first)
+            raise
+        return len(refs)
 
     def _read_frame(self, ref: FileRef, rel: str) -> Dict[str, Any]:
         if self.frames == "reference":

@@ -29,7 +29,7 @@ import xxhash
 from .annotations import ClipRecord, Problem
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
-from .clips import ClipReader
+from .clips import ClipReader, FrameBatch
 from .errors import BuildError
 from .layout import Layout, find_layout
 from .splits import plan_splits
@@ -39,6 +39,9 @@ from .taxonomy import DEFAULT_LABEL_ORDER, SCENE_TO_SCENARIO
 # about 300 MB of face crops, fewer of the larger scene frames and videos.
 ROWS_PER_SHARD = {"faces": 1024, "scenes": 256, "videos": 512}
 ROWS_PER_GROUP = 32  # Parquet row group: the unit of streaming reads
+# A row group ends early past this many frame bytes (Arrow binary offsets are 32-bit);
+# face crops come to about 10 MB per group.
+_MAX_GROUP_BYTES = 1 << 30
 _METADATA_COLUMNS = ["clip_id", "scene", "scenario", "label", "num_frames"]
 
 
@@ -93,32 +96,22 @@ class _ShardWriter:
         self.features = clip_features(options["config"], options["label_order"])
         self.schema = self.features.arrow_schema
         self.tmp_dir = tmp_dir
+        packed = options["frames"] == "copy" and options["config"] != "videos"
+        self.batch = FrameBatch() if packed else None
 
     def write(self, task: ShardTask, progress: Optional[Any] = None) -> ShardResult:
-        config = self.options["config"]
         partial = self.tmp_dir / f"{task.split}-{task.index:05d}.partial"
         # xxh3 (a datasets dependency) hashes at memory speed; sha256 cost a third of the build.
         digest = xxhash.xxh3_128(json.dumps(self.features.to_dict(), sort_keys=True).encode())
         result = ShardResult(task.split, task.index, "", 0, 0)
-        rows: List[Dict[str, Any]] = []
         with pq.ParquetWriter(
             # JPEG and mp4 bytes do not compress; statistics of binary columns only bloat the footer.
             partial, self.schema, compression="none", write_statistics=_METADATA_COLUMNS, use_dictionary=False,
         ) as writer:
-            for record in task.records:
-                row = self._read_row(record, result)
-                if progress is not None:
-                    with progress.get_lock():
-                        progress.value += 1
-                if row is None:
-                    continue
-                _update_digest(digest, row, config)
-                rows.append(row)
-                if len(rows) == ROWS_PER_GROUP:
-                    writer.write_table(rows_to_table(rows, self.schema, config))
-                    rows.clear()
-            if rows:
-                writer.write_table(rows_to_table(rows, self.schema, config))
+            if self.batch is not None:
+                self._write_packed(task, writer, digest, result, progress)
+            else:
+                self._write_rows(task, writer, digest, result, progress)
         _fsync(partial)  # on disk before the folder is renamed into place
         name = f"{task.split}-{task.index:05d}-of-{task.total:05d}-{digest.hexdigest()[:16]}.parquet"
         os.replace(partial, self.tmp_dir / name)
@@ -126,8 +119,46 @@ class _ShardWriter:
         result.nbytes = (self.tmp_dir / name).stat().st_size
         return result
 
-    def _read_row(self, record: ClipRecord, result: ShardResult) -> Optional[Dict[str, Any]]:
-        fields = read_or_skip(self.reader, record, self.options["on_error"], result.skipped)
+    def _write_rows(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+        """Rows as Python objects: videos, and frames by reference."""
+        config = self.options["config"]
+        rows: List[Dict[str, Any]] = []
+        for record in task.records:
+            row = self._read_row(self.reader, record, result)
+            _count(progress)
+            if row is None:
+                continue
+            _update_digest(digest, row, config)
+            rows.append(row)
+            if len(rows) == ROWS_PER_GROUP:
+                writer.write_table(rows_to_table(rows, self.schema, config))
+                rows.clear()
+        if rows:
+            writer.write_table(rows_to_table(rows, self.schema, config))
+
+    def _write_packed(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+        """Copied frames: each row group's frame bytes are read into one reused buffer that Arrow wraps as is."""
+        batch, reader = self.batch, _BatchReader(self.reader, self.batch)
+        rows: List[Dict[str, Any]] = []
+        batch.clear()
+        for record in task.records:
+            first = len(batch)
+            row = self._read_row(reader, record, result)
+            _count(progress)
+            if row is None:
+                continue
+            _update_digest_packed(digest, row, batch, first)
+            rows.append(row)
+            if len(rows) == ROWS_PER_GROUP or batch.sink.end >= _MAX_GROUP_BYTES:
+                writer.write_table(batch_to_table(rows, batch, self.schema))
+                rows.clear()
+                batch.clear()
+        if rows:
+            writer.write_table(batch_to_table(rows, batch, self.schema))
+            batch.clear()
+
+    def _read_row(self, reader: Any, record: ClipRecord, result: ShardResult) -> Optional[Dict[str, Any]]:
+        fields = read_or_skip(reader, record, self.options["on_error"], result.skipped)
         if fields is None:
             return None
         result.rows += 1
@@ -136,9 +167,44 @@ class _ShardWriter:
         return make_example(record, fields, self.options["label_order"])
 
 
+class _BatchReader:
+    """read_or_skip's reader for packed rows: the clip's frames go into the batch, its other fields are returned."""
+
+    def __init__(self, reader: ClipReader, batch: FrameBatch):
+        self.reader, self.batch = reader, batch
+
+    def read(self, record: ClipRecord) -> Dict[str, Any]:
+        return {"num_frames": self.reader.read_into(record, self.batch)}
+
+
+def _count(progress: Optional[Any]) -> None:
+    if progress is not None:
+        with progress.get_lock():
+            progress.value += 1
+
+
+def _metadata_columns(rows: List[Dict[str, Any]], schema: pa.Schema) -> List[pa.Array]:
+    return [pa.array([row[name] for row in rows], type=schema.field(name).type) for name in _METADATA_COLUMNS]
+
+
+def batch_to_table(rows: List[Dict[str, Any]], batch: FrameBatch, schema: pa.Schema) -> pa.Table:
+    """Rows whose frames are packed in ``batch`` -> an Arrow table of ``schema``; the frame bytes are not copied."""
+    offsets = pa.array([0] + batch.ends, pa.int32()).buffers()[1]
+    data = pa.py_buffer(batch.sink.data)  # wraps the buffer: drop the table before the batch is reused
+    frames = pa.StructArray.from_arrays(
+        [pa.Array.from_buffers(pa.binary(), len(batch), [None, offsets, data]), pa.array(batch.paths, pa.string())],
+        names=["bytes", "path"],
+    )
+    counts = [0]
+    for row in rows:
+        counts.append(counts[-1] + row["num_frames"])
+    frames = pa.ListArray.from_arrays(pa.array(counts, pa.int32()), frames)
+    return pa.Table.from_arrays(_metadata_columns(rows, schema) + [frames], schema=schema)
+
+
 def rows_to_table(rows: List[Dict[str, Any]], schema: pa.Schema, config: str) -> pa.Table:
     """Rows -> an Arrow table of ``schema``, building the columns directly (from_pylist is 3x slower)."""
-    columns = [pa.array([row[name] for row in rows], type=schema.field(name).type) for name in _METADATA_COLUMNS]
+    columns = _metadata_columns(rows, schema)
     items = [row["video"] for row in rows] if config == "videos" else [f for row in rows for f in row["frames"]]
     struct = pa.StructArray.from_arrays(
         [pa.array([i["bytes"] for i in items], pa.binary()), pa.array([i["path"] for i in items], pa.string())],
@@ -160,6 +226,18 @@ def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:
         digest.update(f"{item['path']}\0{-1 if data is None else len(data)}\0".encode())
         if data is not None:
             digest.update(data)
+
+
+def _update_digest_packed(digest: Any, row: Dict[str, Any], batch: FrameBatch, first: int) -> None:
+    """What _update_digest hashes, for a row whose frames are batch's frames from ``first`` on."""
+    digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
+    sink, ends, paths = batch.sink, batch.ends, batch.paths
+    start = ends[first - 1] if first else 0
+    for i in range(first, len(ends)):
+        end = ends[i]
+        digest.update(f"{paths[i]}\0{end - start}\0".encode())
+        digest.update(sink.view(start, end))
+        start = end
 
 
 def _fsync(path: Path) -> None:

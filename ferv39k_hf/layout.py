@@ -26,7 +26,7 @@ from .ziparchive import (FIELDS, PART_KINDS, VIDEO_SUFFIX, SplitKey, ZipClip, co
                          is_frame, is_hidden, is_video, natural_key, sort_frame_names,
                          split_file_key)
 
-__all__ = ["FileRef", "Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
+__all__ = ["ByteSink", "FileRef", "Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
 _MAX_DEPTH = 16  # how deep to look for part folders below the root
 
 
@@ -36,11 +36,71 @@ class FileRef:
 
     container: Optional[str]  # absolute path of the zip holding it, or None for a plain file
     name: str  # absolute file path, or the member name inside the zip
-    size: int
+    # The size when listing gave it for free (zip members); a clip folder's
+    # listing does not stat every frame, so a plain file's size is looked up when asked.
+    known_size: Optional[int] = None
+
+    @property
+    def size(self) -> int:
+        if self.known_size is not None:
+            return self.known_size
+        try:
+            return os.stat(self.name).st_size
+        except OSError as err:
+            raise LayoutError(f"{self.name}: cannot read the file ({err.strerror})") from None
 
     @property
     def display(self) -> str:
         return f"{self.container}!{self.name}" if self.container else self.name
+
+
+class ByteSink:
+    """Files read one after another into one reusable buffer, without a copy per file.
+
+    ``data[:end]`` holds what was appended since the last ``clear()``. The
+    buffer doubles when full and is otherwise reused, so reading a file costs
+    its read system calls and no fresh memory; Arrow can wrap ``data``
+    without copying it (drop such wrappers before the next ``clear()``).
+    """
+
+    def __init__(self, capacity: int = 1 << 24):
+        self.data = bytearray(capacity)
+        self._view = memoryview(self.data)
+        self.end = 0
+
+    def clear(self) -> None:
+        self.end = 0
+
+    def _grow(self) -> None:
+        # A new buffer rather than a resize: Arrow may still wrap the old one.
+        data = bytearray(2 * len(self.data))
+        data[:self.end] = self._view[:self.end]
+        self._view.release()
+        self.data, self._view = data, memoryview(data)
+
+    def append(self, data: bytes) -> None:
+        while self.end + len(data) > len(self.data):
+            self._grow()
+        self._view[self.end:self.end + len(data)] = data
+        self.end += len(data)
+
+    def fill_from(self, fd: int) -> None:
+        """Append everything left to read from ``fd``."""
+        end = self.end
+        try:
+            while True:
+                if end == len(self.data):
+                    self.end = end
+                    self._grow()
+                read = os.readv(fd, (self._view[end:],))
+                if not read:
+                    break
+                end += read
+        finally:
+            self.end = end
+
+    def view(self, start: int, end: int) -> memoryview:
+        return self._view[start:end]
 
 
 @dataclass(frozen=True)
@@ -140,8 +200,8 @@ class Part:
                     if not _inside(target, self._root_real):
                         unsafe.append(UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root"))
                         continue
-                if entry.is_file():
-                    found[entry.name] = FileRef(None, entry.path, entry.stat().st_size)
+                if entry.is_file():  # the listing's file type: no stat per frame
+                    found[entry.name] = FileRef(None, entry.path)
 
     def frames(self, clip_id: str) -> List[FileRef]:
         """The clip folder's *.jpg files, natural-sorted; [] if the clip is missing or empty."""
@@ -176,6 +236,22 @@ class Part:
                 raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
         clip, index = self._zip_member(ref)
         return ziparchive.read_member(ref.container, ref.name, clip.member_info(index))
+
+    def read_into(self, ref: FileRef, sink: ByteSink) -> None:
+        """Append the bytes of one file listed by frames() or video() to ``sink``; the same checks as read()."""
+        if ref.container is not None:
+            sink.append(self.read(ref))
+            return
+        start = sink.end
+        try:
+            fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sink.fill_from(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            sink.end = start
+            raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
 
     def _zip_member(self, ref: FileRef) -> Tuple[ZipClip, int]:
         parts = self.relative_path(ref).split("/")

@@ -181,6 +181,11 @@ def test_skipping_build_accounts_for_every_line(damaged, tmp_path):
     damaged_ids = {k.split("#")[0] for k, v in faults.items() if not k.endswith("#dup") and not k.endswith("#both")}
     assert not rows & damaged_ids
     assert len(rows) == sum(report["counts"].values()) == sum(result.counts.values())
+    # Frames read before a damaged frame of the same clip are not left in the rows that follow.
+    for split in ("train", "test"):
+        for row in ds[split].cast_column("frames", datasets.List(datasets.Image(decode=False))):
+            files = sorted((root / FACES / row["clip_id"]).glob("*.jpg"))
+            assert [f["bytes"] for f in row["frames"]] == [f.read_bytes() for f in files], row["clip_id"]
     assert "did not become rows" in (out / "README.md").read_text()
     # The unsafe zip entries were never written anywhere.
     assert not (root.parent / "evil.jpg").exists() and not (root.parent.parent / "evil.jpg").exists()

@@ -14,7 +14,7 @@ import pytest
 from ferv39k_hf import ziparchive
 from ferv39k_hf.annotations import parse_split_text
 from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.layout import FileRef, find_layout, natural_key
+from ferv39k_hf.layout import ByteSink, FileRef, find_layout, natural_key
 
 DRIVE = "drive-download-20220301T093512Z"
 CLIPS = ["Crime/Angry/0000", "Crime/Angry/0001", "Action/Happy/0000", "War/Sad/0003"]
@@ -128,6 +128,45 @@ def test_every_form_gives_the_same_clips_and_bytes(tmp_path, form):
     assert list(got["faces"]) == sorted(CLIPS) and layout.scene_split_files.keys() == {("train", "Crime")}
     assert layout.unsafe == []
     assert snapshot(tmp_path) == before  # discovery and reads write nothing
+
+
+@pytest.mark.parametrize("form", [form_plain, form_mixed], ids=lambda f: f.__name__)
+def test_read_into_a_buffer_gives_the_bytes_of_read(tmp_path, form):
+    """Frames and videos read one after another into one buffer, from 1 byte up: exactly read()'s bytes."""
+    form(tmp_path, archive_files())
+    layout = find_layout(tmp_path)
+    sink = ByteSink(capacity=1)
+    for kind, part in layout.parts.items():
+        for clip_id in part.clip_ids():
+            refs = [part.video(clip_id)] if kind == "videos" else part.frames(clip_id)
+            for ref in refs:
+                start = sink.end
+                part.read_into(ref, sink)
+                assert bytes(sink.view(start, sink.end)) == part.read(ref)
+                assert ref.size == sink.end - start
+    assert len(sink.data) >= sink.end > 100
+    sink.clear()
+    part = layout.part("faces")
+    ref = part.frames("Crime/Angry/0000")[0]
+    part.read_into(ref, sink)
+    assert bytes(sink.data[:sink.end]) == part.read(ref)
+
+
+def test_unreadable_frame_is_a_layout_error_and_read_into_leaves_the_buffer(tmp_path):
+    write_tree(tmp_path, archive_files())
+    part = find_layout(tmp_path).part("faces")
+    refs = part.frames("Crime/Angry/0000")
+    sink = ByteSink(capacity=4)
+    part.read_into(refs[0], sink)
+    before = bytes(sink.view(0, sink.end))
+    os.unlink(refs[1].name)
+    os.mkdir(refs[1].name)  # a folder named like a frame: open works, read fails
+    for ref in (refs[1], FileRef(None, str(tmp_path / "gone.jpg"))):
+        with pytest.raises(LayoutError, match="cannot read the file"):
+            part.read_into(ref, sink)
+        assert bytes(sink.view(0, sink.end)) == before
+    with pytest.raises(LayoutError, match="cannot read the file"):
+        FileRef(None, str(tmp_path / "gone.jpg")).size
 
 
 def test_frames_are_natural_sorted_and_non_jpg_ignored(tmp_path):
