@@ -82,6 +82,9 @@ class DataTrainingArguments:
     test_views: str = field(default="1x1", metadata={"help": "Temporal x spatial views per test clip, e.g. 2x2."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only this many training clips."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only this many test clips."})
+    finish_on_device: bool = field(
+        default=False, metadata={"help": "DataLoader workers only sample and decode; crop, resize, flip and "
+                                         "normalise run on the model's device (ferv39k_hf.DeviceFinish)."})
 
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.archive_dir is None):
@@ -173,8 +176,7 @@ class ClipCollator:
 
     def __call__(self, rows: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
         if "pixel_values" in rows[0]:
-            return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
-                    "labels": torch.as_tensor([int(r["labels"]) for r in rows])}
+            return ferv39k_hf.collate_clips(rows)
         return self.eval_transform({key: [r[key] for r in rows] for key in rows[0]})
 
 
@@ -259,13 +261,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
 
     # Transforms: random sample, crop and flip per training clip; fixed views for evaluation.
     common = dict(num_frames=config.num_frames, size=config.image_size, sampling=data_args.sampling,
-                  mean=mean, std=std, stride=data_args.window_stride)
+                  mean=mean, std=std, stride=data_args.window_stride, on_device=data_args.finish_on_device)
     train_transform = ferv39k_hf.VideoClipTransform(train=True, **common)
     eval_transform = ferv39k_hf.VideoClipTransform(train=False, temporal_views=data_args.temporal_views,
                                                    spatial_views=data_args.spatial_views, **common)
     train_split = _subset(clips["train"], data_args.max_train_samples, training_args.seed)
     eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
     scorer = ClipScorer(eval_split["scene"], labels)
+    if data_args.finish_on_device:  # batches reach the model as uint8 frames, boxes and flips
+        train_transform.device_finish().attach(model)
 
     trainer = ClipViewTrainer(
         model=model,

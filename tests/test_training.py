@@ -137,6 +137,25 @@ def test_finetune_evaluate_reload_and_predict(model_type, run_script, predict_sc
         assert sum(float(r.split()[1]) for r in ranked) <= 1.0 + 1e-6
 
 
+def test_finish_on_device_trains_and_scores_like_the_cpu_path(run_script, tiny_checkpoints, built_faces, tmp_path):
+    """--finish_on_device: uint8 batches finished in the model's forward; the test scores match the CPU path's
+    (the inputs differ by at most one grey level of resize rounding)."""
+    checkpoint = str(tiny_checkpoints["videomae"])
+    trained = tmp_path / "trained"
+    run_script.main(["--model_name_or_path", checkpoint, "--dataset_dir", str(built_faces), "--do_train",
+                     "--do_eval", "--max_steps", "2", "--test_views", "2x2", "--finish_on_device", "true",
+                     *_common(trained)])
+    results, _ = _check_results(trained, _test_size(built_faces))
+    assert results["train_loss"] > 0
+    reports = {}
+    for on_device in ("true", "false"):
+        out = tmp_path / f"eval-{on_device}"
+        run_script.main(["--model_name_or_path", str(trained), "--dataset_dir", str(built_faces), "--do_eval",
+                         "--test_views", "2x2", "--finish_on_device", on_device, *_common(out)])
+        reports[on_device] = _check_results(out, _test_size(built_faces))[1]
+    assert reports["true"]["confusion_matrix"] == reports["false"]["confusion_matrix"]
+
+
 def test_predict_batch_writes_one_csv_row_per_clip(run_script, predict_script, tiny_checkpoints,
                                                      sample_archive, tmp_path):
     scene = sample_archive / "2_ClipsforFaceCrop" / "Medicine"
