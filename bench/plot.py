@@ -34,11 +34,13 @@ def main() -> None:
     series = {
         "folder-of-JPEG baseline": [1e3 / r["cpu"]["ms_per_clip"]["baseline"] for r in rows],
         f"ferv39k-hf loader ({decoder})": [1e3 / r["cpu"]["ms_per_clip"][f"loader-{decoder}"] for r in rows],
+        "ferv39k-hf on_device: CPU share": [1e3 / r["cpu"]["ms_per_clip"]["loader-on-device"] for r in rows],
         f"decode floor ({decoder})": [1e3 / r["cpu"]["ms_per_clip"][f"floor-{decoder}"] for r in rows],
     }
     x = np.arange(len(rows))
+    width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
-        ax_load.bar(x + (i - 1) * 0.27, values, 0.27, label=name)
+        ax_load.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
     ax_load.set_xticks(x, labels, rotation=30)
     ax_load.set_ylabel("16-frame clips per second (1 core)")
     ax_load.set_title("clip pipeline throughput")
