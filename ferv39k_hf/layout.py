@@ -13,6 +13,7 @@ A Layout holds no open files, so it pickles into worker processes.
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +62,12 @@ class ByteSink:
     buffer doubles when full and is otherwise reused, so reading a file costs
     its read system calls and no fresh memory; Arrow can wrap ``data``
     without copying it (drop such wrappers before the next ``clear()``).
+    ``data`` is private anonymous memory: a page is only mapped when first written,
+    so a large capacity costs nothing until it is used.
     """
 
-    def __init__(self, capacity: int = 1 << 24):
-        self.data = bytearray(capacity)
+    def __init__(self, capacity: int = 1 << 26):
+        self.data = mmap.mmap(-1, max(capacity, 1), flags=mmap.MAP_PRIVATE)
         self._view = memoryview(self.data)
         self.end = 0
 
@@ -73,7 +76,7 @@ class ByteSink:
 
     def _grow(self) -> None:
         # A new buffer rather than a resize: Arrow may still wrap the old one.
-        data = bytearray(2 * len(self.data))
+        data = mmap.mmap(-1, 2 * len(self.data), flags=mmap.MAP_PRIVATE)
         data[:self.end] = self._view[:self.end]
         self._view.release()
         self.data, self._view = data, memoryview(data)
