@@ -17,7 +17,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import ziparchive
 from .annotations import decode_split_text
@@ -67,7 +67,7 @@ class ByteSink:
     """
 
     def __init__(self, capacity: int = 1 << 26):
-        self.data = mmap.mmap(-1, max(capacity, 1), flags=mmap.MAP_PRIVATE)
+        self.data = _anonymous_memory(max(capacity, 1))
         self._view = memoryview(self.data)
         self.end = 0
 
@@ -76,7 +76,7 @@ class ByteSink:
 
     def _grow(self) -> None:
         # A new buffer rather than a resize: Arrow may still wrap the old one.
-        data = mmap.mmap(-1, 2 * len(self.data), flags=mmap.MAP_PRIVATE)
+        data = _anonymous_memory(2 * len(self.data))
         data[:self.end] = self._view[:self.end]
         self._view.release()
         self.data, self._view = data, memoryview(data)
@@ -104,6 +104,13 @@ class ByteSink:
 
     def view(self, start: int, end: int) -> memoryview:
         return self._view[start:end]
+
+
+def _anonymous_memory(size: int) -> Any:
+    """``size`` writable bytes whose pages are mapped on first write (a bytearray where mmap lacks the flag)."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    return bytearray(size)
 
 
 @dataclass(frozen=True)
