@@ -2,7 +2,9 @@
 
 The floor is the least any build must do with the same bytes: read every
 face-crop file once and write all of them once into a single file, flushed
-to disk. Both run on one core, interleaved, best of ``--rounds``. Peak memory
+to disk (one write per file as it is read; a stricter variant batches the
+writes into 8 MB ones, and its ratio is printed too). All run on one core,
+interleaved, best of ``--rounds``. Peak memory
 is the peak anonymous resident memory of a child process doing only that job:
 the build, and a full pass over the training split through VideoClipTransform.
 
@@ -84,6 +86,36 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _settle(path: Path) -> None:
+    """Remove ``path`` if it is there and flush every dirty page to disk."""
+    if path.exists():
+        path.unlink()
+    os.sync()
+
+
+def floor_copy_batched(files: List[Path], target: Path, chunk: int = 8 << 20) -> float:
+    """The floor with its writes batched: files read into a buffer written out every ``chunk`` bytes; seconds.
+
+    A stricter floor than one write per file: it costs only the reads, a few
+    large writes and the flush.
+    """
+    started = time.perf_counter()
+    pending: List[bytes] = []
+    size = 0
+    with open(target, "wb", buffering=0) as out:
+        for path in files:
+            with open(path, "rb", buffering=0) as handle:
+                data = handle.read()
+            pending.append(data)
+            size += len(data)
+            if size >= chunk:
+                out.write(b"".join(pending))
+                pending, size = [], 0
+        out.write(b"".join(pending))
+        os.fsync(out.fileno())
+    return time.perf_counter() - started
+
+
 def floor_copy(files: List[Path], target: Path) -> float:
     """Read each file once, write all into one file, flush it to disk; seconds."""
     started = time.perf_counter()
@@ -114,14 +146,20 @@ def measure_size(scale: float, work: Path, cpu: int, rounds: int) -> Dict:
     summary = write_sample_archive(archive, scale=scale, seed=0, parts=("faces",))
     files = sorted((archive / "2_ClipsforFaceCrop").rglob("*.jpg"))
     out = work / f"built-{scale}"
-    floor_s, build_s, peaks = [], [], []
+    floor_s, batched_s, build_s, peaks = [], [], [], []
     for _ in range(rounds):
+        # each method starts with no dirty pages left by the one before, whose writeback would throttle it
+        _settle(work / "floor.bin")
         floor_s.append(floor_copy(files, work / "floor.bin"))
+        _settle(work / "floor.bin")
+        batched_s.append(floor_copy_batched(files, work / "floor.bin"))
+        _settle(work / "floor.bin")
         shutil.rmtree(out, ignore_errors=True)  # removing an old folder is not the build's cost
+        os.sync()
         child = run_child(CHILD_BUILD, [str(archive), str(out), "copy", str(cpu)])
         build_s.append(child["seconds"])
         peaks.append(child["peak_mb"])
-    (work / "floor.bin").unlink()
+    _settle(work / "floor.bin")
     source = sum(f.stat().st_size for f in files)
     reference = work / f"reference-{scale}"
     run_child(CHILD_BUILD, [str(archive), str(reference), "reference", str(cpu)])
@@ -136,6 +174,8 @@ def measure_size(scale: float, work: Path, cpu: int, rounds: int) -> Dict:
         "floor_s": round(min(floor_s), 3),
         "build_s": round(min(build_s), 3),
         "ratio": round(min(build_s) / min(floor_s), 3),
+        "batched_floor_s": round(min(batched_s), 3),
+        "batched_ratio": round(min(build_s) / min(batched_s), 3),
         "build_peak_mb": max(peaks),
         "built_mb": round(folder_bytes(out) / 1e6, 1),
         "built_over_source": round(folder_bytes(out) / source, 4),
@@ -196,15 +236,16 @@ def main() -> None:
     rows = []
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, pinned to CPU {cpu}")
     header = f"{'scale':>6} {'clips':>6} {'source MB':>10} {'floor s':>8} {'build s':>8} {'ratio':>6} " \
-             f"{'build peak MB':>13} {'built/source':>12} {'ref MB':>7} {'cache MB':>9} {'pass peak MB':>12}"
+             f"{'batched floor s':>15} {'ratio':>6} {'build peak MB':>13} {'built/source':>12} {'ref MB':>7} {'cache MB':>9} {'pass peak MB':>12}"
     print(header)
     for scale in args.scales:
         row = measure_size(scale, work, cpu, args.rounds)
         rows.append(row)
         print(f"{row['scale']:>6} {row['clips']:>6} {row['source_mb']:>10} {row['floor_s']:>8} {row['build_s']:>8} "
-              f"{row['ratio']:>6} {row['build_peak_mb']!s:>13} {row['built_over_source']:>12} "
+              f"{row['ratio']:>6} {row['batched_floor_s']:>15} {row['batched_ratio']:>6} {row['build_peak_mb']!s:>13} {row['built_over_source']:>12} "
               f"{row['reference_mb']:>7} {row['arrow_cache_mb']:>9} {row['pass_peak_mb']!s:>12}", flush=True)
-    print("ratio = build seconds / floor seconds (target <= 1.3); built/source target <= 1.02")
+    print("ratio = build seconds / floor seconds (target <= 1.3), the floor writing each file as it is read "
+          "and, stricter, batching its writes; built/source target <= 1.02")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

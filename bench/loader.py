@@ -20,7 +20,9 @@ On one pinned CPU (torch.set_num_threads(1)), for 16-frame clips at 224, 160 and
 It prints milliseconds per clip (CPU time of the process: steady on a shared
 machine), the speedup over the baseline and the ratio to the floor of the same
 decoder (by CPU and by wall-clock time), then the throughput with 2 DataLoader
-workers.
+workers. For ``on_device=True`` it times the CPU's share (sample and decode,
+through the same DataLoader) and, apart, the GPU's share (DeviceFinish) run on
+this CPU, which says nothing of its cost on a GPU.
 """
 
 from __future__ import annotations
@@ -281,11 +283,16 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
                 tf = VideoClipTransform(args.num_frames, size, train=True, sampling=args.sampling, seed=0)
                 rates = {name: dataloader_clips_per_second(clips, tf, args.batch_size, args.workers, 4 * n, fn)
                          for name, fn in (("collate_clips", collate_clips), ("default_collate", None))}
+                device_tf = VideoClipTransform(args.num_frames, size, train=True, sampling=args.sampling, seed=0,
+                                               on_device=True)
+                rates["on_device"] = dataloader_clips_per_second(clips, device_tf, args.batch_size, args.workers,
+                                                                 4 * n, collate_clips)
                 workers.append({"size": size, "mode": "train", "workers": args.workers, "cpus": len(all_cpus),
                                 "clips_per_s": rates})
                 print(f"DataLoader, {args.workers} workers on {len(all_cpus)} CPUs, {size} train: "
                       f"{rates['collate_clips']:6.1f} clips/s with collate_clips, "
-                      f"{rates['default_collate']:6.1f} with the default collate", flush=True)
+                      f"{rates['default_collate']:6.1f} with the default collate, "
+                      f"{rates['on_device']:6.1f} on_device (CPU share)", flush=True)
     return {"clips": n, "cpu": cpu, "rounds": args.rounds, "batch_size": args.batch_size,
             "num_frames": args.num_frames, "sampling": args.sampling, "rows": rows, "dataloader": workers,
             "targets": {"speedup_vs_baseline": TARGET_SPEEDUP, "floor_ratio": TARGET_FLOOR_RATIO},

@@ -93,14 +93,19 @@ def test_evaluation_at_the_frame_size_is_the_normalised_decoded_frames(channels_
             np.testing.assert_allclose(out[row, position].numpy(), expected, atol=2e-6)
 
 
-def test_channels_last_batches_feed_a_video_model_like_contiguous_ones():
-    """VideoMAE gives the same logits for the default (channels-last) batch as for its contiguous copy."""
+def tiny_videomae():
+    """A random VideoMAE classifier for 4 frames of 32 pixels."""
     transformers = pytest.importorskip("transformers")
     config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
                                          num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
                                          num_labels=7)
     torch.manual_seed(0)
-    model = transformers.VideoMAEForVideoClassification(config).eval()
+    return transformers.VideoMAEForVideoClassification(config).eval()
+
+
+def test_channels_last_batches_feed_a_video_model_like_contiguous_ones():
+    """VideoMAE gives the same logits for the default (channels-last) batch as for its contiguous copy."""
+    model = tiny_videomae()
     pixels = VideoClipTransform(4, 32, train=True, seed=0)(frames_batch([clip_bytes(9), clip_bytes(5)]))["pixel_values"]
     assert not pixels.is_contiguous()
     with torch.no_grad():
@@ -433,12 +438,7 @@ def test_on_device_decodes_at_a_reduced_size_when_every_crop_allows():
 
 
 def test_device_finish_attached_to_a_model_gives_the_finished_logits():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                                         num_labels=7)
-    torch.manual_seed(0)
-    model = transformers.VideoMAEForVideoClassification(config).eval()
+    model = tiny_videomae()
     transform = VideoClipTransform(4, 32, train=True, seed=0, on_device=True)
     batch = transform(frames_batch([clip_bytes(9), clip_bytes(5)], labels=[2, 5]))
     finish = transform.device_finish()
