@@ -1,0 +1,26 @@
+"""bench/gpu_step.py runs end to end (on the CPU, tiny model): it is the check a GPU session will run."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def test_gpu_step_smoke_run_reports_rates_and_workers(tmp_path):
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location("gpu_step", BENCH / "gpu_step.py")
+    gpu_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_step)
+    out = tmp_path / "gpu.json"
+    assert gpu_step.main(["--device", "cpu", "--tiny", "--batch-sizes", "2", "--steps", "1", "--warmup", "1",
+                          "--loader-clips", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (step,) = report["steps"]
+    assert step["batch_size"] == 2 and step["clips_per_s"] > 0 and step["device_finish_ms"] > 0
+    assert set(report["loader_clips_per_s"]) == {"cpu_path", "on_device"}
+    for name, rate in report["loader_clips_per_s"].items():
+        assert rate > 0
+        assert report["workers_needed"][name] == pytest.approx(step["clips_per_s"] / rate)
