@@ -201,8 +201,8 @@ class VideoClipTransform:
             at about one more pass over the uint8 pixels.
         on_device: stop after decoding and leave crop, resize, flip and
             normalisation to :class:`DeviceFinish` (see there) on the GPU: the
-            CPU then does little more than decode the sampled JPEGs, and a
-            quarter of the bytes cross to the GPU. All frames of a batch must
+            CPU then does little more than decode the sampled JPEGs, and uint8
+            frames cross to the GPU instead of float32 clips. All frames of a batch must
             have one size (true of the faces config).
     """
 
@@ -261,7 +261,7 @@ class VideoClipTransform:
         return (
             f"{type(self).__name__}(num_frames={self.num_frames}, size={self.size}, train={self.train}, "
             f"sampling={self.sampling!r}, seed={self.seed}, views={self.temporal_views}x{self.spatial_views}, "
-            f"channels_last={self.channels_last})"
+            f"channels_last={self.channels_last}, on_device={self.on_device})"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -437,11 +437,11 @@ class DeviceFinish:
     A :class:`VideoClipTransform` made with ``on_device=True`` stops after
     decoding: its batches hold the sampled frames as uint8 ``pixel_values``
     (N, T, H, W, 3), each view's ``crop_boxes`` (N, 4: x0, y0, x1, y1 in those
-    pixels) and ``flips`` (N,). Moved to the GPU (a quarter of the bytes of
-    float clips), one call turns them into the usual float32 (N, T, 3, S, S)
-    ``pixel_values``, the crop resized in float with the same antialiased
-    bilinear filter, so values match the CPU path's to within its uint8 rounding
-    (half a grey level). :meth:`attach` does it inside a model's forward::
+    pixels) and ``flips`` (N,). Moved to the GPU (uint8: a quarter of the bytes
+    of float32 clips of the frames' size), one call turns them into the usual
+    float32 (N, T, 3, S, S) ``pixel_values``, the crop resized in float with the
+    same antialiased bilinear filter, so values match the CPU path's to within
+    its uint8 rounding (one grey level). :meth:`attach` does it inside a model's forward::
 
         train_tf = VideoClipTransform(train=True, on_device=True)
         finish = train_tf.device_finish()
