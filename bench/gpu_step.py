@@ -59,6 +59,18 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds_per_call(fn, device, warmup: int, calls: int) -> float:
+    """Mean seconds of ``calls`` calls of ``fn`` after ``warmup`` untimed ones, device work included."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - started) / calls
+
+
 def step_rate(model, config, device, batch_size: int, steps: int, warmup: int) -> Dict[str, float]:
     """Clips per second of full training steps at ``batch_size``, bf16 autocast."""
     import torch
@@ -75,15 +87,8 @@ def step_rate(model, config, device, batch_size: int, steps: int, warmup: int) -
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        one_step()
-    _sync(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    _sync(device)
-    seconds = time.perf_counter() - started
-    return {"batch_size": batch_size, "seconds_per_step": seconds / steps, "clips_per_s": batch_size * steps / seconds}
+    seconds = seconds_per_call(one_step, device, warmup, steps)
+    return {"batch_size": batch_size, "seconds_per_step": seconds, "clips_per_s": batch_size / seconds}
 
 
 def transfer_and_finish(config, device, batch_size: int, rounds: int = 10) -> Dict[str, float]:
@@ -105,13 +110,7 @@ def transfer_and_finish(config, device, batch_size: int, rounds: int = 10) -> Di
     finish = DeviceFinish(size)
 
     def timed(fn) -> float:
-        fn()
-        _sync(device)
-        started = time.perf_counter()
-        for _ in range(rounds):
-            fn()
-        _sync(device)
-        return 1e3 * (time.perf_counter() - started) / rounds
+        return 1e3 * seconds_per_call(fn, device, 1, rounds)
 
     on_device = uint8.to(device)
     return {
