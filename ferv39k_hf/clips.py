@@ -65,10 +65,10 @@ def _read_head_tail(ref: FileRef) -> tuple:
     return head, tail
 
 
-def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[bytes] = None) -> Optional[str]:
+def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[Any] = None) -> Optional[str]:
     """Why this frame is not a complete JPEG, or None.
 
-    ``data``: the frame's bytes when the caller has them already. Otherwise a
+    ``data``: the frame's bytes (or a memoryview of them) when the caller has them already. Otherwise a
     plain file's cheap check reads only its first and last bytes; zip members
     and ``deep`` (a full decode) read the whole frame.
     """
@@ -77,7 +77,7 @@ def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[b
             head, tail = _read_head_tail(ref)
         else:
             data = part.read(ref) if data is None else data
-            head, tail = data[:16], data[-_JPEG_TAIL:]
+            head, tail = bytes(data[:16]), bytes(data[-_JPEG_TAIL:])  # data may be a memoryview
     except (LayoutError, OSError) as err:  # a damaged zip member (CRC, size, truncation) or an unreadable file
         return str(err)
     problem = jpeg_problem(head, tail)
@@ -161,10 +161,7 @@ class ClipReader:
                 except LayoutError as err:  # a damaged zip member (CRC, size, truncation) or an unreadable file
                     raise ClipDamaged(str(err)) from None
                 end = sink.end
-                problem = jpeg_problem(bytes(sink.view(start, min(end, start + 16))),
-                                       bytes(sink.view(max(start, end - _JPEG_TAIL), end)))
-                if problem is None and self.deep:
-                    problem = jpeg_decode_problem(bytes(sink.view(start, end)))
+                problem = frame_problem(self.part, ref, self.deep, sink.view(start, end))
                 if problem:
                     raise ClipDamaged(f"frame {rel}: {problem}")
                 batch.ends.append(end)

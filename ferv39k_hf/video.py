@@ -297,11 +297,6 @@ class Mp4Clip:
     def probe(self, index: int) -> Tuple[None, bool]:
         return None, False
 
-    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers,
-               out: Optional[np.ndarray] = None) -> np.ndarray:
-        """Frames ``indices`` at full size (video frames are not DCT-scaled here), copied into ``out`` if given."""
-        frames = read_video_frames(self.video, indices)
-        if out is None:
-            return frames
-        np.copyto(out, frames)
-        return out
+    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
+        """Frames ``indices`` at full size (video frames are not DCT-scaled here)."""
+        return read_video_frames(self.video, indices)
