@@ -32,6 +32,16 @@ import torch.nn.functional as F
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
 
+try:  # the optional C extension (setup.py); without it the torch path runs
+    from . import _fused
+except ImportError:  # pragma: no cover - depends on the install
+    _fused = None
+
+
+def fused_kernel_available() -> bool:
+    """Whether the C extension that crops, resizes, flips and normalises in one pass was built."""
+    return _fused is not None
+
 __all__ = ["VideoClipTransform", "DeviceFinish", "undecoded_frames", "collate_clips", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # VideoMAE's image processor normalises with the ImageNet statistics.
@@ -134,6 +144,7 @@ class _Normaliser:
         scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
         bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
         self.size, self.channels_last = size, channels_last
+        self.channel_scale, self.channel_bias = tuple(scale.tolist()), tuple(bias.tolist())
         if channels_last:
             self.scale, self.bias = scale.repeat(size), bias.repeat(size)
         else:
@@ -204,6 +215,14 @@ class VideoClipTransform:
             CPU then does little more than decode the sampled JPEGs, and uint8
             frames cross to the GPU instead of float32 clips. All frames of a batch must
             have one size (true of the faces config).
+        fused: crop, resize, flip and normalise in one pass of the package's C
+            extension (``ferv39k_hf._fused``, built at install where a C compiler is
+            found) instead of three torch operations, which is faster whenever a
+            clip is resized or mirrored (see the README's Performance section). Its
+            resize is the same antialiased bilinear filter computed in float rather
+            than torch's 8-bit fixed point, so the two paths differ by at most one
+            grey level. ``None`` (default) uses it when built and ``channels_last``
+            is on; True insists on it; False keeps the torch path.
     """
 
     def __init__(
@@ -226,6 +245,7 @@ class VideoClipTransform:
         decoder: str = "auto",
         channels_last: bool = True,
         on_device: bool = False,
+        fused: Optional[bool] = None,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -246,6 +266,12 @@ class VideoClipTransform:
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
         self.channels_last, self.on_device = bool(channels_last), bool(on_device)
+        if fused and _fused is None:
+            raise ImportError("fused=True needs the C extension ferv39k_hf._fused, which this install lacks: "
+                              "reinstall the package where a C compiler (gcc or clang) is on the PATH")
+        if fused and not self.channels_last:
+            raise ValueError("fused=True writes channels-last frames: it needs channels_last=True")
+        self.fused = _fused is not None and self.channels_last if fused is None else bool(fused)
         self._normaliser = _Normaliser(self.mean, self.std, self.size, self.channels_last)
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
@@ -261,7 +287,7 @@ class VideoClipTransform:
         return (
             f"{type(self).__name__}(num_frames={self.num_frames}, size={self.size}, train={self.train}, "
             f"sampling={self.sampling!r}, seed={self.seed}, views={self.temporal_views}x{self.spatial_views}, "
-            f"channels_last={self.channels_last}, on_device={self.on_device})"
+            f"channels_last={self.channels_last}, on_device={self.on_device}, fused={self.fused})"
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -362,9 +388,19 @@ class VideoClipTransform:
         frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, plan.reduce,
                                                                                  self._buffers)
         height, width = frames.shape[1:3]
-        frames = torch.from_numpy(frames)
+        fused = self.fused and frames.flags.c_contiguous
+        pixels = torch.from_numpy(frames)
         for s, box in enumerate(plan.boxes_for(height, width)):
-            clip = crop_resize(frames, box, self.size)
+            if fused and (plan.flip or (box[2] - box[0], box[3] - box[1]) != (self.size, self.size)):
+                # one pass per output frame; a crop that needs neither resize nor flip is
+                # faster as the torch path's single normalising pass
+                norm = self._normaliser
+                for t, frame_positions in enumerate(plan.positions):
+                    _fused.crop_resize_normalise(frames, frames.shape[:3], frame_positions, box, plan.flip, self.size,
+                                                 norm.channel_scale, norm.channel_bias,
+                                                 out[t * spatial_views + s].numpy())
+                continue
+            clip = crop_resize(pixels, box, self.size)
             if plan.flip:
                 clip = clip.flip(2)
             for t, frame_positions in enumerate(plan.positions):
