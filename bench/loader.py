@@ -9,7 +9,9 @@ On one pinned CPU (torch.set_num_threads(1)), for 16-frame clips at 224, 160 and
 - loader: the built dataset read through ``undecoded_frames``,
   ``with_transform(VideoClipTransform(...))`` and a DataLoader with
   ``collate_fn=collate_clips``, as the training script runs it (JPEG decoding by
-  simplejpeg when installed; "loader-pil" forces Pillow);
+  simplejpeg when installed; "loader-pil" forces Pillow; crop, resize, flip and
+  normalise by the C kernel when it was built, and "loader-torch-ops" times the
+  same loader with torch's operations instead);
 - baseline: the way published FERV39k code loads a clip: list the unpacked clip
   folder, sort, pick the frames, PIL open, convert RGB, crop/resize, stack,
   ToTensor and Normalize per frame with torch;
@@ -234,6 +236,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
     import datasets
 
     from ferv39k_hf import VideoClipTransform, undecoded_frames
+    from ferv39k_hf.transforms import fused_kernel_available
     from ferv39k_hf.video import simplejpeg_available
 
     all_cpus = os.sched_getaffinity(0)
@@ -245,21 +248,25 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
     decoders = ["pil"] + (["simplejpeg"] if simplejpeg_available() else [])
     n = len(clips)
     print(f"{n} clips, {sum(map(len, frame_bytes))} sampled frames, pinned to CPU {cpu}, "
-          f"best of {args.rounds} interleaved rounds\n", flush=True)
+          f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf._fused) "
+          f"{'built' if fused_kernel_available() else 'NOT built: the loader runs its torch path'}\n", flush=True)
 
     rows = []
     for size in args.sizes:
         for mode in MODES:
             train = mode == "train"
 
-            def transform(decoder: str, on_device: bool = False) -> "VideoClipTransform":
+            def transform(decoder: str, on_device: bool = False, fused=None) -> "VideoClipTransform":
                 return VideoClipTransform(args.num_frames, size, train=train, sampling=args.sampling, seed=0,
-                                          decoder=decoder, on_device=on_device)
+                                          decoder=decoder, on_device=on_device, fused=fused)
 
             methods = {"baseline": folder_baseline(folders, args.num_frames, size, train, args.sampling)}
             for decoder in decoders:
                 methods[f"floor-{decoder}"] = decode_floor(frame_bytes, decoder)
                 methods[f"loader-{decoder}"] = transform_loader(clips, transform(decoder), args.batch_size)
+            if fused_kernel_available():  # the same loader with torch's crop, resize, flip and normalise
+                methods["loader-torch-ops"] = transform_loader(clips, transform(decoders[-1], fused=False),
+                                                               args.batch_size)
             # on_device: the CPU's share (sample, decode) through the same DataLoader; the GPU's share
             # (crop, resize, flip, normalise) timed apart on this CPU, which is far slower at it than a GPU
             device_tf = transform(decoders[-1], on_device=True)
@@ -311,6 +318,8 @@ def summarise(seconds: Dict[str, float], clips: int, decoder: str) -> dict:
         "pil_floor_ratio": pil_loader / seconds["floor-pil"],
         "on_device_speedup_vs_baseline": seconds["baseline"] / seconds["loader-on-device"],
         "on_device_floor_ratio": seconds["loader-on-device"] / seconds[f"floor-{decoder}"],
+        "torch_ops_floor_ratio": (seconds["loader-torch-ops"] / seconds[f"floor-{decoder}"]
+                                  if "loader-torch-ops" in seconds else None),
     }
 
 
@@ -342,6 +351,9 @@ def print_row(row: dict, decoders: Sequence[str]) -> None:
         parts.append(f"| Pillow only: {cpu['pil_speedup_vs_baseline']:.2f}x baseline, "
                      f"{cpu['pil_floor_ratio']:.2f}x floor")
     print("  ".join(parts), flush=True)
+    if cpu["torch_ops_floor_ratio"] is not None:
+        print(f"{'':>9} torch ops in place of the C kernel: {ms['loader-torch-ops']:5.2f} ms/clip = "
+              f"{cpu['torch_ops_floor_ratio']:.2f}x floor", flush=True)
     print(f"{'':>9} on_device: CPU share {ms['loader-on-device']:5.2f} ms/clip = "
           f"{cpu['on_device_speedup_vs_baseline']:.2f}x baseline, {cpu['on_device_floor_ratio']:.2f}x floor; "
           f"its GPU share run on this CPU {ms['device-finish-on-cpu']:5.2f} ms/clip", flush=True)

@@ -37,6 +37,9 @@ def main() -> None:
         "ferv39k-hf on_device: CPU share": [1e3 / r["cpu"]["ms_per_clip"]["loader-on-device"] for r in rows],
         f"decode floor ({decoder})": [1e3 / r["cpu"]["ms_per_clip"][f"floor-{decoder}"] for r in rows],
     }
+    if all("loader-torch-ops" in r["cpu"]["ms_per_clip"] for r in rows):  # the loader without the C kernel
+        series = dict(list(series.items())[:2] + [("ferv39k-hf loader, torch ops", [
+            1e3 / r["cpu"]["ms_per_clip"]["loader-torch-ops"] for r in rows])] + list(series.items())[2:])
     x = np.arange(len(rows))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
