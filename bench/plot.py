@@ -47,7 +47,8 @@ def main() -> None:
     ax_load.set_xticks(x, labels, rotation=30)
     ax_load.set_ylabel("16-frame clips per second (1 core)")
     ax_load.set_title("clip pipeline throughput")
-    ax_load.legend(fontsize=8)
+    ax_load.set_ylim(0, 1.45 * max(max(values) for values in series.values()))  # room for the legend
+    ax_load.legend(fontsize=7, ncol=2, loc="upper left")
 
     sizes = [r["source_mb"] for r in build]
     ax_build.plot(sizes, [r["build_s"] for r in build], "o-", label="ferv39k-hf build")
