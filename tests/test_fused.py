@@ -64,6 +64,21 @@ def test_matches_torch_antialiased_bilinear_in_float64(box, size, flip):
     np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
 
 
+def test_random_frame_sizes_boxes_and_output_sizes():
+    """Many shapes the parametrised cases miss, from 1-pixel frames up, each against torch in float64."""
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(1, 50, 2))
+        frames = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = (x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
+        size, flip = int(rng.integers(1, 80)), bool(trial % 2)
+        indices = rng.integers(0, 3, int(rng.integers(1, 4))).tolist()
+        got = run(frames, indices, box, flip, size)
+        expected = reference(frames, indices, box, flip, size).numpy()
+        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=f"{(height, width)} {box} -> {size}")
+
+
 def test_identity_crop_is_exactly_the_normalised_pixels():
     frames = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     got = run(frames, [1, 0], (0, 0, 32, 32), False, 32)
