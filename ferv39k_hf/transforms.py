@@ -42,6 +42,7 @@ def fused_kernel_available() -> bool:
     """Whether the C extension that crops, resizes, flips and normalises in one pass was built."""
     return _fused is not None
 
+
 __all__ = ["VideoClipTransform", "DeviceFinish", "undecoded_frames", "collate_clips", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 # VideoMAE's image processor normalises with the ImageNet statistics.
@@ -129,6 +130,11 @@ def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     return resized if resized.is_contiguous() else resized.contiguous()
 
 
+def _channel_scale_bias(mean: Sequence[float], std: Sequence[float]) -> Tuple[List[float], List[float]]:
+    """Per-channel ``scale`` and ``bias`` with ``(x / 255 - mean) / std == x * scale + bias``."""
+    return [1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]
+
+
 class _Normaliser:
     """uint8 (H, W, 3) frames -> float32 ``(x / 255 - mean) / std``, written once into the output.
 
@@ -141,10 +147,10 @@ class _Normaliser:
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], size: int, channels_last: bool):
-        scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32)
-        bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
+        self.channel_scale, self.channel_bias = _channel_scale_bias(mean, std)  # for the C kernel
+        scale = torch.tensor(self.channel_scale, dtype=torch.float32)
+        bias = torch.tensor(self.channel_bias, dtype=torch.float32)
         self.size, self.channels_last = size, channels_last
-        self.channel_scale, self.channel_bias = tuple(scale.tolist()), tuple(bias.tolist())
         if channels_last:
             self.scale, self.bias = scale.repeat(size), bias.repeat(size)
         else:
@@ -494,8 +500,8 @@ class DeviceFinish:
             raise ValueError(f"expected uint8 (N, T, H, W, 3) frames, got {tuple(pixel_values.shape)} "
                              f"{pixel_values.dtype}")
         device, size = pixel_values.device, self.size
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=device).view(3, 1, 1)
-        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=device).view(3, 1, 1)
+        scale, bias = (torch.tensor(values, device=device).view(3, 1, 1)
+                       for values in _channel_scale_bias(self.mean, self.std))
         out = torch.empty((pixel_values.shape[0], pixel_values.shape[1], 3, size, size), device=device)
         for row, ((x0, y0, x1, y1), flip) in enumerate(zip(crop_boxes.tolist(), flips.tolist())):
             clip = pixel_values[row, :, y0:y1, x0:x1].permute(0, 3, 1, 2).float()
