@@ -218,26 +218,35 @@ def rows_to_table(rows: List[Dict[str, Any]], schema: pa.Schema, config: str) ->
     return pa.Table.from_arrays(columns + [struct], schema=schema)
 
 
-def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:
+# The shard name's digest: both row forms must hash the same fields the same way, so that a
+# shard's name depends on its content only (the packed and row-by-row paths give identical names).
+
+
+def _digest_row(digest: Any, row: Dict[str, Any]) -> None:
     digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
+
+
+def _digest_item(digest: Any, path: str, data: Optional[Any]) -> None:
+    digest.update(f"{path}\0{-1 if data is None else len(data)}\0".encode())
+    if data is not None:
+        digest.update(data)
+
+
+def _update_digest(digest: Any, row: Dict[str, Any], config: str) -> None:
+    _digest_row(digest, row)
     items = [row["video"]] if config == "videos" else row["frames"]
     for item in items:
-        data = item["bytes"]
-        digest.update(f"{item['path']}\0{-1 if data is None else len(data)}\0".encode())
-        if data is not None:
-            digest.update(data)
+        _digest_item(digest, item["path"], item["bytes"])
 
 
 def _update_digest_packed(digest: Any, row: Dict[str, Any], batch: FrameBatch, first: int) -> None:
     """What _update_digest hashes, for a row whose frames are batch's frames from ``first`` on."""
-    digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
+    _digest_row(digest, row)
     sink, ends, paths = batch.sink, batch.ends, batch.paths
     start = ends[first - 1] if first else 0
     for i in range(first, len(ends)):
-        end = ends[i]
-        digest.update(f"{paths[i]}\0{end - start}\0".encode())
-        digest.update(sink.view(start, end))
-        start = end
+        _digest_item(digest, paths[i], sink.view(start, ends[i]))
+        start = ends[i]
 
 
 def _fsync(path: Path) -> None:
