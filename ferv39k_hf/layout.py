@@ -48,11 +48,15 @@ class FileRef:
         try:
             return os.stat(self.name).st_size
         except OSError as err:
-            raise LayoutError(f"{self.name}: cannot read the file ({err.strerror})") from None
+            raise _unreadable(self.name, err) from None
 
     @property
     def display(self) -> str:
         return f"{self.container}!{self.name}" if self.container else self.name
+
+
+def _unreadable(path: str, err: OSError) -> LayoutError:
+    return LayoutError(f"{path}: cannot read the file ({err.strerror})")
 
 
 class ByteSink:
@@ -243,7 +247,7 @@ class Part:
                 with open(ref.name, "rb") as handle:
                     return handle.read()
             except OSError as err:
-                raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
+                raise _unreadable(ref.name, err) from None
         clip, index = self._zip_member(ref)
         return ziparchive.read_member(ref.container, ref.name, clip.member_info(index))
 
@@ -261,7 +265,7 @@ class Part:
                 os.close(fd)
         except OSError as err:
             sink.end = start
-            raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
+            raise _unreadable(ref.name, err) from None
 
     def _zip_member(self, ref: FileRef) -> Tuple[ZipClip, int]:
         parts = self.relative_path(ref).split("/")
@@ -307,7 +311,7 @@ class Layout:
             try:
                 return Path(ref.name).read_bytes()
             except OSError as err:
-                raise LayoutError(f"{ref.name}: cannot read the file ({err.strerror})") from None
+                raise _unreadable(ref.name, err) from None
         info = self._split_members.get((ref.container, ref.name))
         if info is None:
             raise LayoutError(f"{ref.display}: not a split file found by discovery; it is not read")
