@@ -9,7 +9,11 @@
  * mirror into the order of the horizontal taps, so each output value is written once.
  *
  * Per frame: a vertical pass over the crop's rows (contiguous, vectorised by the compiler) into
- * one float row, then a horizontal pass that treats a pixel as a 4-float vector.
+ * one float row, then a horizontal pass. On x86-64 processors with AVX2 and FMA the horizontal
+ * pass makes 8 output floats at a time: the taps' inputs for each 8-float block lie within a
+ * 16-float window of the filtered row, and a lane permutation and lane weights planned once per
+ * call gather and weigh them. Elsewhere (and for crops shrunk so far that a window would not do)
+ * it treats a pixel as a 4-float vector. Both compute the same sums in the same order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +26,12 @@
 #define MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define MULTIVERSION
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 typedef float v4f __attribute__((vector_size(16)));
@@ -73,39 +83,46 @@ typedef struct {
     const Span *vspan;          /* per output row */
     const float *vweight;       /* vmax per row */
     v4f bias;
-    float *row;                 /* scratch: one vertically filtered crop row, 3 * crop_width + 4 floats */
+    float *row;                 /* scratch: one vertically filtered crop row, 3 * crop_width + 20 floats */
 } Plan;
 
-/* One frame. `src` points at the crop's top-left pixel; `stride` is the frame's row length in bytes. */
+/* Output row y's vertical filter over the crop: `src` points at the crop's top-left pixel, `stride`
+   is the frame's row length in bytes; writes 3 * crop_width floats to pl->row. */
+static inline __attribute__((always_inline)) void vertical(const Plan *pl, const uint8_t *restrict src,
+                                                           Py_ssize_t stride, int y) {
+    const int n = 3 * pl->crop_width;
+    const Span *t = &pl->vspan[y];
+    const float *vw = pl->vweight + (size_t)y * pl->vmax;
+    const uint8_t *s0 = src + (Py_ssize_t)t->start * stride;
+    float *restrict row = pl->row;
+    if (t->size == 1) {
+        for (int j = 0; j < n; j++) row[j] = (float)s0[j];
+    } else if (t->size == 2) {
+        const uint8_t *s1 = s0 + stride;
+        const float w0 = vw[0], w1 = vw[1];
+        for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j] + w1 * (float)s1[j];
+    } else {
+        const float w0 = vw[0];
+        for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j];
+        for (int k = 1; k < t->size; k++) {
+            const uint8_t *sk = s0 + k * stride;
+            const float wk = vw[k];
+            for (int j = 0; j < n; j++) row[j] += wk * (float)sk[j];
+        }
+    }
+}
+
+/* One frame, any processor. */
 MULTIVERSION
 static void frame_into(const Plan *pl, const uint8_t *restrict src, Py_ssize_t stride, float *restrict out) {
-    /* locals, so that stores to row and out need not reload the plan */
-    const int S = pl->size, n = 3 * pl->crop_width, hmax = pl->hmax, vmax = pl->vmax;
+    /* locals, so that stores to out need not reload the plan */
+    const int S = pl->size, hmax = pl->hmax;
     const int *restrict hoffset = pl->hoffset, *restrict htaps = pl->htaps;
     const v4f *restrict hweight = pl->hweight;
-    const Span *restrict vspan = pl->vspan;
-    const float *restrict vweight = pl->vweight;
     const v4f bias = pl->bias;
-    float *restrict row = pl->row;
+    const float *restrict row = pl->row;
     for (int y = 0; y < S; y++) {
-        const Span *t = &vspan[y];
-        const float *vw = vweight + (size_t)y * vmax;
-        const uint8_t *s0 = src + (Py_ssize_t)t->start * stride;
-        if (t->size == 1) {
-            for (int j = 0; j < n; j++) row[j] = (float)s0[j];
-        } else if (t->size == 2) {
-            const uint8_t *s1 = s0 + stride;
-            const float w0 = vw[0], w1 = vw[1];
-            for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j] + w1 * (float)s1[j];
-        } else {
-            const float w0 = vw[0];
-            for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j];
-            for (int k = 1; k < t->size; k++) {
-                const uint8_t *sk = s0 + k * stride;
-                const float wk = vw[k];
-                for (int j = 0; j < n; j++) row[j] += wk * (float)sk[j];
-            }
-        }
+        vertical(pl, src, stride, y);
         /* A pixel is stored as 4 floats whose last spills into the next pixel, which is written
            after it; the row's last pixel is stored as exactly 3 floats. */
         float *o = out + (size_t)y * 3 * S;
@@ -123,6 +140,122 @@ static void frame_into(const Plan *pl, const uint8_t *restrict src, Py_ssize_t s
         }
     }
 }
+
+#ifdef HAVE_AVX2_PATH
+/* The horizontal pass by 8-float blocks of the output row. For block b and tap k, the inputs
+   of its 8 lanes lie in the 16 floats from row + base[b * taps + k]; lanes[that] holds the 8
+   lane indices into that window (as int32) and then the 8 lane weights (zero where a pixel has
+   fewer taps). */
+typedef struct {
+    int blocks, taps;
+    const int *base;
+    const float *lanes; /* 32-byte aligned, 16 floats per block and tap */
+    float bias[24];     /* the per-channel bias over 3 blocks (8 pixels) */
+} Blocks;
+
+/* Plans the blocks into `base` (blocks * taps ints) and `lanes` (blocks * taps * 16 floats, 32-byte
+   aligned); returns -1 where some block's inputs for a tap span more than 16 floats. */
+static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, const v4f *hweight, int hmax,
+                       const float bias[3], int taps, int *base, float *lanes) {
+    const int n = 3 * S, blocks = (n + 7) / 8;
+    for (int b = 0; b < blocks; b++) {
+        for (int k = 0; k < taps; k++) {
+            int lo = n * 8, hi = -1, index[8];
+            for (int l = 0; l < 8; l++) {
+                const int f = 8 * b + l < n ? 8 * b + l : n - 1, p = f / 3;
+                index[l] = hoffset[p] + 3 * (k < htaps[p] ? k : 0) + f % 3;
+                if (index[l] < lo) lo = index[l];
+                if (index[l] > hi) hi = index[l];
+            }
+            if (hi - lo >= 16) return -1;
+            const int j = b * taps + k;
+            base[j] = lo;
+            int32_t *lane = (int32_t *)(lanes + 16 * (size_t)j);
+            float *weight = lanes + 16 * (size_t)j + 8;
+            for (int l = 0; l < 8; l++) {
+                const int f = 8 * b + l, p = f / 3;
+                lane[l] = index[l] - lo;
+                weight[l] = f < n && k < htaps[p] ? hweight[(size_t)p * hmax + k][f % 3] : 0.0f;
+            }
+        }
+    }
+    bl->blocks = blocks;
+    bl->taps = taps;
+    bl->base = base;
+    bl->lanes = lanes;
+    for (int i = 0; i < 24; i++) bl->bias[i] = bias[i % 3];
+    return 0;
+}
+
+AVX2 static inline __attribute__((always_inline)) __m256 block(const float *row, const int *base,
+                                                               const float *lanes, __m256 acc, const int taps) {
+    for (int k = 0; k < taps; k++) {
+        const float *window = row + base[k];
+        const __m256i lane = _mm256_load_si256((const __m256i *)(lanes + 16 * k));
+        const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(window), lane);
+        const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(window + 8), lane);
+        /* lane index bit 3 picks the window's second half */
+        const __m256 x = _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(lane, 28)));
+        acc = _mm256_fmadd_ps(x, _mm256_load_ps(lanes + 16 * k + 8), acc);
+    }
+    return acc;
+}
+
+/* taps is a constant in each call below, so that the tap loop unrolls */
+AVX2 static inline __attribute__((always_inline)) void horizontal(const Blocks *bl, const float *restrict row,
+                                                                  float *restrict o, int n, const int taps) {
+    const __m256 bias[3] = {_mm256_loadu_ps(bl->bias), _mm256_loadu_ps(bl->bias + 8), _mm256_loadu_ps(bl->bias + 16)};
+    const int *base = bl->base;
+    const float *lanes = bl->lanes;
+    int b = 0;
+    for (; 8 * (b + 3) <= n; b += 3) { /* three blocks: 8 whole pixels, the bias lanes in step */
+        const __m256 x0 = block(row, base + b * taps, lanes + 16 * b * taps, bias[0], taps);
+        const __m256 x1 = block(row, base + (b + 1) * taps, lanes + 16 * (b + 1) * taps, bias[1], taps);
+        const __m256 x2 = block(row, base + (b + 2) * taps, lanes + 16 * (b + 2) * taps, bias[2], taps);
+        _mm256_storeu_ps(o + 8 * b, x0);
+        _mm256_storeu_ps(o + 8 * b + 8, x1);
+        _mm256_storeu_ps(o + 8 * b + 16, x2);
+    }
+    for (; b < bl->blocks; b++) {
+        const __m256 x = block(row, base + b * taps, lanes + 16 * b * taps, bias[b % 3], taps);
+        if (8 * (b + 1) <= n) {
+            _mm256_storeu_ps(o + 8 * b, x);
+        } else {
+            float last[8];
+            _mm256_storeu_ps(last, x);
+            memcpy(o + 8 * b, last, sizeof(float) * (size_t)(n - 8 * b));
+        }
+    }
+}
+
+/* One frame, AVX2 and FMA. */
+AVX2 static void frame_into_avx2(const Plan *pl, const Blocks *bl, const uint8_t *restrict src, Py_ssize_t stride,
+                                 float *restrict out) {
+    const int S = pl->size, n = 3 * S;
+    for (int y = 0; y < S; y++) {
+        vertical(pl, src, stride, y);
+        float *o = out + (size_t)y * n;
+        switch (bl->taps) {
+        case 1: horizontal(bl, pl->row, o, n, 1); break;
+        case 2: horizontal(bl, pl->row, o, n, 2); break;
+        case 3: horizontal(bl, pl->row, o, n, 3); break;
+        case 4: horizontal(bl, pl->row, o, n, 4); break;
+        default: horizontal(bl, pl->row, o, n, bl->taps); break;
+        }
+    }
+}
+
+/* -1: not asked yet; else whether the AVX2 path runs (the processor has it, and simd() allows it) */
+static int use_avx2 = -1;
+
+static int avx2_enabled(void) {
+    if (use_avx2 < 0) {
+        __builtin_cpu_init();
+        use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return use_avx2;
+}
+#endif
 
 static int taps_bound(int in, int out) {
     double ratio = in > out ? (double)in / out : 1.0;
@@ -145,6 +278,7 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
     float scale[3], bias[3];
     long *index = NULL;
     char *memory = NULL;
+    void *block_memory = NULL;
     (void)self;
     if (!PyArg_ParseTuple(args, "y*(nnn)O(iiii)pi(fff)(fff)w*", &src, &n, &h, &w, &indices_obj, &x0, &y0, &x1,
                           &y1, &flip, &S, &scale[0], &scale[1], &scale[2], &bias[0], &bias[1], &bias[2], &dst))
@@ -179,14 +313,14 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
     const int cw = x1 - x0, ch = y1 - y0, hmax = taps_bound(cw, S), vmax = taps_bound(ch, S);
     /* one block: hweight (v4f, first for alignment), then floats, then ints and spans */
     size_t bytes = sizeof(v4f) * (size_t)S * hmax + sizeof(float) * ((size_t)S * hmax + (size_t)S * vmax
-                   + 3 * (size_t)cw + 4) + sizeof(int) * 2 * (size_t)S + sizeof(Span) * 2 * (size_t)S + 16;
+                   + 3 * (size_t)cw + 20) + sizeof(int) * 2 * (size_t)S + sizeof(Span) * 2 * (size_t)S + 16;
     memory = PyMem_Calloc(1, bytes);
     if (memory == NULL) { PyErr_NoMemory(); goto done; }
     v4f *hweight = (v4f *)(((uintptr_t)memory + 15) & ~(uintptr_t)15);
     float *hw = (float *)(hweight + (size_t)S * hmax);
     float *vweight = hw + (size_t)S * hmax;
     float *row = vweight + (size_t)S * vmax;
-    int *hoffset = (int *)(row + 3 * (size_t)cw + 4), *htaps = hoffset + S;
+    int *hoffset = (int *)(row + 3 * (size_t)cw + 20), *htaps = hoffset + S;
     Span *hspan = (Span *)(htaps + S), *vspan = hspan + S;
     if (filter_taps(cw, S, hspan, hw, hmax) || filter_taps(ch, S, vspan, vweight, vmax)) {
         PyErr_Format(PyExc_ValueError, "box (%d, %d, %d, %d) to %d pixels needs too many filter taps", x0, y0, x1,
@@ -204,13 +338,37 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
                        {bias[0], bias[1], bias[2], 0.0f}, row};
     const uint8_t *base = (const uint8_t *)src.buf + ((Py_ssize_t)y0 * w + x0) * 3;
     float *out = (float *)dst.buf;
+#ifdef HAVE_AVX2_PATH
+    Blocks blocks;
+    int simd = 0;
+    if (avx2_enabled()) {
+        int taps = 1;
+        for (int p = 0; p < S; p++) taps = htaps[p] > taps ? htaps[p] : taps;
+        const size_t slots = (size_t)(3 * S + 7) / 8 * taps;
+        block_memory = PyMem_Malloc(slots * (sizeof(int) + 16 * sizeof(float)) + 32);
+        if (block_memory == NULL) { PyErr_NoMemory(); goto done; }
+        float *lanes = (float *)(((uintptr_t)block_memory + 31) & ~(uintptr_t)31);
+        simd = plan_blocks(&blocks, S, hoffset, htaps, hweight, hmax, bias, taps, (int *)(lanes + 16 * slots),
+                           lanes) == 0;
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++)
-        frame_into(&plan, base + (Py_ssize_t)index[i] * h * w * 3, w * 3, out + (size_t)i * S * S * 3);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const uint8_t *frame = base + (Py_ssize_t)index[i] * h * w * 3;
+        float *frame_out = out + (size_t)i * S * S * 3;
+#ifdef HAVE_AVX2_PATH
+        if (simd) {
+            frame_into_avx2(&plan, &blocks, frame, w * 3, frame_out);
+            continue;
+        }
+#endif
+        frame_into(&plan, frame, w * 3, frame_out);
+    }
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
+    PyMem_Free(block_memory);
     PyMem_Free(memory);
     PyMem_Free(index);
     Py_XDECREF(seq);
@@ -219,8 +377,34 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(simd_doc,
+"simd(enabled=None) -> bool\n\n"
+"Whether the AVX2 horizontal pass runs (x86-64 processors with AVX2 and FMA). simd(False)\n"
+"makes every call take the portable pass, simd(True) restores it where the processor has it;\n"
+"either way the result is the state now. For tests and benchmarks.");
+
+static PyObject *simd(PyObject *self, PyObject *args) {
+    PyObject *enabled = Py_None;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|O", &enabled)) return NULL;
+#ifdef HAVE_AVX2_PATH
+    if (enabled != Py_None) {
+        const int want = PyObject_IsTrue(enabled);
+        if (want < 0) return NULL;
+        use_avx2 = -1;
+        if (want) avx2_enabled();
+        else use_avx2 = 0;
+    }
+    return PyBool_FromLong(avx2_enabled());
+#else
+    (void)enabled;
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"crop_resize_normalise", crop_resize_normalise, METH_VARARGS, crop_resize_normalise_doc},
+    {"simd", simd, METH_VARARGS, simd_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
 """The C kernel (ferv39k_hf._fused): torch's antialiased bilinear resize, the flip and the
 normalisation in one pass, checked against torch in float64, and its place in VideoClipTransform."""
 
+import platform
 import shutil
 
 import numpy as np
@@ -77,6 +78,66 @@ def test_random_frame_sizes_boxes_and_output_sizes():
         got = run(frames, indices, box, flip, size)
         expected = reference(frames, indices, box, flip, size).numpy()
         np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=f"{(height, width)} {box} -> {size}")
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def portable_pass():
+    """The kernel with its AVX2 horizontal pass switched off for one test."""
+    fused.simd(False)
+    yield
+    fused.simd(True)
+
+
+def test_the_avx2_pass_runs_where_the_processor_has_it():
+    flags = _cpu_flags()
+    if platform.machine() not in ("x86_64", "AMD64") or flags is None:
+        pytest.skip("the AVX2 pass exists on x86-64 only; no /proc/cpuinfo to compare with here")
+    assert fused.simd() == ("avx2" in flags and "fma" in flags)
+    try:
+        assert fused.simd(False) is False
+    finally:
+        fused.simd(True)
+    assert fused.simd() == ("avx2" in flags and "fma" in flags)
+
+
+def test_both_horizontal_passes_give_the_same_values():
+    """The AVX2 pass (8 output floats at a time) and the portable one (a pixel at a time) on the same
+    random crops: training-like enlargements, shrinking by up to 4x (beyond ~2.5x the AVX2 pass hands
+    the call to the portable one), output sizes from 1 up, with and without the flip."""
+    rng = np.random.default_rng(11)
+    for trial in range(80):
+        height, width = (int(v) for v in rng.integers(1, 240, 2))
+        frames = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        box = (x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
+        size = int(rng.integers(1, 240)) if trial % 4 else 224
+        flip, indices = bool(trial % 2), [2, 0, 1]
+        got = run(frames, indices, box, flip, size)
+        fused.simd(False)
+        try:
+            portable = run(frames, indices, box, flip, size)
+        finally:
+            fused.simd(True)
+        assert np.isfinite(got).all() and np.isfinite(portable).all()
+        np.testing.assert_allclose(got, portable, atol=2e-6, rtol=0, err_msg=f"{(height, width)} {box} -> {size}")
+
+
+@pytest.mark.usefixtures("portable_pass")
+def test_the_portable_pass_matches_torch_too():
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    for box, size in (((5, 3, 41, 45), 64), ((2, 1, 62, 47), 23), ((0, 0, 64, 48), 200), ((7, 9, 8, 40), 16)):
+        for flip in (False, True):
+            np.testing.assert_allclose(run(frames, [1, 0], box, flip, size),
+                                       reference(frames, [1, 0], box, flip, size).numpy(), atol=2e-5, rtol=0)
 
 
 def test_identity_crop_is_exactly_the_normalised_pixels():
