@@ -232,6 +232,17 @@ def dataloader_clips_per_second(dataset, transform, batch_size: int, workers: in
 # --- the run ----------------------------------------------------------------------------------------
 
 
+def kernel_state() -> str:
+    """Whether the C kernel is built, and which of its horizontal passes runs."""
+    from ferv39k_hf.transforms import fused_kernel_available
+
+    if not fused_kernel_available():
+        return "NOT built: the loader runs its torch path"
+    from ferv39k_hf import _fused
+
+    return "built, AVX2 pass" if _fused.simd() else "built, portable pass (no AVX2 here)"
+
+
 def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
     import datasets
 
@@ -249,7 +260,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
     n = len(clips)
     print(f"{n} clips, {sum(map(len, frame_bytes))} sampled frames, pinned to CPU {cpu}, "
           f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf._fused) "
-          f"{'built' if fused_kernel_available() else 'NOT built: the loader runs its torch path'}\n", flush=True)
+          f"{kernel_state()}\n", flush=True)
 
     rows = []
     for size in args.sizes:

@@ -228,12 +228,49 @@ AVX2 static inline __attribute__((always_inline)) void horizontal(const Blocks *
     }
 }
 
+/* vertical(), with each 8 bytes widened straight to 8 int32 (the compiler's own vectorisation goes
+   through 16-bit lanes and spends twice the shuffles); the same sums in the same order. */
+AVX2 static inline __attribute__((always_inline)) __m256 widen8(const uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+AVX2 static void vertical_avx2(const Plan *pl, const uint8_t *restrict src, Py_ssize_t stride, int y) {
+    const int n = 3 * pl->crop_width;
+    const Span *t = &pl->vspan[y];
+    const float *vw = pl->vweight + (size_t)y * pl->vmax;
+    const uint8_t *s0 = src + (Py_ssize_t)t->start * stride;
+    float *restrict row = pl->row;
+    int j = 0;
+    if (t->size == 1) {
+        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, widen8(s0 + j));
+        for (; j < n; j++) row[j] = (float)s0[j];
+    } else if (t->size == 2) {
+        const uint8_t *s1 = s0 + stride;
+        const __m256 w0 = _mm256_set1_ps(vw[0]), w1 = _mm256_set1_ps(vw[1]);
+        for (; j + 8 <= n; j += 8)
+            _mm256_storeu_ps(row + j, _mm256_fmadd_ps(w0, widen8(s0 + j), _mm256_mul_ps(w1, widen8(s1 + j))));
+        for (; j < n; j++) row[j] = vw[0] * (float)s0[j] + vw[1] * (float)s1[j];
+    } else {
+        for (; j + 8 <= n; j += 8) {
+            __m256 acc = _mm256_mul_ps(_mm256_set1_ps(vw[0]), widen8(s0 + j));
+            for (int k = 1; k < t->size; k++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(vw[k]), widen8(s0 + k * stride + j), acc);
+            _mm256_storeu_ps(row + j, acc);
+        }
+        for (; j < n; j++) {
+            float acc = vw[0] * (float)s0[j];
+            for (int k = 1; k < t->size; k++) acc += vw[k] * (float)s0[k * stride + j];
+            row[j] = acc;
+        }
+    }
+}
+
 /* One frame, AVX2 and FMA. */
 AVX2 static void frame_into_avx2(const Plan *pl, const Blocks *bl, const uint8_t *restrict src, Py_ssize_t stride,
                                  float *restrict out) {
     const int S = pl->size, n = 3 * S;
     for (int y = 0; y < S; y++) {
-        vertical(pl, src, stride, y);
+        vertical_avx2(pl, src, stride, y);
         float *o = out + (size_t)y * n;
         switch (bl->taps) {
         case 1: horizontal(bl, pl->row, o, n, 1); break;
