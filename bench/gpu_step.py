@@ -214,8 +214,12 @@ def fed_rate(model, config, device, split, batch_size: int, workers: int, on_dev
         batches = iter(loader)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
+    waited = [0.0]
+
     def one_step() -> None:
+        started = time.perf_counter()
         batch = next(batches)
+        waited[0] += time.perf_counter() - started
         inputs = {key: value.to(device, non_blocking=True) for key, value in batch.items()}  # as the Trainer does
         if finish is not None:
             inputs = finish.finish_inputs(inputs)
@@ -226,11 +230,16 @@ def fed_rate(model, config, device, split, batch_size: int, workers: int, on_dev
         optimizer.zero_grad(set_to_none=True)
 
     try:
-        seconds = seconds_per_call(one_step, device, warmup, steps)
+        for _ in range(warmup):
+            one_step()
+        waited[0] = 0.0
+        seconds = seconds_per_call(one_step, device, 0, steps)
     finally:
         del batches, loader  # stops the workers
+    # the training loop's wait for its next batch: where it is a large part of the step, the data
+    # came late; where the rate falls short with no wait, the cost is elsewhere (copies, memory)
     return {"workers": workers, "on_device": on_device, "batch_size": batch_size,
-            "clips_per_s": batch_size / seconds}
+            "clips_per_s": batch_size / seconds, "wait_ms_per_step": 1e3 * waited[0] / steps}
 
 
 def main(argv=None) -> int:
@@ -284,7 +293,7 @@ def main(argv=None) -> int:
                 source = "from pinned memory" if count < 0 else f"by {count} worker(s)"
                 print(f"fed {source}, {name}, batch {args.feed_batch_size}: "
                       f"{rate['clips_per_s']:8.1f} clips/s ({rate['clips_per_s'] / bare:.0%} of the bare step "
-                      f"at that batch)", flush=True)
+                      f"at that batch); waited {rate['wait_ms_per_step']:.1f} ms a step for data", flush=True)
     if args.json:
         write_json(args.json, {"device": device_name, "tiny": args.tiny, "steps": steps, "loader_clips_per_s": rates,
                                "workers_needed": workers, "fed": fed, "environment": environment()})

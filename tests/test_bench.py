@@ -29,3 +29,6 @@ def test_gpu_step_smoke_run_reports_rates_and_workers(tmp_path):
     fed = [(run["workers"], run["on_device"], run["batch_size"]) for run in report["fed"]]
     assert fed == [(-1, False, 4), (0, False, 4), (2, False, 4), (-1, True, 4), (0, True, 4), (2, True, 4)]
     assert all(run["clips_per_s"] > 0 for run in report["fed"])
+    wait = {(run["workers"], run["on_device"]): run["wait_ms_per_step"] for run in report["fed"]}
+    for on_device in (False, True):  # without workers the batch is made inside next(): the loop waits for it
+        assert wait[(0, on_device)] > wait[(-1, on_device)] >= 0
