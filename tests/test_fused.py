@@ -65,19 +65,24 @@ def test_matches_torch_antialiased_bilinear_in_float64(box, size, flip):
     np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)
 
 
+def random_case(rng, max_side, max_size):
+    """Three random frames of up to ``max_side`` pixels a side, a box inside them and an output size."""
+    height, width = (int(v) for v in rng.integers(1, max_side, 2))
+    frames = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+    box = (x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
+    return frames, box, int(rng.integers(1, max_size))
+
+
 def test_random_frame_sizes_boxes_and_output_sizes():
     """Many shapes the parametrised cases miss, from 1-pixel frames up, each against torch in float64."""
     rng = np.random.default_rng(7)
     for trial in range(60):
-        height, width = (int(v) for v in rng.integers(1, 50, 2))
-        frames = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = (x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
-        size, flip = int(rng.integers(1, 80)), bool(trial % 2)
-        indices = rng.integers(0, 3, int(rng.integers(1, 4))).tolist()
+        frames, box, size = random_case(rng, max_side=50, max_size=80)
+        flip, indices = bool(trial % 2), rng.integers(0, 3, int(rng.integers(1, 4))).tolist()
         got = run(frames, indices, box, flip, size)
         expected = reference(frames, indices, box, flip, size).numpy()
-        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=f"{(height, width)} {box} -> {size}")
+        np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0, err_msg=f"{frames.shape} {box} -> {size}")
 
 
 def _cpu_flags():
@@ -108,17 +113,14 @@ def test_the_avx2_pass_runs_where_the_processor_has_it():
     assert fused.simd() == ("avx2" in flags and "fma" in flags)
 
 
-def test_both_horizontal_passes_give_the_same_values():
-    """The AVX2 pass (8 output floats at a time) and the portable one (a pixel at a time) on the same
-    random crops: training-like enlargements, shrinking by up to 4x (beyond ~2.5x the AVX2 pass hands
-    the call to the portable one), output sizes from 1 up, with and without the flip."""
+def test_the_avx2_and_portable_passes_give_the_same_values():
+    """The AVX2 passes (8 output floats at a time) and the portable ones (a pixel at a time) on the same
+    random crops: training-like enlargements, shrinking by up to 4x or more (beyond ~2.5x the AVX2
+    horizontal pass hands the call to the portable one), output sizes from 1 up, with and without the flip."""
     rng = np.random.default_rng(11)
     for trial in range(80):
-        height, width = (int(v) for v in rng.integers(1, 240, 2))
-        frames = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        box = (x0, y0, int(rng.integers(x0 + 1, width + 1)), int(rng.integers(y0 + 1, height + 1)))
-        size = int(rng.integers(1, 240)) if trial % 4 else 224
+        frames, box, size = random_case(rng, max_side=240, max_size=240)
+        size = size if trial % 4 else 224
         flip, indices = bool(trial % 2), [2, 0, 1]
         got = run(frames, indices, box, flip, size)
         fused.simd(False)
@@ -127,7 +129,7 @@ def test_both_horizontal_passes_give_the_same_values():
         finally:
             fused.simd(True)
         assert np.isfinite(got).all() and np.isfinite(portable).all()
-        np.testing.assert_allclose(got, portable, atol=2e-6, rtol=0, err_msg=f"{(height, width)} {box} -> {size}")
+        np.testing.assert_allclose(got, portable, atol=2e-6, rtol=0, err_msg=f"{frames.shape} {box} -> {size}")
 
 
 @pytest.mark.usefixtures("portable_pass")
