@@ -8,12 +8,14 @@
  * (x / 255 - mean) / std is folded into the horizontal weights and a per-channel bias, and the
  * mirror into the order of the horizontal taps, so each output value is written once.
  *
- * Per frame: a vertical pass over the crop's rows (contiguous, vectorised by the compiler) into
- * one float row, then a horizontal pass. On x86-64 processors with AVX2 and FMA the horizontal
- * pass makes 8 output floats at a time: the taps' inputs for each 8-float block lie within a
- * 16-float window of the filtered row, and a lane permutation and lane weights planned once per
- * call gather and weigh them. Elsewhere (and for crops shrunk so far that a window would not do)
- * it treats a pixel as a 4-float vector. Both compute the same sums in the same order.
+ * Per frame: a vertical pass over the crop's rows (contiguous) into one float row, then a
+ * horizontal pass. On x86-64 processors with AVX2 and FMA both passes are written with AVX2
+ * intrinsics, and the horizontal one makes 8 output floats at a time: the taps' inputs for each
+ * 8-float block lie within a 16-float window of the filtered row, and a lane permutation and lane
+ * weights planned once per call gather and weigh them. Elsewhere (and for crops shrunk so far
+ * that a window would not do) the portable passes run: the vertical one vectorised by the
+ * compiler, the horizontal one a pixel (a 4-float vector) at a time. Both compute the same sums
+ * in the same order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -160,10 +162,13 @@ static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, 
     const int n = 3 * S, blocks = (n + 7) / 8;
     for (int b = 0; b < blocks; b++) {
         for (int k = 0; k < taps; k++) {
-            int lo = n * 8, hi = -1, index[8];
-            for (int l = 0; l < 8; l++) {
+            int index[8];
+            for (int l = 0; l < 8; l++) { /* lanes past the row's end repeat its last value */
                 const int f = 8 * b + l < n ? 8 * b + l : n - 1, p = f / 3;
                 index[l] = hoffset[p] + 3 * (k < htaps[p] ? k : 0) + f % 3;
+            }
+            int lo = index[0], hi = index[0];
+            for (int l = 1; l < 8; l++) {
                 if (index[l] < lo) lo = index[l];
                 if (index[l] > hi) hi = index[l];
             }
@@ -377,7 +382,7 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
     float *out = (float *)dst.buf;
 #ifdef HAVE_AVX2_PATH
     Blocks blocks;
-    int simd = 0;
+    int by_blocks = 0;
     if (avx2_enabled()) {
         int taps = 1;
         for (int p = 0; p < S; p++) taps = htaps[p] > taps ? htaps[p] : taps;
@@ -385,8 +390,8 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
         block_memory = PyMem_Malloc(slots * (sizeof(int) + 16 * sizeof(float)) + 32);
         if (block_memory == NULL) { PyErr_NoMemory(); goto done; }
         float *lanes = (float *)(((uintptr_t)block_memory + 31) & ~(uintptr_t)31);
-        simd = plan_blocks(&blocks, S, hoffset, htaps, hweight, hmax, bias, taps, (int *)(lanes + 16 * slots),
-                           lanes) == 0;
+        by_blocks = plan_blocks(&blocks, S, hoffset, htaps, hweight, hmax, bias, taps,
+                                (int *)(lanes + 16 * slots), lanes) == 0;
     }
 #endif
     Py_BEGIN_ALLOW_THREADS
@@ -394,7 +399,7 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
         const uint8_t *frame = base + (Py_ssize_t)index[i] * h * w * 3;
         float *frame_out = out + (size_t)i * S * S * 3;
 #ifdef HAVE_AVX2_PATH
-        if (simd) {
+        if (by_blocks) {
             frame_into_avx2(&plan, &blocks, frame, w * 3, frame_out);
             continue;
         }
@@ -416,8 +421,8 @@ done:
 
 PyDoc_STRVAR(simd_doc,
 "simd(enabled=None) -> bool\n\n"
-"Whether the AVX2 horizontal pass runs (x86-64 processors with AVX2 and FMA). simd(False)\n"
-"makes every call take the portable pass, simd(True) restores it where the processor has it;\n"
+"Whether the AVX2 passes run (x86-64 processors with AVX2 and FMA). simd(False) makes\n"
+"every call take the portable passes, simd(True) restores them where the processor has them;\n"
 "either way the result is the state now. For tests and benchmarks.");
 
 static PyObject *simd(PyObject *self, PyObject *args) {

@@ -399,7 +399,7 @@ class VideoClipTransform:
         for s, box in enumerate(plan.boxes_for(height, width)):
             if fused and (plan.flip or (box[2] - box[0], box[3] - box[1]) != (self.size, self.size)
                           or _fused.simd()):
-                # one pass per output frame; without the kernel's AVX2 pass, a crop that needs
+                # one pass per output frame; without the kernel's AVX2 passes, a crop that needs
                 # neither resize nor flip is faster as the torch path's single normalising pass
                 norm = self._normaliser
                 for t, frame_positions in enumerate(plan.positions):
