@@ -281,16 +281,16 @@ def main(argv=None) -> int:
         for on_device in (False, True):
             for count in ([-1] if args.feed_from_memory else []) + list(args.feed_workers):
                 name = "on_device" if on_device else "cpu_path"
+                source = "from pinned memory" if count < 0 else f"by {count} worker(s)"
                 try:
                     rate = fed_rate(model, config, device, split, args.feed_batch_size, count, on_device,
                                     args.feed_steps, args.warmup)
                 except RuntimeError as error:  # a worker killed (shared memory full), out of memory
-                    print(f"fed with {count} worker(s), {name}: failed: {error}", flush=True)
+                    print(f"fed {source}, {name}: failed: {error}", flush=True)
                     continue
                 fed.append(rate)
                 bare = next((step["clips_per_s"] for step in steps if step["batch_size"] == args.feed_batch_size),
                             appetite)
-                source = "from pinned memory" if count < 0 else f"by {count} worker(s)"
                 print(f"fed {source}, {name}, batch {args.feed_batch_size}: "
                       f"{rate['clips_per_s']:8.1f} clips/s ({rate['clips_per_s'] / bare:.0%} of the bare step "
                       f"at that batch); waited {rate['wait_ms_per_step']:.1f} ms a step for data", flush=True)
