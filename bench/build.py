@@ -238,16 +238,19 @@ def main() -> None:
     header = f"{'scale':>6} {'clips':>6} {'source MB':>10} {'floor s':>8} {'build s':>8} {'ratio':>6} " \
              f"{'batched floor s':>15} {'ratio':>6} {'build peak MB':>13} {'built/source':>12} {'ref MB':>7} {'cache MB':>9} {'pass peak MB':>12}"
     print(header)
-    for scale in args.scales:
-        row = measure_size(scale, work, cpu, args.rounds)
-        rows.append(row)
-        print(f"{row['scale']:>6} {row['clips']:>6} {row['source_mb']:>10} {row['floor_s']:>8} {row['build_s']:>8} "
-              f"{row['ratio']:>6} {row['batched_floor_s']:>15} {row['batched_ratio']:>6} {row['build_peak_mb']!s:>13} {row['built_over_source']:>12} "
-              f"{row['reference_mb']:>7} {row['arrow_cache_mb']:>9} {row['pass_peak_mb']!s:>12}", flush=True)
+    try:
+        for scale in args.scales:
+            row = measure_size(scale, work, cpu, args.rounds)
+            rows.append(row)
+            print(f"{row['scale']:>6} {row['clips']:>6} {row['source_mb']:>10} {row['floor_s']:>8} {row['build_s']:>8} "
+                  f"{row['ratio']:>6} {row['batched_floor_s']:>15} {row['batched_ratio']:>6} {row['build_peak_mb']!s:>13} "
+                  f"{row['built_over_source']:>12} {row['reference_mb']:>7} {row['arrow_cache_mb']:>9} "
+                  f"{row['pass_peak_mb']!s:>12}", flush=True)
+    finally:  # archives and builds of several hundred MB each: gone even when a run fails or is interrupted
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
     print("ratio = build seconds / floor seconds (target <= 1.3), the floor writing each file as it is read "
           "and, stricter, batching its writes; built/source target <= 1.02")
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"rows": rows, "cpu": platform.processor() or platform.machine()}, indent=2))

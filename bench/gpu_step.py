@@ -155,7 +155,8 @@ def sample_train_split(clips: Optional[int] = None) -> Iterator[Any]:
     with tempfile.TemporaryDirectory(prefix="ferv39k-gpu-step-") as tmp:
         write_sample_archive(Path(tmp) / "archive", seed=0, parts=("faces",))
         build_dataset_folder(Path(tmp) / "archive", Path(tmp) / "built", config="faces")
-        split = undecoded_frames(datasets.load_dataset(str(Path(tmp) / "built"), split="train"))
+        split = undecoded_frames(datasets.load_dataset(str(Path(tmp) / "built"), split="train",
+                                                       cache_dir=str(Path(tmp) / "cache")))
         yield split if clips is None else split.select(range(min(clips, len(split))))
 
 

@@ -243,7 +243,7 @@ def kernel_state() -> str:
     return "built, AVX2 pass" if _fused.simd() else "built, portable pass (no AVX2 here)"
 
 
-def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
+def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_dir: Path) -> dict:
     import datasets
 
     from ferv39k_hf import VideoClipTransform, undecoded_frames
@@ -252,7 +252,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path) -> dict:
 
     all_cpus = os.sched_getaffinity(0)
     cpu = pin_to_one_cpu(args.cpu)
-    train_split = undecoded_frames(datasets.load_dataset(str(dataset_dir), split="train"))
+    train_split = undecoded_frames(datasets.load_dataset(str(dataset_dir), split="train", cache_dir=str(cache_dir)))
     clips = train_split.select(range(min(args.clips, len(train_split))))
     folders = clip_folders(archive, clips["clip_id"])
     frame_bytes = sampled_frame_bytes(clips, args.num_frames, args.sampling)
@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ferv39k-bench-") as tmp:
         archive, dataset_dir = prepare_inputs(args, Path(tmp))
-        result = measure(args, archive, dataset_dir)
+        result = measure(args, archive, dataset_dir, Path(tmp) / "cache")  # datasets' Arrow copy goes with it
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -4,13 +4,19 @@ The Hub is unreachable on these machines and tests must not touch the user's
 cache, so both are pointed away before datasets is imported.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="ferv39k-hf-home-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "HF_HOME" not in os.environ:
+    # datasets caches a few GB of Arrow files per session under it: removed when the session ends
+    _HF_HOME, _SESSION_PID = tempfile.mkdtemp(prefix="ferv39k-hf-home-"), os.getpid()
+    os.environ["HF_HOME"] = _HF_HOME
+    atexit.register(lambda: os.getpid() == _SESSION_PID and shutil.rmtree(_HF_HOME, ignore_errors=True))
 
 import pytest  # noqa: E402
 
