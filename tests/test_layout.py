@@ -111,7 +111,9 @@ def summary(layout):
 
 
 def snapshot(folder):
-    return {(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*")}
+    """Every path under ``folder`` with its size and mtime; links as themselves (pytest leaves dangling
+    ``*current`` links where it has removed other tests' folders)."""
+    return {(str(p), p.lstat().st_size, p.lstat().st_mtime_ns) for p in Path(folder).rglob("*")}
 
 
 @pytest.mark.parametrize("form", FORMS, ids=lambda f: f.__name__)
