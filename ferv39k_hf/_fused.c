@@ -88,28 +88,29 @@ typedef struct {
     float *row;                 /* scratch: one vertically filtered crop row, 3 * crop_width + 20 floats */
 } Plan;
 
-/* Output row y's vertical filter over the crop: `src` points at the crop's top-left pixel, `stride`
-   is the frame's row length in bytes; writes 3 * crop_width floats to pl->row. */
+/* Output row y's vertical filter over the crop, from column `from` (a float index) to the row's end:
+   `src` points at the crop's top-left pixel, `stride` is the frame's row length in bytes; writes
+   floats from .. 3 * crop_width - 1 of pl->row. */
 static inline __attribute__((always_inline)) void vertical(const Plan *pl, const uint8_t *restrict src,
-                                                           Py_ssize_t stride, int y) {
+                                                           Py_ssize_t stride, int y, int from) {
     const int n = 3 * pl->crop_width;
     const Span *t = &pl->vspan[y];
     const float *vw = pl->vweight + (size_t)y * pl->vmax;
     const uint8_t *s0 = src + (Py_ssize_t)t->start * stride;
     float *restrict row = pl->row;
     if (t->size == 1) {
-        for (int j = 0; j < n; j++) row[j] = (float)s0[j];
+        for (int j = from; j < n; j++) row[j] = (float)s0[j];
     } else if (t->size == 2) {
         const uint8_t *s1 = s0 + stride;
         const float w0 = vw[0], w1 = vw[1];
-        for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j] + w1 * (float)s1[j];
+        for (int j = from; j < n; j++) row[j] = w0 * (float)s0[j] + w1 * (float)s1[j];
     } else {
         const float w0 = vw[0];
-        for (int j = 0; j < n; j++) row[j] = w0 * (float)s0[j];
+        for (int j = from; j < n; j++) row[j] = w0 * (float)s0[j];
         for (int k = 1; k < t->size; k++) {
             const uint8_t *sk = s0 + k * stride;
             const float wk = vw[k];
-            for (int j = 0; j < n; j++) row[j] += wk * (float)sk[j];
+            for (int j = from; j < n; j++) row[j] += wk * (float)sk[j];
         }
     }
 }
@@ -124,7 +125,7 @@ static void frame_into(const Plan *pl, const uint8_t *restrict src, Py_ssize_t s
     const v4f bias = pl->bias;
     const float *restrict row = pl->row;
     for (int y = 0; y < S; y++) {
-        vertical(pl, src, stride, y);
+        vertical(pl, src, stride, y, 0);
         /* A pixel is stored as 4 floats whose last spills into the next pixel, which is written
            after it; the row's last pixel is stored as exactly 3 floats. */
         float *o = out + (size_t)y * 3 * S;
@@ -240,34 +241,27 @@ AVX2 static inline __attribute__((always_inline)) __m256 widen8(const uint8_t *p
 }
 
 AVX2 static void vertical_avx2(const Plan *pl, const uint8_t *restrict src, Py_ssize_t stride, int y) {
-    const int n = 3 * pl->crop_width;
+    const int n = 3 * pl->crop_width, whole = n - n % 8;
     const Span *t = &pl->vspan[y];
     const float *vw = pl->vweight + (size_t)y * pl->vmax;
     const uint8_t *s0 = src + (Py_ssize_t)t->start * stride;
     float *restrict row = pl->row;
-    int j = 0;
     if (t->size == 1) {
-        for (; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, widen8(s0 + j));
-        for (; j < n; j++) row[j] = (float)s0[j];
+        for (int j = 0; j < whole; j += 8) _mm256_storeu_ps(row + j, widen8(s0 + j));
     } else if (t->size == 2) {
         const uint8_t *s1 = s0 + stride;
         const __m256 w0 = _mm256_set1_ps(vw[0]), w1 = _mm256_set1_ps(vw[1]);
-        for (; j + 8 <= n; j += 8)
+        for (int j = 0; j < whole; j += 8)
             _mm256_storeu_ps(row + j, _mm256_fmadd_ps(w0, widen8(s0 + j), _mm256_mul_ps(w1, widen8(s1 + j))));
-        for (; j < n; j++) row[j] = vw[0] * (float)s0[j] + vw[1] * (float)s1[j];
     } else {
-        for (; j + 8 <= n; j += 8) {
+        for (int j = 0; j < whole; j += 8) {
             __m256 acc = _mm256_mul_ps(_mm256_set1_ps(vw[0]), widen8(s0 + j));
             for (int k = 1; k < t->size; k++)
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(vw[k]), widen8(s0 + k * stride + j), acc);
             _mm256_storeu_ps(row + j, acc);
         }
-        for (; j < n; j++) {
-            float acc = vw[0] * (float)s0[j];
-            for (int k = 1; k < t->size; k++) acc += vw[k] * (float)s0[k * stride + j];
-            row[j] = acc;
-        }
     }
+    vertical(pl, src, stride, y, whole); /* the last n % 8 floats */
 }
 
 /* One frame, AVX2 and FMA. */
