@@ -11,8 +11,9 @@
  * Per frame: a vertical pass over the crop's rows (contiguous) into one float row, then a
  * horizontal pass. On x86-64 processors with AVX2 and FMA both passes are written with AVX2
  * intrinsics, and the horizontal one makes 8 output floats at a time: the taps' inputs for each
- * 8-float block lie within a 16-float window of the filtered row, and a lane permutation and lane
- * weights planned once per call gather and weigh them. Elsewhere (and for crops shrunk so far
+ * 8-float block lie within a 16-float window of the filtered row (one window for all taps of a block
+ * when the crop is enlarged or mildly shrunk, one per tap otherwise), and a lane permutation and
+ * lane weights planned once per call gather and weigh them. Elsewhere (and for crops shrunk so far
  * that a window would not do) the portable passes run: the vertical one vectorised by the
  * compiler, the horizontal one a pixel (a 4-float vector) at a time. Both compute the same sums
  * in the same order.
@@ -147,46 +148,76 @@ static void frame_into(const Plan *pl, const uint8_t *restrict src, Py_ssize_t s
 #ifdef HAVE_AVX2_PATH
 /* The horizontal pass by 8-float blocks of the output row. For block b and tap k, the inputs
    of its 8 lanes lie in the 16 floats from row + base[b * taps + k]; lanes[that] holds the 8
-   lane indices into that window (as int32) and then the 8 lane weights (zero where a pixel has
-   fewer taps). */
+   lane picks in that window (as int32: bits 0-2 the float within a half, the sign bit set for the
+   second half, so that it is the blend's mask as it is) and then the 8 lane weights (zero where a
+   pixel has fewer taps). Where every block's taps fit in one window together (enlargements and
+   mild shrinking), all taps of a block share its window (`shared`): two loads a block, not two a tap. */
 typedef struct {
-    int blocks, taps;
+    int blocks, taps, shared;
     const int *base;
     const float *lanes; /* 32-byte aligned, 16 floats per block and tap */
     float bias[24];     /* the per-channel bias over 3 blocks (8 pixels) */
 } Blocks;
+
+/* The float index into the filtered row of lane l's input for tap k of block b. */
+static inline int lane_input(int b, int l, int k, int n, const int *hoffset, const int *htaps) {
+    const int f = 8 * b + l < n ? 8 * b + l : n - 1, p = f / 3; /* lanes past the row's end repeat its last value */
+    return hoffset[p] + 3 * (k < htaps[p] ? k : 0) + f % 3;
+}
 
 /* Plans the blocks into `base` (blocks * taps ints) and `lanes` (blocks * taps * 16 floats, 32-byte
    aligned); returns -1 where some block's inputs for a tap span more than 16 floats. */
 static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, const v4f *hweight, int hmax,
                        const float bias[3], int taps, int *base, float *lanes) {
     const int n = 3 * S, blocks = (n + 7) / 8;
+    int shared = 1;
+    for (int b = 0; b < blocks && shared; b++) {
+        int lo = lane_input(b, 0, 0, n, hoffset, htaps), hi = lo;
+        for (int k = 0; k < taps; k++) {
+            for (int l = 0; l < 8; l++) {
+                const int i = lane_input(b, l, k, n, hoffset, htaps);
+                lo = i < lo ? i : lo;
+                hi = i > hi ? i : hi;
+            }
+        }
+        shared = hi - lo < 16;
+    }
     for (int b = 0; b < blocks; b++) {
+        int block_lo = 0;
         for (int k = 0; k < taps; k++) {
             int index[8];
-            for (int l = 0; l < 8; l++) { /* lanes past the row's end repeat its last value */
-                const int f = 8 * b + l < n ? 8 * b + l : n - 1, p = f / 3;
-                index[l] = hoffset[p] + 3 * (k < htaps[p] ? k : 0) + f % 3;
-            }
+            for (int l = 0; l < 8; l++) index[l] = lane_input(b, l, k, n, hoffset, htaps);
             int lo = index[0], hi = index[0];
             for (int l = 1; l < 8; l++) {
                 if (index[l] < lo) lo = index[l];
                 if (index[l] > hi) hi = index[l];
             }
             if (hi - lo >= 16) return -1;
+            if (shared) { /* the block's lowest input over all taps */
+                if (k == 0)
+                    for (int t = 1; t < taps; t++)
+                        for (int l = 0; l < 8; l++) {
+                            const int i = lane_input(b, l, t, n, hoffset, htaps);
+                            lo = i < lo ? i : lo;
+                        }
+                else
+                    lo = block_lo;
+                block_lo = lo;
+            }
             const int j = b * taps + k;
             base[j] = lo;
             int32_t *lane = (int32_t *)(lanes + 16 * (size_t)j);
             float *weight = lanes + 16 * (size_t)j + 8;
             for (int l = 0; l < 8; l++) {
-                const int f = 8 * b + l, p = f / 3;
-                lane[l] = index[l] - lo;
+                const int f = 8 * b + l, p = f / 3, pick = index[l] - lo;
+                lane[l] = (int32_t)((uint32_t)(pick & 7) | (pick & 8 ? 0x80000000u : 0u));
                 weight[l] = f < n && k < htaps[p] ? hweight[(size_t)p * hmax + k][f % 3] : 0.0f;
             }
         }
     }
     bl->blocks = blocks;
     bl->taps = taps;
+    bl->shared = shared;
     bl->base = base;
     bl->lanes = lanes;
     for (int i = 0; i < 24; i++) bl->bias[i] = bias[i % 3];
@@ -194,36 +225,45 @@ static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, 
 }
 
 AVX2 static inline __attribute__((always_inline)) __m256 block(const float *row, const int *base,
-                                                               const float *lanes, __m256 acc, const int taps) {
+                                                               const float *lanes, __m256 acc, const int taps,
+                                                               const int shared) {
+    __m256 first = _mm256_setzero_ps(), second = first;
+    if (shared) {
+        first = _mm256_loadu_ps(row + base[0]);
+        second = _mm256_loadu_ps(row + base[0] + 8);
+    }
     for (int k = 0; k < taps; k++) {
-        const float *window = row + base[k];
+        if (!shared) {
+            first = _mm256_loadu_ps(row + base[k]);
+            second = _mm256_loadu_ps(row + base[k] + 8);
+        }
         const __m256i lane = _mm256_load_si256((const __m256i *)(lanes + 16 * k));
-        const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(window), lane);
-        const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(window + 8), lane);
-        /* lane index bit 3 picks the window's second half */
-        const __m256 x = _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(lane, 28)));
+        const __m256 x = _mm256_blendv_ps(_mm256_permutevar8x32_ps(first, lane),
+                                          _mm256_permutevar8x32_ps(second, lane), _mm256_castsi256_ps(lane));
         acc = _mm256_fmadd_ps(x, _mm256_load_ps(lanes + 16 * k + 8), acc);
     }
     return acc;
 }
 
-/* taps is a constant in each call below, so that the tap loop unrolls */
+/* taps and shared are constants in each call below, so that the tap loop unrolls and the window loads
+   are placed */
 AVX2 static inline __attribute__((always_inline)) void horizontal(const Blocks *bl, const float *restrict row,
-                                                                  float *restrict o, int n, const int taps) {
+                                                                  float *restrict o, int n, const int taps,
+                                                                  const int shared) {
     const __m256 bias[3] = {_mm256_loadu_ps(bl->bias), _mm256_loadu_ps(bl->bias + 8), _mm256_loadu_ps(bl->bias + 16)};
     const int *base = bl->base;
     const float *lanes = bl->lanes;
     int b = 0;
     for (; 8 * (b + 3) <= n; b += 3) { /* three blocks: 8 whole pixels, the bias lanes in step */
-        const __m256 x0 = block(row, base + b * taps, lanes + 16 * b * taps, bias[0], taps);
-        const __m256 x1 = block(row, base + (b + 1) * taps, lanes + 16 * (b + 1) * taps, bias[1], taps);
-        const __m256 x2 = block(row, base + (b + 2) * taps, lanes + 16 * (b + 2) * taps, bias[2], taps);
+        const __m256 x0 = block(row, base + b * taps, lanes + 16 * b * taps, bias[0], taps, shared);
+        const __m256 x1 = block(row, base + (b + 1) * taps, lanes + 16 * (b + 1) * taps, bias[1], taps, shared);
+        const __m256 x2 = block(row, base + (b + 2) * taps, lanes + 16 * (b + 2) * taps, bias[2], taps, shared);
         _mm256_storeu_ps(o + 8 * b, x0);
         _mm256_storeu_ps(o + 8 * b + 8, x1);
         _mm256_storeu_ps(o + 8 * b + 16, x2);
     }
     for (; b < bl->blocks; b++) {
-        const __m256 x = block(row, base + b * taps, lanes + 16 * b * taps, bias[b % 3], taps);
+        const __m256 x = block(row, base + b * taps, lanes + 16 * b * taps, bias[b % 3], taps, shared);
         if (8 * (b + 1) <= n) {
             _mm256_storeu_ps(o + 8 * b, x);
         } else {
@@ -271,12 +311,20 @@ AVX2 static void frame_into_avx2(const Plan *pl, const Blocks *bl, const uint8_t
     for (int y = 0; y < S; y++) {
         vertical_avx2(pl, src, stride, y);
         float *o = out + (size_t)y * n;
-        switch (bl->taps) {
-        case 1: horizontal(bl, pl->row, o, n, 1); break;
-        case 2: horizontal(bl, pl->row, o, n, 2); break;
-        case 3: horizontal(bl, pl->row, o, n, 3); break;
-        case 4: horizontal(bl, pl->row, o, n, 4); break;
-        default: horizontal(bl, pl->row, o, n, bl->taps); break;
+        if (bl->shared) {
+            switch (bl->taps) {
+            case 1: horizontal(bl, pl->row, o, n, 1, 1); break;
+            case 2: horizontal(bl, pl->row, o, n, 2, 1); break;
+            case 3: horizontal(bl, pl->row, o, n, 3, 1); break;
+            default: horizontal(bl, pl->row, o, n, bl->taps, 1); break;
+            }
+        } else {
+            switch (bl->taps) {
+            case 2: horizontal(bl, pl->row, o, n, 2, 0); break;
+            case 3: horizontal(bl, pl->row, o, n, 3, 0); break;
+            case 4: horizontal(bl, pl->row, o, n, 4, 0); break;
+            default: horizontal(bl, pl->row, o, n, bl->taps, 0); break;
+            }
         }
     }
 }
