@@ -271,14 +271,27 @@ class FrameListClip:
         if out is not None and out.shape != shape:
             raise ValueError(f"clip {self.clip}: frames of shape {shape} do not fit a buffer of {out.shape}")
         frames = out if out is not None else buffers.get("frames", shape, np.uint8)
+        # the common case first, with no per-frame header parse: JPEG bytes of the clip's size, decoded
+        # in place by simplejpeg (anything else, or any error, takes the general path below)
+        decode_jpeg = _simplejpeg.decode_jpeg if self.use_simplejpeg and reduce == 1 else None
         for position, index in enumerate(indices.tolist()):
+            target = frames[position]
+            if decode_jpeg is not None:
+                entry = self.entries[index]
+                data = entry.get("bytes") if isinstance(entry, dict) else None
+                if data is not None:
+                    try:
+                        if decode_jpeg(data, colorspace="RGB", buffer=target).shape == target.shape:
+                            continue
+                    except (TypeError, ValueError):  # not a JPEG, another size, CMYK: decided below
+                        pass
             data, name = self._get(index)
             if data is None:
                 image = self.entries[index]
                 array = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
             else:
-                array = decode_image(data, reduce, self.use_simplejpeg, name, frames[position])
-            if array.ctypes.data != frames[position].ctypes.data:  # not decoded in place
+                array = decode_image(data, reduce, self.use_simplejpeg, name, target)
+            if array.ctypes.data != target.ctypes.data:  # not decoded in place
                 frames[position] = _fit(array, frames.shape[1], frames.shape[2])
         return frames
 

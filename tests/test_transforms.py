@@ -310,6 +310,26 @@ def test_frames_of_different_sizes_in_one_clip():
     assert out["pixel_values"].shape == (1, 3, 3, 32, 32)
 
 
+@pytest.mark.skipif(not video.simplejpeg_available(), reason="compares simplejpeg's in-place path with Pillow")
+def test_odd_frames_leave_the_in_place_decode_and_get_the_same_pixels():
+    """A frame smaller or larger than the clip's first, or not a JPEG, leaves simplejpeg's in-place path
+    for the general one: the pixels are Pillow's, resized to the clip's frame size."""
+    png = io.BytesIO()
+    Image.fromarray(textured(4, size=64)).save(png, "PNG")
+    frames = [jpeg(textured(0, size=64)), jpeg(textured(1, size=48)), jpeg(textured(2, size=80)),
+              png.getvalue(), jpeg(textured(3, size=64))]
+    batch = frames_batch([frames])
+    fast = VideoClipTransform(5, 64, train=False, decoder="simplejpeg", fused=False)(batch)["pixel_values"]
+    pil = VideoClipTransform(5, 64, train=False, decoder="pil", fused=False)(batch)["pixel_values"]
+    assert torch.equal(fast, pil)
+    for t in (1, 2):  # the odd sizes were resized, not left partly written
+        assert not torch.equal(fast[0, t], fast[0, 0])
+    for t in (0, 3, 4):  # frames of the clip's size are its pixels, normalised
+        source = np.array(Image.open(io.BytesIO(frames[t])).convert("RGB"))
+        expected = (torch.from_numpy(source).float() / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+        torch.testing.assert_close(fast[0, t].permute(1, 2, 0), expected, atol=1e-5, rtol=0)
+
+
 def test_returned_batches_are_never_overwritten():
     transform = VideoClipTransform(4, 16, train=False)
     first = transform(frames_batch([clip_bytes(8, seed=1)]))["pixel_values"]
