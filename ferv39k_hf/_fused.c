@@ -13,10 +13,11 @@
  * intrinsics, and the horizontal one makes 8 output floats at a time: the taps' inputs for each
  * 8-float block lie within a 16-float window of the filtered row (one window for all taps of a block
  * when the crop is enlarged or mildly shrunk, one per tap otherwise), and a lane permutation and
- * lane weights planned once per call gather and weigh them. Elsewhere (and for crops shrunk so far
- * that a window would not do) the portable passes run: the vertical one vectorised by the
- * compiler, the horizontal one a pixel (a 4-float vector) at a time. Both compute the same sums
- * in the same order.
+ * lane weights planned once per call gather and weigh them. A crop of the output's size that is not
+ * mirrored skips both passes there (each value is x * scale + bias), and calls that write more than
+ * the caches hold store past them. Elsewhere (and for crops shrunk so far that a window would not
+ * do) the portable passes run: the vertical one vectorised by the compiler, the horizontal one a
+ * pixel (a 4-float vector) at a time. Both compute the same sums in the same order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -43,6 +44,11 @@ static inline v4f load4(const float *p) { v4f v; memcpy(&v, p, sizeof v); return
 static inline void store4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 
 #define MAX_TAPS 256
+
+/* Calls that write at least this much (a 16-frame clip at 224 writes 9.6 MB) store their output past the
+   caches on the AVX2 path: a batch of such clips is far larger than the caches, and a store that goes
+   through them first reads the line it writes. Smaller outputs may still be in cache when they are read. */
+#define STREAM_BYTES ((Py_ssize_t)8 << 20)
 
 /* The filter taps of one output sample: source samples start .. start + size - 1 of the crop. */
 typedef struct {
@@ -245,11 +251,22 @@ AVX2 static inline __attribute__((always_inline)) __m256 block(const float *row,
     return acc;
 }
 
+/* Stores 8 floats at p; with `stream`, past the caches (non-temporal stores, 16 bytes each: p must be
+   16-byte aligned), which spares reading in the cache lines of an output far larger than the caches. */
+AVX2 static inline __attribute__((always_inline)) void store8(float *p, __m256 x, const int stream) {
+    if (stream) {
+        _mm_stream_ps(p, _mm256_castps256_ps128(x));
+        _mm_stream_ps(p + 4, _mm256_extractf128_ps(x, 1));
+    } else {
+        _mm256_storeu_ps(p, x);
+    }
+}
+
 /* taps and shared are constants in each call below, so that the tap loop unrolls and the window loads
    are placed */
 AVX2 static inline __attribute__((always_inline)) void horizontal(const Blocks *bl, const float *restrict row,
                                                                   float *restrict o, int n, const int taps,
-                                                                  const int shared) {
+                                                                  const int shared, const int stream) {
     const __m256 bias[3] = {_mm256_loadu_ps(bl->bias), _mm256_loadu_ps(bl->bias + 8), _mm256_loadu_ps(bl->bias + 16)};
     const int *base = bl->base;
     const float *lanes = bl->lanes;
@@ -258,14 +275,14 @@ AVX2 static inline __attribute__((always_inline)) void horizontal(const Blocks *
         const __m256 x0 = block(row, base + b * taps, lanes + 16 * b * taps, bias[0], taps, shared);
         const __m256 x1 = block(row, base + (b + 1) * taps, lanes + 16 * (b + 1) * taps, bias[1], taps, shared);
         const __m256 x2 = block(row, base + (b + 2) * taps, lanes + 16 * (b + 2) * taps, bias[2], taps, shared);
-        _mm256_storeu_ps(o + 8 * b, x0);
-        _mm256_storeu_ps(o + 8 * b + 8, x1);
-        _mm256_storeu_ps(o + 8 * b + 16, x2);
+        store8(o + 8 * b, x0, stream);
+        store8(o + 8 * b + 8, x1, stream);
+        store8(o + 8 * b + 16, x2, stream);
     }
     for (; b < bl->blocks; b++) {
         const __m256 x = block(row, base + b * taps, lanes + 16 * b * taps, bias[b % 3], taps, shared);
         if (8 * (b + 1) <= n) {
-            _mm256_storeu_ps(o + 8 * b, x);
+            store8(o + 8 * b, x, stream);
         } else {
             float last[8];
             _mm256_storeu_ps(last, x);
@@ -304,28 +321,58 @@ AVX2 static void vertical_avx2(const Plan *pl, const uint8_t *restrict src, Py_s
     vertical(pl, src, stride, y, whole); /* the last n % 8 floats */
 }
 
+/* Whether a frame's rows at `out` can take non-temporal stores, asked for by `stream`: every row 16-byte aligned. */
+static inline int rows_aligned(const float *out, int S, int stream) {
+    return stream && ((uintptr_t)out & 15) == 0 && S % 4 == 0;
+}
+
 /* One frame, AVX2 and FMA. */
 AVX2 static void frame_into_avx2(const Plan *pl, const Blocks *bl, const uint8_t *restrict src, Py_ssize_t stride,
-                                 float *restrict out) {
+                                 float *restrict out, int stream) {
     const int S = pl->size, n = 3 * S;
+    stream = rows_aligned(out, S, stream);
     for (int y = 0; y < S; y++) {
         vertical_avx2(pl, src, stride, y);
         float *o = out + (size_t)y * n;
         if (bl->shared) {
             switch (bl->taps) {
-            case 1: horizontal(bl, pl->row, o, n, 1, 1); break;
-            case 2: horizontal(bl, pl->row, o, n, 2, 1); break;
-            case 3: horizontal(bl, pl->row, o, n, 3, 1); break;
-            default: horizontal(bl, pl->row, o, n, bl->taps, 1); break;
+            case 1: horizontal(bl, pl->row, o, n, 1, 1, stream); break;
+            case 2: horizontal(bl, pl->row, o, n, 2, 1, stream); break;
+            case 3: horizontal(bl, pl->row, o, n, 3, 1, stream); break;
+            default: horizontal(bl, pl->row, o, n, bl->taps, 1, stream); break;
             }
         } else {
             switch (bl->taps) {
-            case 2: horizontal(bl, pl->row, o, n, 2, 0); break;
-            case 3: horizontal(bl, pl->row, o, n, 3, 0); break;
-            case 4: horizontal(bl, pl->row, o, n, 4, 0); break;
-            default: horizontal(bl, pl->row, o, n, bl->taps, 0); break;
+            case 2: horizontal(bl, pl->row, o, n, 2, 0, stream); break;
+            case 3: horizontal(bl, pl->row, o, n, 3, 0, stream); break;
+            case 4: horizontal(bl, pl->row, o, n, 4, 0, stream); break;
+            default: horizontal(bl, pl->row, o, n, bl->taps, 0, stream); break;
             }
         }
+    }
+}
+
+/* One frame whose crop has the output's size and is not mirrored: each value is x * scale + bias of its
+   channel, 8 bytes widened to 8 floats at a time, three blocks (8 pixels) per step so that the channel
+   lanes stay in step. The same values as the blocks' pass, whose single tap weighs by the scale alone. */
+AVX2 static void frame_copy_avx2(const Plan *pl, const Blocks *bl, const uint8_t *restrict src, Py_ssize_t stride,
+                                 float *restrict out, int stream) {
+    const int S = pl->size, n = 3 * S;
+    stream = rows_aligned(out, S, stream);
+    float scale[24];
+    for (int i = 0; i < 24; i++) scale[i] = pl->hweight[0][i % 3];
+    const __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8), s2 = _mm256_loadu_ps(scale + 16);
+    const __m256 b0 = _mm256_loadu_ps(bl->bias), b1 = _mm256_loadu_ps(bl->bias + 8), b2 = _mm256_loadu_ps(bl->bias + 16);
+    for (int y = 0; y < S; y++) {
+        const uint8_t *row = src + (Py_ssize_t)y * stride;
+        float *o = out + (size_t)y * n;
+        int j = 0;
+        for (; j + 24 <= n; j += 24) {
+            store8(o + j, _mm256_fmadd_ps(widen8(row + j), s0, b0), stream);
+            store8(o + j + 8, _mm256_fmadd_ps(widen8(row + j + 8), s1, b1), stream);
+            store8(o + j + 16, _mm256_fmadd_ps(widen8(row + j + 16), s2, b2), stream);
+        }
+        for (; j < n; j++) o[j] = fmaf((float)row[j], scale[j % 3], bl->bias[j % 3]);
     }
 }
 
@@ -425,6 +472,8 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
 #ifdef HAVE_AVX2_PATH
     Blocks blocks;
     int by_blocks = 0;
+    const int copy = cw == S && ch == S && !flip;
+    const int stream = dst.len >= STREAM_BYTES;
     if (avx2_enabled()) {
         int taps = 1;
         for (int p = 0; p < S; p++) taps = htaps[p] > taps ? htaps[p] : taps;
@@ -441,13 +490,20 @@ static PyObject *crop_resize_normalise(PyObject *self, PyObject *args) {
         const uint8_t *frame = base + (Py_ssize_t)index[i] * h * w * 3;
         float *frame_out = out + (size_t)i * S * S * 3;
 #ifdef HAVE_AVX2_PATH
+        if (by_blocks && copy) {
+            frame_copy_avx2(&plan, &blocks, frame, w * 3, frame_out, stream);
+            continue;
+        }
         if (by_blocks) {
-            frame_into_avx2(&plan, &blocks, frame, w * 3, frame_out);
+            frame_into_avx2(&plan, &blocks, frame, w * 3, frame_out, stream);
             continue;
         }
 #endif
         frame_into(&plan, frame, w * 3, frame_out);
     }
+#ifdef HAVE_AVX2_PATH
+    if (by_blocks && stream) _mm_sfence(); /* the streamed stores are visible before the caller reads */
+#endif
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);

@@ -132,6 +132,33 @@ def test_the_avx2_and_portable_passes_give_the_same_values():
         np.testing.assert_allclose(got, portable, atol=2e-6, rtol=0, err_msg=f"{frames.shape} {box} -> {size}")
 
 
+def test_large_outputs_stored_past_the_caches_give_the_same_values():
+    """A call that writes 8 MiB or more stores past the caches on the AVX2 path where its rows are 16-byte
+    aligned: the same values as the portable pass, for an enlargement, shrinking, the uncropped frame and
+    the flip, into aligned and unaligned memory, and at a size whose rows are not aligned (226)."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, 240, 250, 3), dtype=np.uint8)
+    indices = [0, 1, 2, 3] * 4  # 16 frames: 9.6 MB of output at 224
+    cases = (((10, 12, 200, 210), 224, True), ((0, 0, 224, 224), 224, False), ((5, 7, 229, 231), 224, True),
+             ((0, 0, 250, 240), 224, False), ((3, 5, 230, 235), 226, True))
+    for box, size, flip in cases:
+        fused.simd(False)
+        try:
+            portable = run(frames, indices, box, flip, size)
+        finally:
+            fused.simd(True)
+        count = len(indices) * size * size * 3
+        memory = np.full(count + 8, np.nan, dtype=np.float32)
+        aligned = (-(memory.ctypes.data % 16) // 4) % 4
+        for start in (aligned, aligned + 1):
+            memory[:] = np.nan
+            out = memory[start : start + count].reshape(len(indices), size, size, 3)
+            assert out.nbytes >= 8 << 20
+            fused.crop_resize_normalise(frames, frames.shape[:3], indices, box, flip, size, SCALE, BIAS, out)
+            np.testing.assert_allclose(out, portable, atol=2e-6, rtol=0, err_msg=f"{box} -> {size}, at {start}")
+            assert np.isnan(memory[:start]).all() and np.isnan(memory[start + count :]).all(), "nothing outside"
+
+
 @pytest.mark.usefixtures("portable_pass")
 def test_the_portable_pass_matches_torch_too():
     rng = np.random.default_rng(5)
