@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _shared_batches
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
 
@@ -531,8 +532,13 @@ class DeviceFinish:
 
 def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Memory for a batch: in a DataLoader worker, shared memory that is sent to the main
-    process without a copy (as torch's default_collate allocates); elsewhere a reused buffer."""
+    process without a copy (a buffer the worker reuses once the main process is done with it, see
+    :mod:`ferv39k_hf._shared_batches`, else new, as torch's default_collate allocates); elsewhere a
+    reused buffer."""
     if torch.utils.data.get_worker_info() is not None:
+        reused = _shared_batches.batch_tensor(shape, dtype)
+        if reused is not None:
+            return reused
         try:
             storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
             return torch.empty(0, dtype=dtype).set_(storage).view(shape)
@@ -551,6 +557,11 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
     tensor again instead of a stacked copy, which for 16-frame clips at 224 costs
     10 MB of freshly faulted memory per clip (in a worker, the transform already
     wrote the batch to shared memory). Anything else goes to torch's ``default_collate``.
+
+    In a DataLoader worker the batch is returned as a dict that, once sent, lets the
+    worker write a later batch into the same shared memory after the main process
+    has freed every tensor over this one (:mod:`ferv39k_hf._shared_batches`); it
+    arrives in the main process as a plain dict.
     """
     batch: Dict[str, Any] = {}
     for key, first in examples[0].items():
@@ -559,7 +570,7 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
         if joined is None and torch.is_tensor(first):
             return torch.utils.data.default_collate(examples)
         batch[key] = joined if joined is not None else torch.utils.data.default_collate(values)
-    return batch
+    return _shared_batches.lease(batch)
 
 
 def _rows_of_one_tensor(rows: List[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -5,6 +5,7 @@ Tiny random VideoMAE and TimeSformer checkpoints (hidden size 32, 2 layers,
 processor config whose mean, std and size the script must pick up.
 """
 
+import collections
 import csv
 import importlib.util
 import json
@@ -154,6 +155,31 @@ def test_finish_on_device_trains_and_scores_like_the_cpu_path(run_script, tiny_c
                          "--test_views", "2x2", "--finish_on_device", on_device, *_common(out)])
         reports[on_device] = _check_results(out, _test_size(built_faces))[1]
     assert reports["true"]["confusion_matrix"] == reports["false"]["confusion_matrix"]
+
+
+@pytest.mark.parametrize("on_device", ["false", "true"])
+def test_dataloader_workers_feed_training_and_score_like_the_main_process(run_script, tiny_checkpoints, built_faces,
+                                                                         tmp_path, monkeypatch, on_device):
+    """Two DataLoader workers (whose batches travel in reused shared memory) train, and evaluate to the same
+    scores as the main process alone."""
+    from ferv39k_hf import _shared_batches
+
+    monkeypatch.setattr(_shared_batches, "claims", collections.Counter())
+    trained = tmp_path / "trained"
+    run_script.main(["--model_name_or_path", str(tiny_checkpoints["videomae"]), "--dataset_dir", str(built_faces),
+                     "--do_train", "--max_steps", "6", "--dataloader_num_workers", "2",
+                     "--finish_on_device", on_device, *_common(trained)])
+    assert json.loads((trained / "all_results.json").read_text())["train_loss"] > 0
+    if _shared_batches._release_follows_storage():
+        assert sum(_shared_batches.claims.values()) >= 6, "the training batches came in the workers' buffers"
+    reports = {}
+    for workers in ("0", "2"):
+        out = tmp_path / f"eval-{workers}"
+        run_script.main(["--model_name_or_path", str(trained), "--dataset_dir", str(built_faces), "--do_eval",
+                         "--test_views", "2x2", "--dataloader_num_workers", workers, "--finish_on_device", on_device,
+                         *_common(out)])
+        reports[workers] = _check_results(out, _test_size(built_faces))[1]
+    assert reports["0"]["confusion_matrix"] == reports["2"]["confusion_matrix"]
 
 
 def test_predict_batch_writes_one_csv_row_per_clip(run_script, predict_script, tiny_checkpoints,
