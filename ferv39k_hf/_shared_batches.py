@@ -13,10 +13,11 @@ again, which needs to know two things:
   flag in a small shared array and unpickles in the main process as a plain dict
   whose buffers clear their flags when the last tensor over them is freed there.
 
-A buffer handed to a transform whose batch goes out some other way (another
-collate function copied the rows, or sent them on in another container) is dropped
-from the pool, so its memory is freed as any other batch's and never reused. Every path is thus either the reuse above or what torch does without this
-module. ``SLOTS = 0`` turns the reuse off.
+A buffer handed to a transform whose batch goes out some other way (another collate
+function copied the rows, or sent them on in another container) is dropped from the
+pool, so its memory is freed as any other batch's and never reused. Every path is
+thus either the reuse above or what torch does without this module.
+``SLOTS = 0`` turns the reuse off.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 __all__ = ["SLOTS", "batch_tensor", "lease", "claims"]
 
-SLOTS = 8  # buffers a worker keeps at most (batches in flight: DataLoader prefetch, pinning, the step)
+SLOTS = 6  # buffers a worker keeps at most, for its life (batches in flight: DataLoader prefetch, pinning, the step)
 
 # a buffer's state in its worker: given to a transform; in a batch that collate_clips returned and that
 # has not been sent yet; sent to the main process

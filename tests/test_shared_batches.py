@@ -12,6 +12,7 @@ from test_transforms import small_dataset
 reuse_possible = _shared_batches._release_follows_storage() and _shared_batches._use_count(
     torch.empty(1).untyped_storage()) is not None
 needs_reuse = pytest.mark.skipif(not reuse_possible, reason="this torch lacks what the reuse needs")
+SLOTS = _shared_batches.SLOTS  # the default, before any test sets it
 
 
 def clips(on_device=False):
@@ -46,7 +47,7 @@ def assert_same(batches, expected):
 def test_batches_dropped_at_once_let_workers_reuse_their_memory(monkeypatch, on_device):
     expected = epochs(clips(on_device), monkeypatch, slots=0)
     assert not _shared_batches.claims, "SLOTS = 0 turns the reuse off"
-    got = epochs(clips(on_device), monkeypatch, slots=8)
+    got = epochs(clips(on_device), monkeypatch, slots=SLOTS)
     assert_same(got, expected)
     assert max(_shared_batches.claims.values()) >= 2, "some buffer carried more than one batch"
 
@@ -54,7 +55,7 @@ def test_batches_dropped_at_once_let_workers_reuse_their_memory(monkeypatch, on_
 @needs_reuse
 def test_batches_held_by_the_main_process_are_never_written_over(monkeypatch):
     expected = epochs(clips(), monkeypatch, slots=0)
-    held = epochs(clips(), monkeypatch, slots=8, hold=True)  # nothing freed: the workers must take new memory
+    held = epochs(clips(), monkeypatch, slots=SLOTS, hold=True)  # nothing freed: workers take new memory
     assert_same(held, expected)
     assert max(_shared_batches.claims.values()) == 1
     few = epochs(clips(), monkeypatch, slots=2, hold=True)  # past its buffers, a worker allocates as torch does
@@ -68,8 +69,8 @@ def test_batches_held_by_the_main_process_are_never_written_over(monkeypatch):
 ])
 def test_batches_that_leave_another_way_keep_their_memory(monkeypatch, collate):
     expected = epochs(clips(), monkeypatch, slots=0, collate=collate)
-    assert_same(epochs(clips(), monkeypatch, slots=8, collate=collate), expected)
-    assert_same(epochs(clips(), monkeypatch, slots=8, collate=collate, hold=True), expected)
+    assert_same(epochs(clips(), monkeypatch, slots=SLOTS, collate=collate), expected)
+    assert_same(epochs(clips(), monkeypatch, slots=SLOTS, collate=collate, hold=True), expected)
 
 
 def test_outside_a_worker_nothing_changes():
