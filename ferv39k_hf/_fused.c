@@ -362,7 +362,8 @@ AVX2 static void frame_copy_avx2(const Plan *pl, const Blocks *bl, const uint8_t
     float scale[24];
     for (int i = 0; i < 24; i++) scale[i] = pl->hweight[0][i % 3];
     const __m256 s0 = _mm256_loadu_ps(scale), s1 = _mm256_loadu_ps(scale + 8), s2 = _mm256_loadu_ps(scale + 16);
-    const __m256 b0 = _mm256_loadu_ps(bl->bias), b1 = _mm256_loadu_ps(bl->bias + 8), b2 = _mm256_loadu_ps(bl->bias + 16);
+    const __m256 b0 = _mm256_loadu_ps(bl->bias), b1 = _mm256_loadu_ps(bl->bias + 8),
+                 b2 = _mm256_loadu_ps(bl->bias + 16);
     for (int y = 0; y < S; y++) {
         const uint8_t *row = src + (Py_ssize_t)y * stride;
         float *o = out + (size_t)y * n;
