@@ -171,25 +171,30 @@ static inline int lane_input(int b, int l, int k, int n, const int *hoffset, con
     return hoffset[p] + 3 * (k < htaps[p] ? k : 0) + f % 3;
 }
 
+/* The lowest and highest of block b's inputs over all its taps. */
+static void block_range(int b, int taps, int n, const int *hoffset, const int *htaps, int *lo, int *hi) {
+    *lo = *hi = lane_input(b, 0, 0, n, hoffset, htaps);
+    for (int k = 0; k < taps; k++) {
+        for (int l = 0; l < 8; l++) {
+            const int i = lane_input(b, l, k, n, hoffset, htaps);
+            *lo = i < *lo ? i : *lo;
+            *hi = i > *hi ? i : *hi;
+        }
+    }
+}
+
 /* Plans the blocks into `base` (blocks * taps ints) and `lanes` (blocks * taps * 16 floats, 32-byte
    aligned); returns -1 where some block's inputs for a tap span more than 16 floats. */
 static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, const v4f *hweight, int hmax,
                        const float bias[3], int taps, int *base, float *lanes) {
     const int n = 3 * S, blocks = (n + 7) / 8;
-    int shared = 1;
+    int shared = 1, block_lo, block_hi;
     for (int b = 0; b < blocks && shared; b++) {
-        int lo = lane_input(b, 0, 0, n, hoffset, htaps), hi = lo;
-        for (int k = 0; k < taps; k++) {
-            for (int l = 0; l < 8; l++) {
-                const int i = lane_input(b, l, k, n, hoffset, htaps);
-                lo = i < lo ? i : lo;
-                hi = i > hi ? i : hi;
-            }
-        }
-        shared = hi - lo < 16;
+        block_range(b, taps, n, hoffset, htaps, &block_lo, &block_hi);
+        shared = block_hi - block_lo < 16;
     }
     for (int b = 0; b < blocks; b++) {
-        int block_lo = 0;
+        if (shared) block_range(b, taps, n, hoffset, htaps, &block_lo, &block_hi);
         for (int k = 0; k < taps; k++) {
             int index[8];
             for (int l = 0; l < 8; l++) index[l] = lane_input(b, l, k, n, hoffset, htaps);
@@ -199,17 +204,7 @@ static int plan_blocks(Blocks *bl, int S, const int *hoffset, const int *htaps, 
                 if (index[l] > hi) hi = index[l];
             }
             if (hi - lo >= 16) return -1;
-            if (shared) { /* the block's lowest input over all taps */
-                if (k == 0)
-                    for (int t = 1; t < taps; t++)
-                        for (int l = 0; l < 8; l++) {
-                            const int i = lane_input(b, l, t, n, hoffset, htaps);
-                            lo = i < lo ? i : lo;
-                        }
-                else
-                    lo = block_lo;
-                block_lo = lo;
-            }
+            if (shared) lo = block_lo; /* one window for all the block's taps */
             const int j = b * taps + k;
             base[j] = lo;
             int32_t *lane = (int32_t *)(lanes + 16 * (size_t)j);
