@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["SLOTS", "batch_tensor", "lease", "claims"]
+__all__ = ["SLOTS", "batch_tensor", "shared_tensor", "lease", "claims"]
 
 SLOTS = 6  # buffers a worker keeps at most, for its life (batches in flight: DataLoader prefetch, pinning, the step)
 
@@ -60,14 +60,16 @@ def _release_follows_storage() -> bool:
     return waited and bool(fired)
 
 
-def _shared_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
+def shared_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A new flat tensor of ``numel`` values in shared memory (torch's private API: callers catch
+    AttributeError and RuntimeError)."""
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
     return torch.empty(0, dtype=dtype).set_(storage)
 
 
 class _Buffer:
     def __init__(self, numel: int, dtype: torch.dtype):
-        self.tensor = _shared_tensor(numel, dtype)  # flat, over the whole shared storage
+        self.tensor = shared_tensor(numel, dtype)  # flat, over the whole shared storage
         self.storage = self.tensor.untyped_storage()  # held, so that the idle use count is steady
         self.idle = _use_count(self.storage)
         self.state = HANDED

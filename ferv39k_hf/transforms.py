@@ -540,8 +540,7 @@ def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers, dtype: torc
         if reused is not None:
             return reused
         try:
-            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
-            return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+            return _shared_batches.shared_tensor(math.prod(shape), dtype).view(shape)
         except (AttributeError, RuntimeError):  # private torch API moved: an ordinary tensor still works
             return torch.empty(shape, dtype=dtype)
     numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
