@@ -8,7 +8,6 @@ script both go through :func:`clip_features` and :func:`make_example`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -16,9 +15,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import datasets
 
+from . import fingerprint
 from .annotations import ClipRecord, Problem
 from .clips import ClipDamaged, ClipReader
 from .errors import BuildError
+from .fingerprint import RELEASE, archive_fingerprint
 from .layout import Layout, find_layout
 from .splits import plan_splits
 from .taxonomy import (
@@ -102,9 +103,11 @@ class Ferv39kConfig(datasets.BuilderConfig):
     seed: int = 0
     on_error: str = "raise"
     frames: str = "copy"
-    # Changes when the archive's split files or part files change, so a
-    # prepared cache of an older archive is not reused (see archive_fingerprint).
+    # The cache key (datasets hashes these into the cache folder's name): the archive's
+    # content identity, and the version of the code that makes rows (see fingerprint.py).
+    # Ferv39k.__init__ fills both in when a data_dir is given.
     archive_fingerprint: Optional[str] = None
+    builder_version: Optional[str] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,13 +116,31 @@ class Ferv39kConfig(datasets.BuilderConfig):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
 
 
+# The release only (datasets.Version takes x.y.z); the source hash is in the config's builder_version.
+_VERSION = datasets.Version(RELEASE)
+
+
 class Ferv39k(datasets.GeneratorBasedBuilder):
     """FERV39k from a hand-downloaded archive (``data_dir``: its root, folders or zips)."""
 
     BUILDER_CONFIG_CLASS = Ferv39kConfig
-    BUILDER_CONFIGS = [Ferv39kConfig(name=name, description=_DESCRIPTIONS[name]) for name in CONFIG_NAMES]
+    VERSION = _VERSION
+    BUILDER_CONFIGS = [Ferv39kConfig(name=name, version=_VERSION, description=_DESCRIPTIONS[name])
+                       for name in CONFIG_NAMES]
     DEFAULT_CONFIG_NAME = "faces"
     DEFAULT_WRITER_BATCH_SIZE = 64  # rows hold tens of frames; keep writer batches small
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # datasets names the cache folder inside __init__, from the config kwargs, so the key goes
+        # in first. The loading script arrives here with data_dir only; load() passes the fingerprint.
+        name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
+        name = getattr(name, "name", name)  # a BuilderConfig object, or its name
+        if kwargs.get("data_dir") and kwargs.get("archive_fingerprint") is None and name in CONFIG_NAMES:
+            self._layout = find_layout(kwargs["data_dir"])
+            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name)
+        if kwargs.get("builder_version") is None:
+            kwargs["builder_version"] = fingerprint.BUILDER_VERSION  # looked up per build: a patched one counts
+        super().__init__(*args, **kwargs)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -162,21 +183,6 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
             yield record.clip_id, make_example(record, fields, self.config.label_order)
 
 
-def archive_fingerprint(layout: Layout) -> str:
-    """A short hash of the split files' text and the clip folders each part holds.
-
-    It keys the builder's cache: a different archive, or one with clips added
-    or removed, is prepared anew rather than served from an old cache.
-    """
-    digest = hashlib.sha256()
-    for split in sorted(layout.split_files):
-        digest.update(layout.read_split(split).encode("utf-8"))
-    for kind in sorted(layout.parts):
-        for clip_id in layout.parts[kind].clip_ids():
-            digest.update(f"{kind}:{clip_id}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def load(
     root: str,
     config: str = "faces",
@@ -190,8 +196,9 @@ def load(
 ) -> datasets.DatasetDict:
     """Read an archive into a DatasetDict through :class:`Ferv39k`, without the Parquet step.
 
-    The prepared Arrow files are cached (``cache_dir``, default datasets' own);
-    a changed archive gets a new cache entry.
+    The prepared Arrow files are cached (``cache_dir``, default datasets' own),
+    keyed on the archive's content identity and the builder's version: a
+    changed archive, or a package that reads it differently, gets a new entry.
     """
     root = os.path.abspath(os.fspath(root))
     layout = find_layout(root)
@@ -203,7 +210,7 @@ def load(
         validation_fraction=validation_fraction,
         seed=seed,
         on_error=on_error,
-        archive_fingerprint=archive_fingerprint(layout),
+        archive_fingerprint=archive_fingerprint(layout, config),
     )
     builder._layout = layout
     builder.download_and_prepare(num_proc=num_proc)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from . import fingerprint
 from .annotations import ClipRecord, Problem
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
@@ -102,7 +103,10 @@ class _ShardWriter:
     def write(self, task: ShardTask, progress: Optional[Any] = None) -> ShardResult:
         partial = self.tmp_dir / f"{task.split}-{task.index:05d}.partial"
         # xxh3 (a datasets dependency) hashes at memory speed; sha256 cost a third of the build.
-        digest = xxhash.xxh3_128(json.dumps(self.features.to_dict(), sort_keys=True).encode())
+        # Seeded with the builder version: a package that makes rows differently gives new names,
+        # hence a new card YAML, so datasets does not serve its cache of the old folder.
+        seed = f"{fingerprint.BUILDER_VERSION}\0{json.dumps(self.features.to_dict(), sort_keys=True)}"
+        digest = xxhash.xxh3_128(seed.encode())
         result = ShardResult(task.split, task.index, "", 0, 0)
         with pq.ParquetWriter(
             # JPEG and mp4 bytes do not compress; statistics of binary columns only bloat the footer.

@@ -40,6 +40,7 @@ class FileRef:
     # The size when listing gave it for free (zip members); a clip folder's
     # listing does not stat every frame, so a plain file's size is looked up when asked.
     known_size: Optional[int] = None
+    crc: Optional[int] = None  # a zip member's CRC-32, from the central directory
 
     @property
     def size(self) -> int:
@@ -53,6 +54,17 @@ class FileRef:
     @property
     def display(self) -> str:
         return f"{self.container}!{self.name}" if self.container else self.name
+
+    def identity(self) -> Tuple[Any, ...]:
+        """What changes when the content may have, without reading it: a zip member's size and CRC-32;
+        a plain file's size, mtime and ctime in ns (unzip and ``cp -p`` restore an old mtime, never a ctime)."""
+        if self.container is not None:
+            return self.known_size, self.crc
+        try:
+            info = os.stat(self.name)
+        except OSError as err:  # gone or unreadable: the build names the file when it reads it
+            return "unreadable", err.errno
+        return info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _unreadable(path: str, err: OSError) -> LayoutError:
@@ -194,7 +206,8 @@ class Part:
         for clip in self._in_zips.get(clip_id, ()):
             for i, base in enumerate(clip.names):
                 if base not in found:
-                    found[base] = FileRef(clip.container, clip.prefix + base, clip.info[i * FIELDS + 2])
+                    found[base] = FileRef(clip.container, clip.prefix + base, clip.info[i * FIELDS + 2],
+                                          clip.info[i * FIELDS + 3])
         frames = [found[base] for base in sort_frame_names(list(found))]
         return frames, unsafe
 
@@ -232,8 +245,15 @@ class Part:
             except OSError:
                 continue
         for clip in self._in_zips.get(clip_id, ()):
-            return FileRef(clip.container, clip.prefix + clip.names[0], clip.info[2])
+            return FileRef(clip.container, clip.prefix + clip.names[0], clip.info[2], clip.info[3])
         return None
+
+    def clip_files(self, clip_id: str) -> List[FileRef]:
+        """The files a row of the clip is read from: its frames, or its mp4; [] if it is missing."""
+        if self.kind == "videos":
+            ref = self.video(clip_id)
+            return [] if ref is None else [ref]
+        return self.frames(clip_id)
 
     def relative_path(self, ref: FileRef) -> str:
         """"Scene/Emotion/NNNN/00.jpg" (or "Scene/Emotion/NNNN.mp4"): the path below the part folder."""

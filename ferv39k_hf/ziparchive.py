@@ -199,6 +199,7 @@ def _folder(stem: str, folder: str) -> Optional[_Folder]:
 
 def index_zip(path: str) -> ZipIndex:
     """Read one zip's central directory into per-clip entries, split files and unsafe members."""
+    _drop_stale_handle(path)
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as err:
@@ -324,11 +325,34 @@ def read_member(container: str, name: str, info: Tuple[int, ...]) -> bytes:
     return data
 
 
-def close_handles() -> None:
-    """Close this process's cached zip handles (they reopen on the next read)."""
+def _drop_stale_handle(container: str) -> None:
+    """Close this process's cached handle of ``container`` if the zip was replaced or rewritten since it was opened.
+
+    Reads through it would find the new central directory's offsets and CRCs wrong. An unchanged
+    zip keeps its handle, so a discovery never closes one that another thread is reading from.
+    """
+    key = (os.getpid(), container)
+    archive = _ZIPFILES.get(key)
+    held = [fd for fd in (_HANDLES.get(key), archive.fp.fileno() if archive and archive.fp else None) if fd is not None]
+    if not held:
+        return
+    try:
+        now = _identity(os.stat(container))
+    except OSError:
+        now = None  # gone: index_zip reports it
+    if any(_identity(os.fstat(fd)) != now for fd in held):
+        close_handles(container)
+
+
+def _identity(info: os.stat_result) -> Tuple[int, ...]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def close_handles(container: Optional[str] = None) -> None:
+    """Close this process's cached handles of ``container`` (default: every zip); they reopen on the next read."""
     pid = os.getpid()
     with _LOCK:
-        for key in [k for k in _HANDLES if k[0] == pid]:
+        for key in [k for k in _HANDLES if k[0] == pid and container in (None, k[1])]:
             os.close(_HANDLES.pop(key))
-        for key in [k for k in _ZIPFILES if k[0] == pid]:
+        for key in [k for k in _ZIPFILES if k[0] == pid and container in (None, k[1])]:
             _ZIPFILES.pop(key).close()
