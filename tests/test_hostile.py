@@ -179,3 +179,12 @@ def test_a_3_gib_zip_bomb_is_named_within_bounded_memory(zipped, tmp_path):
             assert _clip(member) in done.stdout + done.stderr
     report = json.loads((tmp_path / "a" / "build_report.json").read_text())
     assert [entry["clip_id"] for entry in report["skipped"]] == [_clip(member)]
+
+
+def test_line_numbers_count_lines_as_an_editor_does():
+    from ferv39k_hf.annotations import parse_split_text
+
+    text = "Action/Angry/0000 Angry\x0c\r\nAction/Angry/0001 An\x1cgry\nAction/Angry/0002 Angry\rAction/Angry/x Angry\n"
+    records, problems = parse_split_text(text, split="train", source="train_All.csv")
+    assert [r.line for r in records] == [1, 3]
+    assert [(p.line, p.clip_id) for p in problems] == [(2, None), (4, "Action/Angry/x")]
