@@ -15,6 +15,9 @@ from .errors import Ferv39kError
 from .taxonomy import CLASS_WORDS, SCENE_TO_SCENARIO, SCENES
 
 _CLIP_NUMBER = re.compile(r"^\d+$")
+# Lines end where an editor ends them: str.splitlines() also breaks at form feeds, \x1c-\x1e and
+# U+0085, which would shift every later line number an error names.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def parse_split_text(text: str, *, split: str, source: str) -> Tuple[List[ClipRe
     """All lines of one split file. CRLF, trailing spaces and blank lines are fine."""
     records: List[ClipRecord] = []
     problems: List[Problem] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         record, problem = parse_line(raw, split=split, source=source, line=number)
         if record is not None:
             records.append(record)

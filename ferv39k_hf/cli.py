@@ -7,6 +7,8 @@ does the work; heavy modules are imported only when their subcommand runs.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from typing import List, Optional
 
@@ -23,7 +25,12 @@ Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
   ferv39k-hf push ferv39k --repo-id ORG/NAME private copy for your own organization only
 
 FERV39k may not be redistributed: never publish the archive or a built copy of it.
+
+A failure ends with one line, "ferv39k-hf COMMAND: error: ...", and a nonzero exit status;
+--debug (or FERV39K_HF_DEBUG=1 in the environment) shows the traceback instead.
 """
+
+DEBUG_ENV = "FERV39K_HF_DEBUG"
 
 
 def _parts(text: str) -> List[str]:
@@ -121,43 +128,80 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="branch to push to")
 
 
+def _debug_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help=f"on failure show the full traceback, not one line (also: {DEBUG_ENV}=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ferv39k-hf", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    _debug_option(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_sample, _add_build, _add_verify, _add_push):
         add(sub)
+    for command in sub.choices.values():
+        # before or after the command name; SUPPRESS keeps a --debug given before it
+        _debug_option(command, argparse.SUPPRESS)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe_failure(err: BaseException) -> str:
+    """The one line a failure is reported with: the package's own message, or what went wrong and where."""
+    if isinstance(err, Ferv39kError):
+        return _one_line(err)
+    if isinstance(err, OSError):
+        where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+        reason = err.strerror or _one_line(err) or type(err).__name__
+        if err.errno == errno.ENOSPC:
+            reason += " (free some space where the output goes, or choose another place)"
+        return f"{where}: {reason}" if where else _one_line(reason)
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    detail = _one_line(err)
+    return (f"unexpected {type(err).__name__}{': ' + detail if detail else ''} "
+            "(run with --debug for the traceback; if it looks like a bug in ferv39k-hf, please report it)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "sample":
+        from .synthetic import run_sample_command
+
+        return run_sample_command(args)
+    if args.command == "build":
+        from .export import run_build_command
+
+        return run_build_command(args)
+    if args.command == "verify":
+        from .verify import run_verify_command
+
+        return run_verify_command(args)
+    if args.command == "push":
+        from .hub import run_push_command
+
+        return run_push_command(args)
+    raise AssertionError(args.command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        if args.command == "sample":
-            from .synthetic import run_sample_command
-
-            return run_sample_command(args)
-        if args.command == "build":
-            from .export import run_build_command
-
-            return run_build_command(args)
-        if args.command == "verify":
-            from .verify import run_verify_command
-
-            return run_verify_command(args)
-        if args.command == "push":
-            from .hub import run_push_command
-
-            return run_push_command(args)
-    except Ferv39kError as err:
-        print(f"ferv39k-hf {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return _run(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"ferv39k-hf {args.command}: interrupted", file=sys.stderr)
         return 130
-    raise AssertionError(args.command)
+    except Exception as err:  # noqa: BLE001 -- every failure ends in one line unless --debug
+        if debug:
+            raise
+        print(f"ferv39k-hf {args.command}: error: {describe_failure(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

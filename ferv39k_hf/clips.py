@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from .annotations import ClipRecord
 from .errors import LayoutError
-from .layout import ByteSink, FileRef, Layout, Part
+from .layout import ByteSink, FileRef, Layout, Part, check_file_size
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -55,9 +55,10 @@ def mp4_problem(head: bytes) -> Optional[str]:
     return None
 
 
-def _read_head_tail(ref: FileRef) -> tuple:
-    """First and last bytes of a plain file without reading all of it."""
+def _read_head_tail(ref: FileRef, limit: int) -> tuple:
+    """First and last bytes of a plain file without reading all of it; LayoutError if it holds over ``limit``."""
     with open(ref.name, "rb") as handle:
+        check_file_size(ref.name, os.fstat(handle.fileno()).st_size, limit)
         head = handle.read(16)
         size = handle.seek(0, os.SEEK_END)
         handle.seek(max(0, size - _JPEG_TAIL))
@@ -74,7 +75,7 @@ def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[A
     """
     try:
         if data is None and ref.container is None and not deep:
-            head, tail = _read_head_tail(ref)
+            head, tail = _read_head_tail(ref, part.max_bytes)
         else:
             data = part.read(ref) if data is None else data
             head, tail = bytes(data[:16]), bytes(data[-_JPEG_TAIL:])  # data may be a memoryview

@@ -71,6 +71,27 @@ def _unreadable(path: str, err: OSError) -> LayoutError:
     return LayoutError(f"{path}: cannot read the file ({err.strerror})")
 
 
+def check_file_size(path: str, size: int, limit: int) -> None:
+    """LayoutError naming ``path`` when ``size`` is more than ``limit``."""
+    if size > limit:
+        raise LayoutError(f"{path}: {size:,} bytes, more than a file of this kind can hold ({limit:,}): "
+                          "damaged, or not what its name says")
+
+
+def read_file(path: str, limit: int) -> bytes:
+    """The bytes of a plain file, refused before reading when it holds more than ``limit``."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            check_file_size(path, size, limit)
+            data = handle.read(size + 1)  # read(n) allocates n bytes first: never the limit itself
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    if len(data) > size:
+        raise LayoutError(f"{path}: the file grew while it was read")
+    return data
+
+
 class ByteSink:
     """Files read one after another into one reusable buffer, without a copy per file.
 
@@ -103,20 +124,21 @@ class ByteSink:
         self._view[self.end:self.end + len(data)] = data
         self.end += len(data)
 
-    def fill_from(self, fd: int) -> None:
-        """Append everything left to read from ``fd``."""
-        end = self.end
+    def fill_from(self, fd: int, most: int) -> int:
+        """Append what is left to read from ``fd``, but at most ``most`` bytes; how many were appended."""
+        start = end = self.end
         try:
-            while True:
+            while end - start < most:
                 if end == len(self.data):
                     self.end = end
                     self._grow()
-                read = os.readv(fd, (self._view[end:],))
+                read = os.readv(fd, (self._view[end:min(len(self.data), start + most)],))
                 if not read:
                     break
                 end += read
         finally:
             self.end = end
+        return end - start
 
     def view(self, start: int, end: int) -> memoryview:
         return self._view[start:end]
@@ -161,6 +183,7 @@ class Part:
     def __init__(self, kind: str, root_real: str):
         self.kind = kind
         self.folder = PART_FOLDERS[kind]
+        self.max_bytes = ziparchive.MAX_VIDEO_BYTES if kind == "videos" else ziparchive.MAX_FRAME_BYTES
         self.roots: List[str] = []  # where the part was found, as shown to people
         self._folders: List[str] = []  # part folders on disk (holding scene folders)
         self._on_disk: Dict[str, List[Tuple[int, str]]] = {}  # clip id -> (folder index, entry name)
@@ -261,15 +284,11 @@ class Part:
         return "/".join(components(ref.name)[-depth:])
 
     def read(self, ref: FileRef) -> bytes:
-        """The bytes of one file listed by frames() or video()."""
+        """The bytes of one file listed by frames() or video(), never more than ``max_bytes``."""
         if ref.container is None:
-            try:
-                with open(ref.name, "rb") as handle:
-                    return handle.read()
-            except OSError as err:
-                raise _unreadable(ref.name, err) from None
+            return read_file(ref.name, self.max_bytes)
         clip, index = self._zip_member(ref)
-        return ziparchive.read_member(ref.container, ref.name, clip.member_info(index))
+        return ziparchive.read_member(ref.container, ref.name, clip.member_info(index), self.max_bytes)
 
     def read_into(self, ref: FileRef, sink: ByteSink) -> None:
         """Append the bytes of one file listed by frames() or video() to ``sink``; the same checks as read()."""
@@ -280,9 +299,13 @@ class Part:
         try:
             fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                sink.fill_from(fd)
+                check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
+                check_file_size(ref.name, sink.fill_from(fd, self.max_bytes + 1), self.max_bytes)  # it grew since
             finally:
                 os.close(fd)
+        except LayoutError:
+            sink.end = start
+            raise
         except OSError as err:
             sink.end = start
             raise _unreadable(ref.name, err) from None
@@ -328,14 +351,11 @@ class Layout:
 
     def _read_bytes(self, ref: FileRef) -> bytes:
         if ref.container is None:
-            try:
-                return Path(ref.name).read_bytes()
-            except OSError as err:
-                raise _unreadable(ref.name, err) from None
+            return read_file(ref.name, ziparchive.MAX_SPLIT_FILE_BYTES)
         info = self._split_members.get((ref.container, ref.name))
         if info is None:
             raise LayoutError(f"{ref.display}: not a split file found by discovery; it is not read")
-        return ziparchive.read_member(ref.container, ref.name, info)
+        return ziparchive.read_member(ref.container, ref.name, info, ziparchive.MAX_SPLIT_FILE_BYTES)
 
 
 class _Finder:

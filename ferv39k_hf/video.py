@@ -21,6 +21,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from .layout import read_file
+from .ziparchive import MAX_FRAME_BYTES
+
 __all__ = [
     "read_video_frames",
     "count_frames",
@@ -194,9 +197,8 @@ def frame_bytes(entry: Any) -> Tuple[Optional[bytes], str]:
             return bytes(data), path or "<bytes>"
         if path:
             try:
-                with open(path, "rb") as handle:
-                    return handle.read(), path
-            except OSError as err:
+                return read_file(path, MAX_FRAME_BYTES), path
+            except OSError as err:  # LayoutError (a file far too large) is one
                 raise ValueError(f"frame {path}: cannot read file: {err}") from err
     raise ValueError(f"a frame must be a PIL image or a {{'bytes', 'path'}} dict, got {type(entry).__name__}")
 

@@ -96,6 +96,16 @@ def is_video(name: str) -> bool:
 
 # One member's numbers, as stored in the central directory.
 FIELDS = 6  # header_offset, compress_size, file_size, crc, compress_type, flag_bits
+# Bits above the zip's own 16 flag bits, set while indexing: such a member is damaged, never read.
+BAD_ENTRY = 1 << 16  # offsets or sizes that cannot be right (a truncated or spliced zip)
+DUPLICATE_NAME = 1 << 17  # the zip holds more than one member of this name
+
+# The most bytes one file may hold before it counts as damaged or hostile (a zip bomb declares or
+# inflates to gigabytes): a face crop is about 10 KB, a scene frame under 1 MB, a clip's mp4 a few MB,
+# a split file about 1 MB. Reads check the declared size first and never go past it.
+MAX_FRAME_BYTES = 64 << 20
+MAX_VIDEO_BYTES = 512 << 20
+MAX_SPLIT_FILE_BYTES = 64 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's sizeFileHeader layout, 30 bytes
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
@@ -143,6 +153,10 @@ class ClipCollector:
         if basename is not None:
             if not entry[1]:
                 entry[0] = prefix  # a file's own prefix is what reads need; a folder entry's may differ
+            if basename in entry[1]:  # the same name twice: neither copy can be trusted
+                info = info[:FIELDS - 1] + (info[FIELDS - 1] | DUPLICATE_NAME,)
+                first = entry[1].index(basename) * FIELDS + FIELDS - 1
+                entry[2][first] |= DUPLICATE_NAME
             entry[1].append(self._basenames.setdefault(basename, basename))
             entry[2].extend(info)
 
@@ -202,7 +216,8 @@ def index_zip(path: str) -> ZipIndex:
     _drop_stale_handle(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
+        size = os.fstat(archive.fp.fileno()).st_size
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
         raise LayoutError(f"{path}: cannot read the zip file ({err})") from None
     stem = os.path.splitext(os.path.basename(path))[0]
     collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
@@ -221,8 +236,7 @@ def index_zip(path: str) -> ZipIndex:
             where = folders[folder] if folder in folders else folders.setdefault(folder, _folder(stem, folder))
             if where is None or is_hidden(base):
                 continue
-            numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC,
-                       info.compress_type, info.flag_bits)
+            numbers = _member_numbers(info, size)
             key = split_file_key(base) if base else None
             if key is not None:
                 index.splits.append((key, name, numbers))
@@ -236,6 +250,14 @@ def index_zip(path: str) -> ZipIndex:
             for (clip_id, _), clip in clips.items():
                 by_id.setdefault(clip_id, []).append(clip)
     return index
+
+
+def _member_numbers(info: zipfile.ZipInfo, zip_size: int) -> Tuple[int, ...]:
+    """The FIELDS numbers of one member; a member whose directory entry cannot be right is marked BAD_ENTRY."""
+    numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC, info.compress_type, info.flag_bits)
+    if min(numbers) < 0 or info.header_offset + info.compress_size > zip_size or max(numbers) >= 2 ** 63:
+        return (0, 0, 0, 0, 0, info.flag_bits & 0xFFFF | BAD_ENTRY)
+    return numbers
 
 
 def _add_member(where: _Folder, name: str, base: str, numbers: Tuple[int, ...], collector: ClipCollector) -> bool:
@@ -285,24 +307,36 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
         return os.read(fd, size)
 
 
-def _read_with_zipfile(container: str, name: str) -> bytes:
-    """Slow path for compression methods other than stored and deflate."""
+def _read_with_zipfile(container: str, name: str, most: int) -> bytes:
+    """Slow path for compression methods other than stored and deflate: at most ``most`` bytes."""
     key = (os.getpid(), container)
+    where = f"{container}!{name}"
     with _LOCK:
-        archive = _ZIPFILES.get(key)
-        if archive is None:
-            archive = _ZIPFILES[key] = zipfile.ZipFile(container)
-        return archive.read(name)
+        try:
+            archive = _ZIPFILES.get(key)
+            if archive is None:
+                archive = _ZIPFILES[key] = zipfile.ZipFile(container)
+            with archive.open(name) as member:
+                return member.read(most)
+        except Exception as err:  # zipfile, bz2 and lzma raise many types for damaged data
+            raise LayoutError(f"{where}: cannot read the member ({type(err).__name__}: {err})") from None
 
 
-def read_member(container: str, name: str, info: Tuple[int, ...]) -> bytes:
-    """The bytes of one member, checked against its stored size and CRC."""
+def read_member(container: str, name: str, info: Tuple[int, ...], limit: int = MAX_FRAME_BYTES) -> bytes:
+    """The bytes of one member, checked against its stored size and CRC, never more than ``limit``."""
     offset, compress_size, file_size, crc, compress_type, flag_bits = info
     where = f"{container}!{name}"
+    if flag_bits & BAD_ENTRY:
+        raise LayoutError(f"{where}: its entry in the zip directory is damaged (offset or size out of the file)")
+    if flag_bits & DUPLICATE_NAME:
+        raise LayoutError(f"{where}: the zip holds more than one member of this name (damaged or hostile zip)")
     if flag_bits & 0x1:
         raise LayoutError(f"{where}: the member is encrypted")
+    if file_size > limit or compress_size > limit + (limit >> 4):
+        raise LayoutError(f"{where}: declares {file_size:,} bytes ({compress_size:,} compressed), more than a file "
+                          f"of this kind can hold ({limit:,}): a damaged or hostile zip")
     if compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        data = _read_with_zipfile(container, name)
+        data = _read_with_zipfile(container, name, file_size + 1)
     else:
         fd = _descriptor(container)
         header = _pread(fd, _LOCAL_HEADER.size, offset)
@@ -316,12 +350,24 @@ def read_member(container: str, name: str, info: Tuple[int, ...]) -> bytes:
         if compress_type == zipfile.ZIP_STORED:
             data = raw
         else:
-            try:
-                data = zlib.decompress(raw, -15)
-            except zlib.error as err:
-                raise LayoutError(f"{where}: cannot inflate the member ({err})") from None
+            data = _inflate(raw, file_size, where)
     if len(data) != file_size or zlib.crc32(data) != crc:
         raise LayoutError(f"{where}: size or CRC does not match the zip directory (damaged member)")
+    return data
+
+
+def _inflate(raw: bytes, file_size: int, where: str) -> bytes:
+    """Deflated ``raw`` inflated to at most one byte past its declared ``file_size``: a member that
+    inflates further is damaged, however far it would go."""
+    inflater = zlib.decompressobj(-15)
+    try:
+        data = inflater.decompress(raw, file_size + 1)
+    except zlib.error as err:
+        raise LayoutError(f"{where}: cannot inflate the member ({err})") from None
+    if len(data) > file_size:
+        raise LayoutError(f"{where}: inflates past its declared {file_size:,} bytes (damaged or hostile zip)")
+    if not inflater.eof:
+        raise LayoutError(f"{where}: the compressed data ends early (damaged or truncated zip)")
     return data
 
 

@@ -1,0 +1,154 @@
+"""Every command, given bad input, ends in one line 'ferv39k-hf COMMAND: error: ...' and never a traceback."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ferv39k_hf import ziparchive
+from ferv39k_hf.cli import DEBUG_ENV, main
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.synthetic import write_sample_archive
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "FERV39k"
+    write_sample_archive(root, scale=0.001, parts=["faces"], scenes=["Action"])
+    return root
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nobody may write into, root included (the immutable attribute), else a skip."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True) if shutil.which("chattr") else None
+    if made is None or made.returncode != 0:
+        folder.chmod(0o555)
+        if os.access(folder, os.W_OK):
+            pytest.skip("cannot make a folder read-only here (root without chattr +i)")
+    yield folder
+    if made is not None and made.returncode == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
+def _fails_in_one_line(capsys, argv, code=1):
+    assert main(argv) == code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    command = next(word for word in argv if not word.startswith("-"))
+    assert lines and lines[-1].startswith(f"ferv39k-hf {command}: error: "), err
+    assert sum("error:" in line for line in lines) == 1, err
+    return lines[-1]
+
+
+def _bomb(root: Path, tmp_path: Path) -> Path:
+    """A zipped copy of ``root`` whose first frame declares far more than a frame can hold."""
+    bombed = tmp_path / "bombed"
+    shutil.copytree(root / "4_setups", bombed / "4_setups")
+    frames = sorted((root / "2_ClipsforFaceCrop").rglob("*.jpg"))
+    with zipfile.ZipFile(bombed / "faces.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        for frame in frames:
+            data = frame.read_bytes() if frame != frames[0] else bytes(ziparchive.MAX_FRAME_BYTES + 1)
+            archive.writestr(str(frame.relative_to(root)), data)
+    return bombed
+
+
+CASES = {
+    "verify a missing root": (["verify", "{tmp}/nowhere"], "the archive root does not exist"),
+    "verify a plain file": (["verify", "{file}"], "must be a folder or a zip file"),
+    "verify an empty folder": (["verify", "{empty}"], "no FERV39k part found"),
+    "verify a missing part": (["verify", "{root}", "--config", "videos"], "no 0_7_LabelClips"),
+    "verify --plot below a file": (["verify", "{root}", "--plot", "{file}/counts.png"], "counts.png"),
+    "verify --plot into a read-only folder": (["verify", "{root}", "--plot", "{ro}/counts.png"], "counts.png"),
+    "build a missing root": (["build", "{tmp}/nowhere", "--out", "{tmp}/out"], "does not exist"),
+    "build --out below a file": (["build", "{root}", "--out", "{file}/out"], "file"),
+    "build --out in a read-only folder": (["build", "{root}", "--out", "{ro}/out"], "read-only"),
+    "build a zip bomb": (["build", "{bomb}", "--out", "{tmp}/out"], "more than a file of this kind can hold"),
+    "sample below a file": (["sample", "{file}/demo"], "demo"),
+    "sample into a read-only folder": (["sample", "{ro}/demo"], "demo"),
+    "push a folder not built": (["push", "{empty}", "--repo-id", "org/name"], "README.md is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_ends_in_one_line(case, small, read_only, tmp_path, capsys):
+    argv, words = CASES[case]
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    places = {"tmp": tmp_path, "file": tmp_path / "a-file", "empty": tmp_path / "empty", "root": small,
+              "ro": read_only, "bomb": _bomb(small, tmp_path) if "bomb" in case else None}
+    argv = [word.format(**places) for word in argv]
+    line = _fails_in_one_line(capsys, argv)
+    assert words in line or (words == "read-only" and ("not permitted" in line or "denied" in line)), line
+
+
+def test_a_damaged_split_file_ends_in_one_line_naming_it(small, tmp_path, capsys):
+    root = tmp_path / "FERV39k"
+    shutil.copytree(small, root)
+    split = root / "4_setups" / "All_scenes" / "train_All.csv"
+    split.write_bytes(split.read_bytes()[:40] + b"\xff\xfe\x00binary")
+    line = _fails_in_one_line(capsys, ["build", str(root), "--out", str(tmp_path / "out")])
+    assert "train_All.csv" in line and "UTF-8" in line
+
+
+def test_argument_errors_are_argparse_lines_not_tracebacks(small, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", str(small), "--out", "x", "--label-order", "random"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("ferv39k-hf build: error: ")
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    with pytest.raises(LayoutError):
+        main(["--debug", "verify", str(tmp_path / "nowhere")])
+    with pytest.raises(LayoutError):
+        main(["verify", str(tmp_path / "nowhere"), "--debug"])
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(LayoutError):
+        main(["verify", str(tmp_path / "nowhere")])
+
+
+def test_a_bug_is_one_line_that_says_how_to_see_more(monkeypatch, small, capsys):
+    import ferv39k_hf.verify
+
+    def broken(*args, **kwargs):
+        raise KeyError("planted")
+
+    monkeypatch.setattr(ferv39k_hf.verify, "verify_archive", broken)
+    line = _fails_in_one_line(capsys, ["verify", str(small)])
+    assert "unexpected KeyError: 'planted'" in line and "--debug" in line
+
+
+def test_an_archive_on_a_path_with_spaces_and_non_ascii_names(tmp_path):
+    """The whole job through the real command, in a folder named with spaces, accents and CJK."""
+    place = tmp_path / "my data" / "Ünïcødé 档案"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for args in (["sample", str(place / "FERV 39k"), "--scale", "0.001", "--parts", "faces"],
+                 ["verify", str(place / "FERV 39k")],
+                 ["build", str(place / "FERV 39k"), "--out", str(place / "built é")]):
+        done = subprocess.run([sys.executable, "-m", "ferv39k_hf.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+    import datasets
+
+    loaded = datasets.load_dataset(str(place / "built é"))
+    assert sum(len(split) for split in loaded.values()) > 0
+
+
+def test_the_real_process_exits_nonzero_with_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-m", "ferv39k_hf.cli", "build", str(tmp_path / "nowhere"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"ferv39k-hf build: error: {tmp_path / 'nowhere'}: the archive root does not exist"]
