@@ -266,8 +266,13 @@ def place_build(tmp: Path, out: Path) -> List[str]:
     if problem is not None:
         return [f"kept the previous copy, moved aside to {old}, instead of deleting it: {problem}. "
                 "Look through it and remove it yourself"]
-    shutil.rmtree(old, ignore_errors=True)
-    return []
+    return [] if _remove(old) else [f"could not remove all of the previous copy, moved aside to {old}"]
+
+
+def _remove(folder: Path) -> bool:
+    """Delete a folder this module has just checked; whether it is gone (permissions may keep part of it)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return not (folder.exists() or folder.is_symlink())
 
 
 def _marker_or_none(folder: Path) -> Optional[Dict[str, Any]]:
@@ -331,8 +336,8 @@ def remove_stale(out: Path) -> List[str]:
         path = out.parent / name
         problem = _stale_problem(path, kind)
         if problem is None:
-            shutil.rmtree(path, ignore_errors=True)
-            notes.append(f"removed {path}, left by a ferv39k-hf build on this host that is no longer running")
+            done = "removed" if _remove(path) else "could not remove all of"
+            notes.append(f"{done} {path}, left by a ferv39k-hf build on this host that is no longer running")
         elif problem:
             notes.append(f"left {path} alone: {problem}")
     return notes
