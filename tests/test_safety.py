@@ -353,13 +353,18 @@ def test_verify_refuses_a_plot_inside_the_archive(archive, tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
-def test_load_refuses_a_cache_inside_the_archive(archive, tmp_path):
+def test_load_refuses_a_cache_inside_the_archive(archive, tmp_path, monkeypatch):
+    import datasets
+
     import ferv39k_hf
 
     before = snapshot(tmp_path)
     for cache in (archive / "cache", archive, archive.parent):
         with pytest.raises(OutputRefused, match="cache_dir .* the archive root"):
             ferv39k_hf.load(archive, cache_dir=str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", archive / "hf-cache")  # the default, when not given
+    with pytest.raises(OutputRefused, match=r"datasets' cache \(HF_DATASETS_CACHE\) .* lies inside the archive root"):
+        ferv39k_hf.load(archive)
     assert snapshot(tmp_path) == before
 
 
