@@ -26,6 +26,7 @@ from transformers.image_processing_utils import ImageProcessingMixin
 from ferv39k_hf import VideoClipTransform
 from ferv39k_hf.layout import natural_key
 from ferv39k_hf.metrics import average_views
+from ferv39k_hf.outdirs import OutputRefused, check_outside_archive
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -157,6 +158,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.batch:
+        try:  # the clips may be the archive itself: the CSV goes elsewhere
+            check_outside_archive(args.output, args.batch, "--output")
+        except OutputRefused as err:
+            print(f"predict.py: error: {err}", file=sys.stderr)
+            return 2
     predictor = ClipPredictor(args.checkpoint, num_frames=args.num_frames, image_size=args.image_size,
                               sampling=args.sampling, test_views=args.test_views, device=args.device)
     if args.batch:

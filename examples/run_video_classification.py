@@ -40,6 +40,7 @@ from transformers import (
 import ferv39k_hf
 from ferv39k_hf import hub
 from ferv39k_hf.metrics import average_views, clip_labels, score
+from ferv39k_hf.outdirs import check_outside_archive
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,9 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
+    for data_dir in (data_args.archive_dir, data_args.dataset_dir):  # checkpoints never go into the data
+        if data_dir:
+            check_outside_archive(training_args.output_dir, data_dir, "--output_dir")
     training_args.remove_unused_columns = False  # the transform needs the frames column
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
     # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it

@@ -21,6 +21,7 @@ from .clips import ClipDamaged, ClipReader
 from .errors import BuildError
 from .fingerprint import RELEASE, archive_fingerprint
 from .layout import Layout, find_layout
+from .outdirs import check_outside_archive
 from .splits import plan_splits
 from .taxonomy import (
     CITATION,
@@ -201,6 +202,9 @@ def load(
     changed archive, or a package that reads it differently, gets a new entry.
     """
     root = os.path.abspath(os.fspath(root))
+    # The prepared Arrow files (and datasets' locks) must not land in the archive.
+    cache_what = "cache_dir" if cache_dir is not None else "datasets' cache (HF_DATASETS_CACHE)"
+    check_outside_archive(cache_dir if cache_dir is not None else datasets.config.HF_DATASETS_CACHE, root, cache_what)
     layout = find_layout(root)
     builder = Ferv39k(
         config_name=config,

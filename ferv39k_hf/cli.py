@@ -93,7 +93,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", choices=["copy", "reference"], default="copy",
                    help="copy: store the archive's JPEG bytes (portable, default); reference: store only paths "
                         "to the frames of an unpacked archive (saves disk; not portable, never push it)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR if an earlier 'ferv39k-hf build' made it and it holds nothing else (its marker "
+                        ".ferv39k-hf-build.json lists every file); any other DIR is refused, as is a DIR that is, "
+                        "holds or lies inside the archive")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from .card import render_card
 from .clips import ClipReader, FrameBatch
 from .errors import BuildError
 from .layout import Layout, find_layout
+from .outdirs import check_build_out, discard_partial, place_build, seal_build, start_build
 from .splits import plan_splits
 from .taxonomy import DEFAULT_LABEL_ORDER, SCENE_TO_SCENARIO
 
@@ -75,6 +75,7 @@ class BuildResult:
     shards: Dict[str, List[str]]
     nbytes: int
     seconds: float
+    notes: List[str] = field(default_factory=list)  # leftovers removed or kept beside the output
 
     def summary(self) -> str:
         lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
@@ -84,6 +85,7 @@ class BuildResult:
             lines += [f"    {p}" for p in self.skipped[:10]]
             if len(self.skipped) > 10:
                 lines.append(f"    ... and {len(self.skipped) - 10} more")
+        lines += [f"  note: {note}" for note in self.notes]
         lines.append(f'  load it: datasets.load_dataset("{self.out}")')
         return "\n".join(lines)
 
@@ -313,28 +315,6 @@ def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: L
     return results
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not overwrite:
-        raise BuildError(f"{out} already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"{out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp``: at every moment ``out`` is the old folder, absent, or the new one."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_dataset_folder(
     root: "os.PathLike[str] | str",
     out: "os.PathLike[str] | str",
@@ -354,21 +334,23 @@ def build_dataset_folder(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out = Path(out).absolute()
+    check_build_out(out, root, overwrite)  # before reading the archive: a refused --out fails at once
     layout = find_layout(root)
     layout.part(config)  # fail early, naming the root, if the part is absent
     plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error)
     options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
     tasks = plan_shards(plan.records, config)
-    tmp = _prepare_out(out, overwrite)
+    tmp, notes = start_build(out, root, overwrite)
     try:
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
         results = _run_tasks(layout, options, tmp_data, tasks, sum(len(t.records) for t in tasks))
         result = _finish(tmp, out, config, plan.problems, results, options, validation_fraction, seed, command, root)
+        seal_build(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_partial(tmp)
         raise
-    _move_into_place(tmp, out)
+    result.notes = notes + place_build(tmp, out)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from .errors import Ferv39kError
+from .outdirs import MARKER
 from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS
 
 TERMS_REASON = (
@@ -143,14 +144,15 @@ def push_dataset_folder(
     created = _ensure_private_dataset_repo(api, repo_id)
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-    files = [p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts]
+    # The build marker says which local files --overwrite may replace; it means nothing in a repository.
+    files = [p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts and p.name != MARKER]
     commit = api.upload_folder(
         folder_path=str(folder),
         repo_id=repo_id,
         repo_type="dataset",
         revision=revision,
         commit_message=f"FERV39k ({meta.get('ferv39k_config', 'faces')}) built folder, private internal copy",
-        ignore_patterns=[".cache/**"],
+        ignore_patterns=[".cache/**", MARKER],
     )
     return PushResult(repo_id, created, commit.commit_url, len(files))
 

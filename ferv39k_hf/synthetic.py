@@ -287,9 +287,12 @@ def _check_parts(parts: Iterable[str]) -> Tuple[str, ...]:
 def _prepare_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
-            raise BuildError(f"cannot write the sample archive to {out}: it exists and is not a folder")
+            raise BuildError(f"cannot write the sample archive to {out}: it exists and is not a folder; "
+                             "choose a new or empty folder")
+        # Never mixed into (or written over) files that are not its own, an archive above all.
         if any(out.iterdir()):
-            raise BuildError(f"refusing to write the sample archive into {out}: the folder is not empty")
+            raise BuildError(f"refusing to write the sample archive into {out}: the folder is not empty; "
+                             "choose a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
 
 

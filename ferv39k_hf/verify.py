@@ -15,6 +15,7 @@ from .annotations import ClipRecord, Problem
 from .clips import frame_problem, mp4_problem
 from .errors import LayoutError
 from .layout import FileRef, Layout, Part, find_layout
+from .outdirs import check_outside_archive
 from .splits import read_split_records
 from .taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
 
@@ -226,6 +227,8 @@ def plot_counts(report: VerifyReport, path: str) -> None:
 
 
 def run_verify_command(args: Any) -> int:
+    if args.plot:  # before the (long) check, so that a refused path fails at once
+        check_outside_archive(args.plot, args.root, "--plot")
     report = verify_archive(args.root, config=args.config, deep=args.deep,
                             expect_official={"auto": None, "yes": True, "no": False}[args.official])
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())

@@ -8,6 +8,7 @@ import yaml
 
 from ferv39k_hf import hub
 from ferv39k_hf.cli import main as cli_main
+from ferv39k_hf.outdirs import MARKER, folder_problem
 from ferv39k_hf.taxonomy import SCENARIOS, label_names
 from hubstub import HubStub
 
@@ -38,7 +39,9 @@ def small_build(built_faces, tmp_path):
 
 
 def _local_files(folder: Path):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """What a push uploads: every file but the build marker, which is about the local folder only."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != MARKER}
 
 
 def _push(folder, repo_id, token, *extra):
@@ -65,6 +68,8 @@ def test_push_creates_a_private_repo_and_uploads_every_file(stub, small_build, c
     assert repo.private is True
     assert repo.files == _local_files(small_build)
     assert any(name.endswith(".parquet") for name in repo.files)
+    assert (small_build / MARKER).is_file() and MARKER not in repo.files
+    assert folder_problem(small_build) is None, "a pushed folder stays one that build --overwrite may replace"
     assert "created private dataset repository team/ferv39k-faces" in out.out
     assert stub.token not in out.out + out.err
     assert all(r.authorized for r in stub.writes())

@@ -1,0 +1,343 @@
+"""Guards every writer: nothing is written in the archive, and only folders ferv39k-hf build marked are replaced.
+
+Every writer checks its target with :func:`check_outside_archive` (real paths,
+so symbolic links and bind mounts are seen through). A build folder carries a
+marker file, :data:`MARKER`, naming the tool and every file it wrote; a
+folder is replaced only when its marker is sound and it holds nothing else.
+A build's temporary folder is marked first thing with its host and process,
+so that a later build can tell a crashed one's leftovers from a live one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import BuildError
+
+MARKER = ".ferv39k-hf-build.json"
+TOOL = "ferv39k-hf build"
+FORMAT = 1
+_CONFIGS = ("faces", "scenes", "videos")
+
+
+class OutputRefused(BuildError):
+    """A path a command would write to is the archive (or holds or lies in it), or is not the build's to replace."""
+
+
+# -- the archive is read-only ---------------------------------------------------------
+
+def real_path(path: "os.PathLike[str] | str") -> Path:
+    """``path`` with every symbolic link of its existing part resolved; the part not yet made is appended."""
+    # Path.resolve keeps '..' after a link meaning the link's parent, as the kernel does (abspath would not).
+    return Path(path).absolute().resolve(strict=False)
+
+
+def _stat(path: Path) -> Optional[os.stat_result]:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _lineage(path: Path) -> List[Path]:
+    return [path, *path.parents]
+
+
+def _relation(target: Path, root: Path) -> Optional[str]:
+    """How the real path ``target`` stands to the real archive root: 'is', 'lies inside', 'holds' or None."""
+    if target == root:
+        return "is"
+    if target.is_relative_to(root):
+        return "lies inside"
+    if root.is_relative_to(target):
+        return "holds"
+    # The same folders under other names (bind mounts, case-insensitive file systems).
+    root_stat, target_stat = _stat(root), _stat(target)
+    if root_stat is not None:
+        for above in _lineage(target):
+            found = _stat(above)
+            if found is not None and os.path.samestat(found, root_stat):
+                return "is" if above == target else "lies inside"
+    if target_stat is not None:
+        for above in _lineage(root)[1:]:
+            found = _stat(above)
+            if found is not None and os.path.samestat(found, target_stat):
+                return "holds"
+    return None
+
+
+def check_outside_archive(target: "os.PathLike[str] | str", root: "os.PathLike[str] | str", what: str) -> Path:
+    """The real path of ``target``; OutputRefused if it is the archive ``root``, lies inside it or holds it."""
+    target_real = real_path(target)
+    # find_layout expands '~' in the root; the writers take their target as given.
+    root_real = real_path(os.path.expanduser(os.fspath(root)))
+    relation = _relation(target_real, root_real)
+    if relation is None:
+        return target_real
+    shown = Path(target).absolute()
+    via = "" if shown == target_real else f" (it resolves to {target_real})"
+    raise OutputRefused(
+        f"{what} {shown}{via} {relation} the archive root {root_real}; ferv39k-hf never writes, moves or deletes "
+        f"anything in the archive: choose a {what} outside it that does not hold it either"
+    )
+
+
+# -- the marker of a build folder --------------------------------------------------------
+
+def write_marker(folder: Path, files: List[str], *, writer: bool) -> None:
+    """Mark ``folder`` as the build's, listing ``files``; ``writer`` adds this host and process."""
+    marker: Dict[str, Any] = {"tool": TOOL, "format": FORMAT, "version": _version(), "files": sorted(files)}
+    if writer:
+        marker.update(host=socket.gethostname(), pid=os.getpid())
+    (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def read_marker(folder: Path) -> Dict[str, Any]:
+    """The marker of ``folder``; OutputRefused saying why when it is missing or not a sound marker."""
+    path = folder / MARKER
+    if not path.is_file() or path.is_symlink():
+        raise OutputRefused(f"{folder} was not made by ferv39k-hf build (no marker {MARKER})")
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise OutputRefused(f"{folder}: its marker {MARKER} is unreadable ({err})") from None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(marker, dict) or marker.get("tool") != TOOL or not isinstance(files, list) \
+            or not all(isinstance(f, str) and _is_relative(f) for f in files):
+        raise OutputRefused(f"{folder}: its marker {MARKER} is not one ferv39k-hf build writes")
+    return marker
+
+
+def _is_relative(name: str) -> bool:
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _entries(folder: Path) -> Tuple[List[str], List[str], List[str]]:
+    """Relative paths under ``folder``: regular files, folders, and anything else (links, devices)."""
+    files, dirs, other = [], [], []
+    for top, subdirs, names in os.walk(folder):  # does not follow links to folders
+        rel_top = Path(top).relative_to(folder).as_posix()
+        prefix = "" if rel_top == "." else rel_top + "/"
+        for name in subdirs:
+            full = os.path.join(top, name)
+            (other if os.path.islink(full) else dirs).append(prefix + name)
+        for name in names:
+            full = os.path.join(top, name)
+            kind = files if os.path.isfile(full) and not os.path.islink(full) else other
+            kind.append(prefix + name)
+    return files, dirs, other
+
+
+def _foreign(folder: Path, is_ours, own_dirs: Tuple[str, ...] = ()) -> List[str]:
+    """What under ``folder`` the build did not write: ``is_ours(rel)`` decides for files; their folders, and
+    ``own_dirs``, are the build's too."""
+    files, dirs, other = _entries(folder)
+    ours = {f for f in files if f == MARKER or is_ours(f)}
+    parents = {above.as_posix() for f in ours for above in Path(f).parents} | set(own_dirs)
+    extra = [f for f in files if f not in ours] + [d for d in dirs if d not in parents] + other
+    return sorted(extra)
+
+
+def folder_problem(folder: Path, marker: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """Why ``folder`` is not a finished build holding only the files its marker lists; None when it is."""
+    if folder.is_symlink():
+        return f"{folder} is a symbolic link (to {os.readlink(folder)}), not a folder ferv39k-hf build made"
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if marker is None:
+        try:
+            marker = read_marker(folder)
+        except OutputRefused as err:
+            return str(err)
+    extra = _foreign(folder, set(marker["files"]).__contains__)
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        return f"{folder} holds {len(extra)} path(s) that ferv39k-hf build did not write ({shown})"
+    return None
+
+
+def check_build_folder(folder: Path) -> Dict[str, Any]:
+    """The marker of a finished build folder that --overwrite may replace; OutputRefused saying why otherwise."""
+    problem = folder_problem(folder)
+    if problem is not None:
+        advice = "move them out of it" if " holds " in problem else "remove it yourself"
+        raise OutputRefused(f"{problem}; --overwrite replaces only a folder made by ferv39k-hf build and holding "
+                            f"nothing else: {advice} or choose another --out")
+    return read_marker(folder)
+
+
+def _is_partial_file(rel: str) -> bool:
+    """A file a build writes into its temporary folder (its names are not known before it finishes)."""
+    parts = rel.split("/")
+    if len(parts) == 1:
+        return rel in ("README.md", "build_report.json")
+    return len(parts) == 3 and parts[0] == "data" and parts[1] in _CONFIGS \
+        and parts[2].endswith((".parquet", ".partial"))
+
+
+# -- preparing, placing and cleaning up a build ------------------------------------------
+
+def check_build_out(out: Path, root: "os.PathLike[str] | str", overwrite: bool) -> None:
+    """Refuse an --out in the archive, and an existing one that --overwrite may not or was not asked to replace."""
+    check_outside_archive(out, root, "--out")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise OutputRefused(f"{out} already exists; pass --overwrite to replace a folder made by ferv39k-hf build, "
+                            "or choose another --out")
+    check_build_folder(out)
+
+
+def start_build(out: Path, root: "os.PathLike[str] | str", overwrite: bool) -> Tuple[Path, List[str]]:
+    """Check ``out``, remove crashed builds' leftovers beside it, make the marked temporary folder.
+
+    Returns the temporary folder and notes on what was removed.
+    """
+    check_build_out(out, root, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    notes = remove_stale(out)
+    tmp = _fresh_name(out, "partial", make=True)
+    write_marker(tmp, [], writer=True)
+    return tmp, notes
+
+
+def _fresh_name(out: Path, kind: str, *, make: bool) -> Path:
+    """``.NAME.KIND-PID`` beside ``out`` (with a counter when taken); never an existing path."""
+    base = out.parent / f".{out.name}.{kind}-{os.getpid()}"
+    for count in range(1000):
+        path = base if count == 0 else base.with_name(f"{base.name}-{count}")
+        if make:
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+        if not (path.exists() or path.is_symlink()):
+            return path
+    raise BuildError(f"no free name for a {kind} folder beside {out}; remove the .{out.name}.{kind}-* folders there")
+
+
+def seal_build(tmp: Path) -> None:
+    """Rewrite the temporary folder's marker with every file it now holds, without host and process."""
+    files, _, _ = _entries(tmp)
+    write_marker(tmp, [f for f in files if f != MARKER], writer=False)
+
+
+def discard_partial(tmp: Path) -> None:
+    """Remove this build's own temporary folder (made and marked by this process) after a failure."""
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def place_build(tmp: Path, out: Path) -> List[str]:
+    """Put the sealed build ``tmp`` at ``out``, replacing the build there; notes on anything left in place.
+
+    At every moment ``out`` is the old folder, absent, or the new one.
+    """
+    old = None
+    if out.exists() or out.is_symlink():
+        problem = folder_problem(out)
+        if problem is not None:  # it changed while the build ran
+            raise OutputRefused(f"{out} was not replaced: {problem}. The new build is in {tmp}; move what you "
+                                f"want to keep out of {out} and run the build again, or rename {tmp} yourself")
+        # Claim it first: if this process dies past here, the next build can tell the copy is a dead one's.
+        write_marker(out, read_marker(out)["files"], writer=True)
+        old = _fresh_name(out, "old", make=False)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is None:
+        return []
+    # Checked again just before deleting: it must still be our claimed build and hold nothing else.
+    marker = _marker_or_none(old)
+    problem = folder_problem(old, marker) if marker is not None else f"{old} lost its marker {MARKER}"
+    if problem is None and not _claimed_by_me(marker):
+        problem = f"{old}: another process claimed it"
+    if problem is not None:
+        return [f"kept the previous copy, moved aside to {old}, instead of deleting it: {problem}. "
+                "Look through it and remove it yourself"]
+    return [] if _remove(old) else [f"could not remove all of the previous copy, moved aside to {old}"]
+
+
+def _remove(folder: Path) -> bool:
+    """Delete a folder this module has just checked; whether it is gone (permissions may keep part of it)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return not (folder.exists() or folder.is_symlink())
+
+
+def _marker_or_none(folder: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return read_marker(folder)
+    except OutputRefused:
+        return None
+
+
+def _claimed_by_me(marker: Dict[str, Any]) -> bool:
+    return marker.get("host") == socket.gethostname() and marker.get("pid") == os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True
+
+
+def _stale_problem(path: Path, kind: str) -> Optional[str]:
+    """Why the leftover ``path`` (kind 'partial' or 'old') must be kept; None when it may be removed."""
+    if path.is_symlink() or not path.is_dir():
+        return "not a folder"
+    marker = _marker_or_none(path)
+    if marker is None:
+        return f"it has no sound marker {MARKER}"
+    host, pid = marker.get("host"), marker.get("pid")
+    if host != socket.gethostname():
+        return f"it was made on host {host!r}" if host else "its marker names no host or process"
+    if type(pid) is not int or pid <= 0:  # 0 or -1 would address process groups in os.kill
+        return "its marker names no process"
+    if pid == os.getpid() or _alive(pid):
+        return ""  # a build in progress: say nothing
+    if kind == "partial":  # its files are not listed yet: it may hold any the build writes
+        extra = _foreign(path, _is_partial_file, ("data", *(f"data/{config}" for config in _CONFIGS)))
+    else:
+        extra = _foreign(path, set(marker["files"]).__contains__)
+    if extra:
+        return f"it holds paths a build does not write ({', '.join(extra[:3])})"
+    return None
+
+
+def remove_stale(out: Path) -> List[str]:
+    """Remove the ``.NAME.partial-*`` and ``.NAME.old-*`` folders beside ``out`` that a dead build on this host left.
+
+    Only folders carrying the marker, with this host's name and a process id no
+    longer running, and holding only what a build writes, are removed.
+    """
+    notes = []
+    prefixes = {f".{out.name}.partial-": "partial", f".{out.name}.old-": "old"}
+    with os.scandir(out.parent) as found:
+        names = sorted(entry.name for entry in found)
+    for name in names:
+        kind = next((k for prefix, k in prefixes.items() if name.startswith(prefix)), None)
+        if kind is None:
+            continue
+        path = out.parent / name
+        problem = _stale_problem(path, kind)
+        if problem is None:
+            done = "removed" if _remove(path) else "could not remove all of"
+            notes.append(f"{done} {path}, left by a ferv39k-hf build on this host that is no longer running")
+        elif problem:
+            notes.append(f"left {path} alone: {problem}")
+    return notes
