@@ -18,6 +18,7 @@ import datasets
 from . import fingerprint
 from .annotations import ClipRecord, Problem
 from .clips import ClipDamaged, ClipReader
+from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from .errors import BuildError
 from .fingerprint import RELEASE, archive_fingerprint
 from .layout import Layout, find_layout
@@ -217,5 +218,22 @@ def load(
         archive_fingerprint=archive_fingerprint(layout, config),
     )
     builder._layout = layout
-    builder.download_and_prepare(num_proc=num_proc)
+    _prepare_with_space(builder, layout, config, on_error, num_proc)
     return builder.as_dataset()
+
+
+def _prepare_with_space(builder: Ferv39k, layout: Layout, config: str, on_error: str, num_proc: Optional[int]) -> None:
+    """``download_and_prepare``, refused at once when datasets' cache lacks the room, and with the same figures
+    when the disk fills while it writes (datasets removes its incomplete folder)."""
+    what, where = f"loading {config} into datasets' cache", builder.cache_dir
+    needed = 0
+    if not os.path.exists(os.path.join(where, datasets.config.DATASET_INFO_FILENAME)):  # else nothing is written
+        records = plan_splits(layout, on_error=on_error).records.values()
+        needed = needed_bytes(payload_bytes(layout.part(config), records))
+        check_free_space(what, where, needed)
+    try:
+        builder.download_and_prepare(num_proc=num_proc)
+    except Exception as err:  # datasets wraps its writer's OSError in its own error
+        if is_disk_full(err):
+            raise BuildError(f"the disk filled while datasets wrote its cache: {shortage(what, where, needed)}") from None
+        raise

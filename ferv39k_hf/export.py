@@ -30,6 +30,7 @@ from .annotations import ClipRecord, Problem
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
 from .clips import ClipReader, FrameBatch
+from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from .errors import BuildError
 from .layout import Layout, find_layout
 from .outdirs import check_build_out, discard_partial, place_build, seal_build, start_build
@@ -340,15 +341,20 @@ def build_dataset_folder(
     plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error)
     options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
     tasks = plan_shards(plan.records, config)
-    tmp, notes = start_build(out, root, overwrite)
+    tmp, notes = start_build(out, root, overwrite)  # also removes dead builds' leftovers: count their space
+    needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values()) if frames == "copy" else 0)
     try:
+        check_free_space(f"building {config}", out, needed)
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
         results = _run_tasks(layout, options, tmp_data, tasks, sum(len(t.records) for t in tasks))
         result = _finish(tmp, out, config, plan.problems, results, options, validation_fraction, seed, command, root)
         seal_build(tmp)
-    except BaseException:
+    except BaseException as err:
         discard_partial(tmp)
+        if is_disk_full(err):
+            raise BuildError(f"the disk filled during the build, which was removed ({out} is as it was): "
+                             f"{shortage(f'building {config}', out, needed)}") from None
         raise
     result.notes = notes + place_build(tmp, out)
     result.seconds = time.perf_counter() - started
