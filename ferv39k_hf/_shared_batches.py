@@ -86,12 +86,16 @@ def _worker_checks() -> Tuple[bool, bool]:
 _worker_checked: Optional[Tuple[int, Tuple[bool, bool]]] = None
 
 
-def new_shared_works() -> bool:
-    """Whether :func:`shared_tensor` works here (checked once per process)."""
+def _checked_here() -> Tuple[bool, bool]:
     global _worker_checked
     if _worker_checked is None or _worker_checked[0] != os.getpid():
         _worker_checked = (os.getpid(), _worker_checks())
-    return _worker_checked[1][0]
+    return _worker_checked[1]
+
+
+def new_shared_works() -> bool:
+    """Whether :func:`shared_tensor` works here (checked once per process)."""
+    return _checked_here()[0]
 
 
 class _Buffer:
@@ -180,7 +184,7 @@ def _worker_pool() -> Optional[_Pool]:
     global _pool
     if SLOTS < 1 or not _reuse.enabled() or torch.utils.data.get_worker_info() is None:
         return None
-    if not (new_shared_works() and _worker_checked[1][1] and _pickle_watch.watching()):
+    if not (all(_checked_here()) and _pickle_watch.watching()):
         return None
     if _pool is None or _pool.pid != os.getpid():  # a fork inherits its parent's: start afresh
         _pool = _Pool()

@@ -4,6 +4,7 @@ run's batch without reuse, through workers (fork, spawn, pinning, the file_syste
 
 import collections
 import functools
+import os
 import time
 
 import pytest
@@ -116,6 +117,38 @@ def test_batches_that_leave_another_way_keep_their_memory(collate):
     expected = epochs(clips(reuse_memory=False), collate=collate)
     assert_same(epochs(clips(), collate=collate), expected)
     assert_same(epochs(clips(), collate=collate, hold=True), expected)
+
+
+def _break(check, monkeypatch):
+    """Make one of the run-time checks of torch fail, in this process and in workers forked from it."""
+    if check == "release":
+        monkeypatch.setattr(_main_batches, "_checked", (os.getpid(), False))
+    elif check == "reducer":  # torch's storage reducer, registered again by someone else
+        from multiprocessing.reduction import ForkingPickler
+        from torch.multiprocessing import reductions
+
+        monkeypatch.setitem(ForkingPickler._extra_reducers, torch.UntypedStorage,
+                            lambda storage: reductions.reduce_storage(storage))
+    elif check == "use_count":
+        monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    else:
+        def moved(*args, **kwargs):
+            raise RuntimeError("private API moved")
+
+        monkeypatch.setattr(torch.storage.TypedStorage, "_new_shared", moved)
+
+
+@needs_reuse
+@pytest.mark.parametrize("check", ["release", "reducer", "use_count", "new_shared"])
+def test_reuse_turns_itself_off_when_a_check_of_torch_fails(check, monkeypatch):
+    expected = without_reuse()
+    _break(check, monkeypatch)
+    assert_same(epochs(clips()), expected)
+    assert not _shared_batches.claims, "no buffer was reused"
+    if check in ("release", "reducer"):
+        assert_same(epochs(clips(), hold=True), expected)
+    if check == "release":  # and in this process, every batch gets memory of its own
+        assert in_process()[2] == len(in_process(reuse_memory=False)[0])
 
 
 class SendTwice:
