@@ -181,14 +181,15 @@ def _consume(batches, results, delay):
 
 
 @needs_reuse
-@pytest.mark.parametrize("on_device", [False, True])
-def test_batches_passed_on_to_another_process_are_never_written_over(on_device):
-    expected = without_reuse(on_device)
+@pytest.mark.parametrize("on_device, workers", [(False, 2), (True, 2), (False, 0)])
+def test_batches_passed_on_to_another_process_are_never_written_over(on_device, workers):
+    expected = without_reuse(on_device, workers)
     context = torch_mp.get_context("fork")
     batches, results = context.Queue(), context.Queue()
     consumer = context.Process(target=_consume, args=(batches, results, 0.5))
     consumer.start()  # before any batch exists here
-    epochs(clips(on_device), keep=lambda batch: batches.put(batch) or {})  # each dropped once queued
+    # each batch dropped once queued; with workers=0 torch moves it to new shared memory as it is sent
+    epochs(clips(on_device), keep=lambda batch: batches.put(batch) or {}, workers=workers)
     batches.put(None)
     got = [{key: torch.from_numpy(value) for key, value in batch.items()} for batch in results.get(timeout=60)]
     consumer.join(timeout=60)
