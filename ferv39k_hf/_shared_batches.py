@@ -3,21 +3,29 @@
 A worker sends its batch to the main process in shared memory. torch gives each
 batch new shared memory, and the kernel allocates, zeroes, maps and later frees
 every page of it: for float32 clips at 224 that costs a worker more than decoding
-them. Here a worker keeps a few buffers and writes a batch into one that is free
-again, which needs to know two things:
+them. Here a worker keeps a few buffers and writes a batch into one only when
+both sides have said they are done with it:
 
-- the worker no longer uses it: no tensor of the worker's views its storage any
-  more (torch's use count of the storage is back to the pool's own references);
-- the main process no longer uses it: :func:`~ferv39k_hf.transforms.collate_clips`
-  returns the batch as a dict that, when the worker sends it, sets the buffer's
-  flag in a small shared array and unpickles in the main process as a plain dict
-  whose buffers clear their flags when the last tensor over them is freed there.
+- the lease: :func:`~ferv39k_hf.transforms.collate_clips` returns the batch as a
+  dict that, when the worker pickles it to send it, sets the buffer's flag in a
+  small shared array to HELD and unpickles in the main process as a plain dict
+  whose buffers' flags go back to FREE when torch frees the last tensor over them
+  there (a finalizer on the storage, see :mod:`ferv39k_hf._main_batches`);
+- the worker: the buffer left it in that one send and in no other pickle; torch's
+  use count of the storage may veto a reuse (a tensor of the worker still over it),
+  never allow one.
 
-A buffer handed to a transform whose batch goes out some other way (another collate
-function copied the rows, or sent them on in another container) is dropped from the
-pool, so its memory is freed as any other batch's and never reused. Every path is
-thus either the reuse above or what torch does without this module.
-``SLOTS = 0`` turns the reuse off.
+Torch pickles every CPU storage through one reducer; this module wraps it in the
+processes that rely on it. A main process that pickles a batch it got in a
+leased buffer again (a queue or pipe to another process) or forks while it holds
+one sets the flag to KEPT: that buffer is never reused and its worker drops it.
+A worker drops a buffer that is pickled outside its lease, or that a batch takes
+out some other way (another collate function copied the rows, or sent them in
+another container). Every check of torch's behaviour runs in the process that
+relies on it (the main process: the finalizer and the reducer; the worker:
+``_new_shared``, the use count, the reducer), and when one fails the reuse is off
+there: every batch then gets new memory, as torch gives it. :mod:`ferv39k_hf._reuse`
+is the public switch.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ import collections
 import math
 import os
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
+
+from . import _main_batches, _pickle_watch, _reuse
 
 __all__ = ["SLOTS", "batch_tensor", "shared_tensor", "lease", "claims"]
 
@@ -37,42 +47,66 @@ SLOTS = 6  # buffers a worker keeps at most, for its life (batches in flight: Da
 # a buffer's state in its worker: given to a transform; in a batch that collate_clips returned and that
 # has not been sent yet; sent to the main process
 HANDED, PENDING, SENT = "handed", "pending", "sent"
+# a buffer's flag, shared by its worker and the main process
+FREE, HELD, KEPT = 0, 1, 2
 
 # main process: how many batches came in each (worker pid, buffer), for tests and the curious
 claims: "collections.Counter[Tuple[int, int]]" = collections.Counter()
 
 
 def _use_count(storage: torch.UntypedStorage) -> Optional[int]:
-    counter = getattr(torch._C, "_storage_Use_Count", None)  # private: without it nothing is reused
+    counter = getattr(torch._C, "_storage_Use_Count", None)  # private: checked by _worker_checks
     return None if counter is None else int(counter(storage._cdata))
-
-
-def _release_follows_storage() -> bool:
-    """Whether a finalizer on a tensor's storage waits for the last tensor over that memory (torch keeps
-    one Python object per storage); without that the main process could not tell when it is done."""
-    fired: List[bool] = []
-    tensor = torch.empty(4)
-    view = tensor[1:]
-    weakref.finalize(tensor.untyped_storage(), fired.append, True)
-    del tensor
-    waited = not fired and view.untyped_storage() is view.untyped_storage()
-    del view
-    return waited and bool(fired)
 
 
 def shared_tensor(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A new flat tensor of ``numel`` values in shared memory (torch's private API: callers catch
-    AttributeError and RuntimeError)."""
+    AttributeError and RuntimeError, and check it first with :func:`new_shared_works`)."""
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
     return torch.empty(0, dtype=dtype).set_(storage)
+
+
+def _worker_checks() -> Tuple[bool, bool]:
+    """(``_new_shared`` gives shared memory of the size asked, the use count counts the tensors over a
+    storage), on this torch."""
+    try:
+        tensor = shared_tensor(5, torch.float32)
+        shared = tensor.is_shared() and tensor.untyped_storage().nbytes() == 20 and tensor.shape == (5,)
+        storage = tensor.untyped_storage()
+        alone = _use_count(storage)
+        view = torch.empty(0).set_(storage)
+        more = _use_count(storage)
+        del view
+        counts = alone is not None and more == alone + 1 and _use_count(storage) == alone
+        return shared, counts
+    except (AttributeError, RuntimeError, TypeError):
+        return False, False
+
+
+_worker_checked: Optional[Tuple[int, Tuple[bool, bool]]] = None
+
+
+def _checked_here() -> Tuple[bool, bool]:
+    global _worker_checked
+    if _worker_checked is None or _worker_checked[0] != os.getpid():
+        _worker_checked = (os.getpid(), _worker_checks())
+    return _worker_checked[1]
+
+
+def new_shared_works() -> bool:
+    """Whether :func:`shared_tensor` works here (checked once per process)."""
+    return _checked_here()[0]
 
 
 class _Buffer:
     def __init__(self, numel: int, dtype: torch.dtype):
         self.tensor = shared_tensor(numel, dtype)  # flat, over the whole shared storage
         self.storage = self.tensor.untyped_storage()  # held, so that the idle use count is steady
+        self.start = self.storage.data_ptr()
+        self.end = self.start + self.storage.nbytes()
         self.idle = _use_count(self.storage)
         self.state = HANDED
+        self.sends = 0  # pickles of its storage allowed: one, in the send of its lease
 
 
 class _Pool:
@@ -85,17 +119,30 @@ class _Pool:
 
     def _idle(self, index: int) -> bool:
         buffer = self.buffers[index]
-        if buffer is None or buffer.state != SENT or buffer.idle is None:
+        if buffer is None or buffer.state != SENT:
             return False
-        if int(self.flags[index]) != 0:  # the main process still holds it
+        flag = int(self.flags[index])
+        if flag == KEPT:  # the main process passed it on: never again
+            self.buffers[index] = None
             return False
-        return _use_count(buffer.storage) == buffer.idle
+        # the lease allows it; a tensor of this worker still over it vetoes
+        return flag == FREE and _use_count(buffer.storage) == buffer.idle
 
     def unsent(self, index: int, buffer: _Buffer) -> None:
         """A leased batch died without being sent: its tensors may have left in another container, so
         its buffer is never reused."""
         if self.buffers[index] is buffer and buffer.state == PENDING:
             self.buffers[index] = None
+
+    def pickled(self, start: int, end: int) -> None:
+        """Storage memory [start, end) is being pickled: a buffer's lease allows one send, any other
+        means it left another way, and it is never reused."""
+        for index, buffer in enumerate(self.buffers):
+            if buffer is not None and buffer.start < end and start < buffer.end:
+                if buffer.sends > 0:
+                    buffer.sends -= 1
+                else:
+                    self.buffers[index] = None
 
     def take(self, numel: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
         for index, buffer in enumerate(self.buffers):
@@ -104,7 +151,7 @@ class _Pool:
         spare = None
         for index, buffer in enumerate(self.buffers):
             if buffer is None or not self._idle(index):
-                spare = index if buffer is None and spare is None else spare
+                spare = index if self.buffers[index] is None and spare is None else spare
                 continue
             if buffer.tensor.dtype == dtype and buffer.tensor.numel() == numel:
                 buffer.state = HANDED
@@ -117,7 +164,7 @@ class _Pool:
             spare = len(self.buffers) - 1
         self.buffers[spare] = None  # let the replaced one go before making the new one
         self.buffers[spare] = buffer = _Buffer(numel, dtype)
-        self.flags[spare] = 0
+        self.flags[spare] = FREE
         return buffer.tensor
 
     def index_of(self, tensor: Any) -> Optional[int]:
@@ -125,22 +172,19 @@ class _Pool:
             return None
         pointer = tensor.untyped_storage().data_ptr()
         for index, buffer in enumerate(self.buffers):
-            if buffer is not None and buffer.storage.data_ptr() == pointer:
+            if buffer is not None and buffer.start == pointer:
                 return index
         return None
 
 
 _pool: Optional[_Pool] = None
-_usable: Optional[bool] = None
 
 
 def _worker_pool() -> Optional[_Pool]:
-    global _pool, _usable
-    if SLOTS < 1 or torch.utils.data.get_worker_info() is None:
+    global _pool
+    if SLOTS < 1 or not _reuse.enabled() or torch.utils.data.get_worker_info() is None:
         return None
-    if _usable is None:
-        _usable = _release_follows_storage() and _use_count(torch.empty(1).untyped_storage()) is not None
-    if not _usable:
+    if not (all(_checked_here()) and _pickle_watch.watching()):
         return None
     if _pool is None or _pool.pid != os.getpid():  # a fork inherits its parent's: start afresh
         _pool = _Pool()
@@ -188,20 +232,74 @@ class _LeasedBatch(dict):
         for key, index in self._keys.items():
             buffer = self._pool.buffers[index]
             if buffer is not None and buffer.state == PENDING and self._pool.index_of(self.get(key)) == index:
-                self._pool.flags[index] = 1  # before the main process can have it
-                buffer.state = SENT
+                self._pool.flags[index] = HELD  # before the main process can have it
+                buffer.state, buffer.sends = SENT, 1
                 leases.append((key, index))
         return _claim, (dict(self), self._pool.flags, leases, self._pool.pid)
 
 
+# --- the main process --------------------------------------------------------------------------------
+
+
+class _Lease:
+    """A buffer of a worker that a batch of this process lies in."""
+
+    def __init__(self, flags: torch.Tensor, index: int, storage: torch.UntypedStorage):
+        self.flags, self.index, self.pid = flags, index, os.getpid()
+        self.start = storage.data_ptr()
+        self.end = self.start + storage.nbytes()
+        self.kept = False
+
+    def keep(self) -> None:
+        """Another process may read this memory after this one is done with it: never free it."""
+        self.kept = True
+        self.flags[self.index] = KEPT
+
+    def release(self) -> None:  # the storage's finalizer: any thread; also runs in forked children
+        _leases.discard(self)
+        if not self.kept and os.getpid() == self.pid:
+            self.flags[self.index] = FREE
+
+
+_leases: Set[_Lease] = set()
+
+
+def _main_ready() -> bool:
+    return _reuse.enabled() and _main_batches.release_follows_storage() and _pickle_watch.watching()
+
+
 def _claim(batch: Dict[str, Any], flags: torch.Tensor, leases: List[Tuple[str, int]], pid: int) -> Dict[str, Any]:
     """In the main process: the batch, each leased buffer freed for its worker once the last tensor over
-    its memory is gone here."""
+    its memory is gone here (or kept for ever when this process cannot tell)."""
+    ready = _main_ready()
     for key, index in leases:
-        weakref.finalize(batch[key].untyped_storage(), _release, flags, index)
+        storage = batch[key].untyped_storage()
+        held = _Lease(flags, index, storage)
+        if not ready:
+            held.keep()
+            continue
+        _leases.add(held)
+        weakref.finalize(storage, held.release)
         claims[(pid, index)] += 1
     return batch
 
 
-def _release(flags: torch.Tensor, index: int) -> None:
-    flags[index] = 0
+def _pickled(start: int, end: int) -> None:
+    """Storage memory [start, end) is being pickled in this process (see :mod:`_pickle_watch`)."""
+    pid = os.getpid()
+    if _pool is not None and _pool.pid == pid:
+        _pool.pickled(start, end)
+    for held in tuple(_leases):
+        if held.pid == pid and held.start < end and start < held.end:
+            held.keep()
+
+
+def _keep_all_before_fork() -> None:
+    pid = os.getpid()
+    for held in tuple(_leases):
+        if held.pid == pid:
+            held.keep()
+
+
+_pickle_watch.subscribe(_pickled)
+os.register_at_fork(before=_keep_all_before_fork)

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from . import _shared_batches
+from ._main_batches import BatchPool
 from .sampling import SAMPLINGS, sample_indices, sample_views
-from .video import FrameListClip, Mp4Clip, ReusableBuffers, simplejpeg_available
+from .video import FrameListClip, Mp4Clip, Scratch, simplejpeg_available
 
 try:  # the optional C extension (setup.py); without it the torch path runs
     from . import _fused
@@ -230,6 +231,10 @@ class VideoClipTransform:
             than torch's 8-bit fixed point, so the two paths differ by at most one
             grey level. ``None`` (default) uses it when built and ``channels_last``
             is on; True insists on it; False keeps the torch path.
+        reuse_memory: reuse decode scratch and batch memory from batch to batch,
+            each only once the package knows it is free (see the README's
+            Performance section). False, or ``FERV39K_HF_REUSE_MEMORY=0`` in the
+            environment, gives every batch memory of its own.
     """
 
     def __init__(
@@ -253,6 +258,7 @@ class VideoClipTransform:
         channels_last: bool = True,
         on_device: bool = False,
         fused: Optional[bool] = None,
+        reuse_memory: bool = True,
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
@@ -283,12 +289,8 @@ class VideoClipTransform:
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
-        self._buffers = ReusableBuffers()
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_buffers"] = ReusableBuffers()  # scratch memory stays in its process
-        return state
+        self.reuse_memory = bool(reuse_memory)
+        self._scratch, self._batches = Scratch(self.reuse_memory), BatchPool()  # neither is pickled with its memory
 
     def __repr__(self) -> str:
         return (
@@ -338,8 +340,7 @@ class VideoClipTransform:
         if self.on_device:
             result = self._deferred_views(plans, spatial_views)
         else:
-            memory = _output_tensor((len(sources) * per_clip, self.num_frames) + self._normaliser.frame_shape(),
-                                    self._buffers)
+            memory = self._output_tensor((len(sources) * per_clip, self.num_frames) + self._normaliser.frame_shape())
             for row, plan in enumerate(plans):
                 self._clip_into(plan, spatial_views, memory[row * per_clip : (row + 1) * per_clip])
             result = {"pixel_values": memory.permute(0, 1, 4, 2, 3) if self.channels_last else memory}
@@ -377,8 +378,8 @@ class VideoClipTransform:
         unique, positions = np.unique(index_sets, return_inverse=True)
         source_size, can_reduce = source.probe(int(unique[0]))
         frames = None
-        if source_size is None:
-            frames = source.decode(unique, 1, self._buffers)
+        if source_size is None:  # kept in the plan until the batch is made: new memory, never scratch
+            frames = source.decode(unique, 1)
             source_size = frames.shape[1:3]
         boxes = self._boxes(source_size[0], source_size[1], rng, spatial_views)
         flip = bool(self.train and rng.random() < self.flip_prob)
@@ -393,7 +394,7 @@ class VideoClipTransform:
         view however many temporal views share it.
         """
         frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, plan.reduce,
-                                                                                 self._buffers)
+                                                                                 self._scratch)
         height, width = frames.shape[1:3]
         fused = self.fused and frames.flags.c_contiguous
         pixels = torch.from_numpy(frames)
@@ -426,18 +427,17 @@ class VideoClipTransform:
         source_height, source_width = sizes.pop()
         height, width = -(-source_height // reduce), -(-source_width // reduce)
         per_clip = len(plans[0].positions) * spatial_views
-        frames_out = _output_tensor((len(plans) * per_clip, self.num_frames, height, width, 3), self._buffers,
-                                    torch.uint8)
+        frames_out = self._output_tensor((len(plans) * per_clip, self.num_frames, height, width, 3), torch.uint8)
         boxes = torch.empty((len(plans) * per_clip, 4), dtype=torch.int64)
         flips = torch.empty(len(plans) * per_clip, dtype=torch.bool)
         for row, plan in enumerate(plans):
             rows = frames_out[row * per_clip : (row + 1) * per_clip].numpy()
             direct = per_clip == 1 and plan.frames is None and plan.positions[0] == list(range(len(plan.unique)))
             if direct:  # the common case: decode straight into the batch
-                plan.source.decode(plan.unique, reduce, self._buffers, out=rows[0])
+                plan.source.decode(plan.unique, reduce, out=rows[0])
             else:
                 frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, reduce,
-                                                                                         self._buffers)
+                                                                                         self._scratch)
                 if frames.shape[1:3] != (height, width):
                     raise ValueError(f"clip {plan.source.clip}: frames of {frames.shape[1]}x{frames.shape[2]} "
                                      f"in a batch of {height}x{width} (on_device needs one size per batch)")
@@ -449,6 +449,23 @@ class VideoClipTransform:
                     boxes[row * per_clip + t * spatial_views + s] = torch.tensor(box)
             flips[row * per_clip : (row + 1) * per_clip] = plan.flip
         return {"pixel_values": frames_out, "crop_boxes": boxes, "flips": flips}
+
+    def _output_tensor(self, shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Memory for a batch. In a DataLoader worker: shared memory, which is sent to the main process
+        without a copy (a buffer the worker reuses once both sides are done with it, see
+        :mod:`ferv39k_hf._shared_batches`, else new, as torch's default_collate allocates). Elsewhere: an
+        array that this transform reuses once torch has freed its last batch (:mod:`ferv39k_hf._main_batches`)."""
+        if torch.utils.data.get_worker_info() is None:
+            return self._batches.tensor(shape, dtype, self.reuse_memory)
+        reused = _shared_batches.batch_tensor(shape, dtype) if self.reuse_memory else None
+        if reused is not None:
+            return reused
+        if _shared_batches.new_shared_works():
+            try:
+                return _shared_batches.shared_tensor(math.prod(shape), dtype).view(shape)
+            except (AttributeError, RuntimeError):  # private torch API: an ordinary tensor still works
+                pass
+        return torch.empty(shape, dtype=dtype)
 
     def device_finish(self) -> "DeviceFinish":
         """The :class:`DeviceFinish` that completes this transform's ``on_device`` batches."""
@@ -528,23 +545,6 @@ class DeviceFinish:
             return args, self.finish_inputs(kwargs)
 
         return model.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-def _output_tensor(shape: Tuple[int, ...], buffers: ReusableBuffers, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Memory for a batch: in a DataLoader worker, shared memory that is sent to the main
-    process without a copy (a buffer the worker reuses once the main process is done with it, see
-    :mod:`ferv39k_hf._shared_batches`, else new, as torch's default_collate allocates); elsewhere a
-    reused buffer."""
-    if torch.utils.data.get_worker_info() is not None:
-        reused = _shared_batches.batch_tensor(shape, dtype)
-        if reused is not None:
-            return reused
-        try:
-            return _shared_batches.shared_tensor(math.prod(shape), dtype).view(shape)
-        except (AttributeError, RuntimeError):  # private torch API moved: an ordinary tensor still works
-            return torch.empty(shape, dtype=dtype)
-    numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-    return torch.from_numpy(buffers.get(f"batch-{numpy_dtype}", shape, numpy_dtype))
 
 
 def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:

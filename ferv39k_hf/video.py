@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import io
 import os
-import sys
+import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
+from . import _reuse
 from .layout import read_file
 from .ziparchive import MAX_FRAME_BYTES
 
@@ -31,7 +32,7 @@ __all__ = [
     "simplejpeg_available",
     "FrameListClip",
     "Mp4Clip",
-    "ReusableBuffers",
+    "Scratch",
 ]
 
 VideoSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
@@ -210,34 +211,38 @@ def _fit(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(array).resize((width, height), Image.BILINEAR))
 
 
-class ReusableBuffers:
-    """Reusable numpy buffers, one list per name.
+class Scratch:
+    """Decode memory reused from clip to clip, one array per name and thread.
 
-    A buffer is handed out again only when nothing else references it: a torch
-    tensor made by ``torch.from_numpy`` keeps its array alive (and counted) until
-    the tensor and all its views are gone. Reusing memory matters: a fresh batch
-    of float clips is tens of MB, beyond what malloc recycles, and every first
-    touch of its pages costs a page fault.
+    An array from :meth:`get` is valid until the next :meth:`get` of that name in
+    the same thread: a caller must be done with it by then, and code that keeps
+    decoded frames longer (across clips) must not take them from here. Reuse
+    matters: a clip's frames are megabytes, beyond what malloc recycles, and every
+    first touch of fresh pages costs a page fault. ``reuse=False`` (or the
+    environment switch of :mod:`ferv39k_hf._reuse`) gives fresh memory every time.
     """
 
-    def __init__(self, keep: int = 2):
-        self.keep = keep
-        self._free: Dict[str, List[np.ndarray]] = {}
+    def __init__(self, reuse: bool = True):
+        self.reuse = reuse
+        self._local = threading.local()  # per thread: two threads never share an array
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"reuse": self.reuse}  # memory stays in its process
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(state["reuse"])
 
     def get(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A C-contiguous array of ``shape``: the leading rows of a free buffer when one is big enough."""
-        pool = self._free.setdefault(name, [])
-        for position in range(len(pool)):
-            array = pool[position]
-            # references to a free buffer: the pool's list, ``array``, getrefcount's argument
-            if (array.shape[1:] == tuple(shape[1:]) and array.shape[0] >= shape[0] and array.dtype == dtype
-                    and sys.getrefcount(array) == 3):
-                return array[: shape[0]]
-        array = np.empty(shape, dtype=dtype)
-        pool.append(array)
-        if len(pool) > self.keep:
-            del pool[0]
-        return array
+        """A C-contiguous array of ``shape`` and ``dtype``, valid until the next ``get(name, ...)`` here."""
+        dtype = np.dtype(dtype)
+        if not (self.reuse and _reuse.enabled()):
+            return np.empty(shape, dtype=dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        arrays = self._local.__dict__
+        flat = arrays.get(name)
+        if flat is None or flat.nbytes < nbytes:
+            flat = arrays[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return flat[:nbytes].view(dtype).reshape(shape)
 
 
 class FrameListClip:
@@ -263,16 +268,19 @@ class FrameListClip:
             return (height, width), False
         return image_size(data, self.use_simplejpeg, name), _is_jpeg(data)
 
-    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers,
+    def decode(self, indices: np.ndarray, reduce: int, scratch: Optional[Scratch] = None,
                out: Optional[np.ndarray] = None) -> np.ndarray:
         """Frames ``indices`` as one uint8 (N, H, W, 3) array at the first frame's size (divided by ``reduce``),
-        decoded into ``out`` when given (it must have that shape)."""
+        decoded into ``out`` when given (it must have that shape), else into ``scratch``'s "frames" array
+        (valid until that scratch's next request of it) or, without scratch, into new memory."""
         (height, width), scalable = self.probe(int(indices[0]))
         reduce = reduce if scalable else 1
         shape = (len(indices), -(-height // reduce), -(-width // reduce), 3)
         if out is not None and out.shape != shape:
             raise ValueError(f"clip {self.clip}: frames of shape {shape} do not fit a buffer of {out.shape}")
-        frames = out if out is not None else buffers.get("frames", shape, np.uint8)
+        if out is None:
+            out = scratch.get("frames", shape, np.uint8) if scratch is not None else np.empty(shape, np.uint8)
+        frames = out
         # the common case first, with no per-frame header parse: JPEG bytes of the clip's size, decoded
         # in place by simplejpeg (anything else, or any error, takes the general path below)
         decode_jpeg = _simplejpeg.decode_jpeg if self.use_simplejpeg and reduce == 1 else None
@@ -312,6 +320,6 @@ class Mp4Clip:
     def probe(self, index: int) -> Tuple[None, bool]:
         return None, False
 
-    def decode(self, indices: np.ndarray, reduce: int, buffers: ReusableBuffers) -> np.ndarray:
-        """Frames ``indices`` at full size (video frames are not DCT-scaled here)."""
+    def decode(self, indices: np.ndarray, reduce: int, scratch: Optional[Scratch] = None) -> np.ndarray:
+        """Frames ``indices`` at full size, in new memory (video frames are not DCT-scaled here)."""
         return read_video_frames(self.video, indices)

@@ -179,19 +179,23 @@ def test_decode_image_errors_name_the_frame():
         video.decode_image(b"\xff\xd8garbage", name="Crime/Angry/0001/03.jpg")
 
 
-def test_reusable_buffers_are_reused_only_when_free():
-    import torch
+def test_scratch_is_reused_per_name_and_thread_and_never_when_switched_off(monkeypatch):
+    import threading
 
-    buffers = video.ReusableBuffers(keep=2)
-    first = buffers.get("x", (4, 4), np.float32)
-    address = first.ctypes.data
-    held = torch.from_numpy(first)[1:]  # a view of a tensor over the buffer
-    del first
-    second = buffers.get("x", (4, 4), np.float32)
-    assert not np.shares_memory(second, held.numpy()), "a buffer behind a live tensor view is not handed out"
-    del held
-    assert buffers.get("x", (4, 4), np.float32).ctypes.data == address, "once released it is reused"
-    fewer_rows = buffers.get("x", (3, 4), np.float32)
-    assert fewer_rows.shape == (3, 4) and fewer_rows.flags.c_contiguous and fewer_rows.ctypes.data == address
-    assert buffers.get("x", (2, 2), np.float32).shape == (2, 2)
-    assert buffers.get("x", (4, 4), np.uint8).dtype == np.uint8
+    scratch = video.Scratch()
+    first = scratch.get("x", (4, 4), np.float32)
+    assert first.shape == (4, 4) and first.dtype == np.float32 and first.flags.c_contiguous
+    again = scratch.get("x", (3, 4), np.float32)
+    assert np.shares_memory(first, again), "the contract: valid until the next request of its name"
+    assert not np.shares_memory(again, scratch.get("y", (3, 4), np.float32)), "names never share"
+    assert scratch.get("x", (2, 2), np.uint8).dtype == np.uint8
+    other = []
+    thread = threading.Thread(target=lambda: other.append(scratch.get("x", (4, 4), np.float32)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], scratch.get("x", (4, 4), np.float32)), "threads never share"
+    assert not np.shares_memory(video.Scratch(reuse=False).get("x", (4,), np.uint8),
+                                video.Scratch(reuse=False).get("x", (4,), np.uint8))
+    off = video.Scratch()
+    monkeypatch.setenv("FERV39K_HF_REUSE_MEMORY", "0")
+    assert not np.shares_memory(off.get("x", (4,), np.uint8), off.get("x", (4,), np.uint8))
