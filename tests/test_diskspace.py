@@ -41,8 +41,8 @@ def small_disk(tmp_path):
         return place
 
     yield make
-    for place in mounted:
-        subprocess.run(["umount", str(place)], check=True)
+    for place in mounted:  # lazily: a failed test may still hold files open there
+        subprocess.run(["umount", "--lazy", str(place)], check=True)
 
 
 def _tree(folder: Path):
