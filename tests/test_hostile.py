@@ -154,10 +154,11 @@ def test_an_encrypted_member_makes_the_clip_damaged(zipped, tmp_path):
 
 
 _PEAK = r"""
-import json, resource, sys
+import json, sys
+from test_fuzz import peak_mb
 from ferv39k_hf.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"code": code, "peak_mb": peak_mb()}))
 """
 
 
@@ -166,7 +167,7 @@ def test_a_3_gib_zip_bomb_is_named_within_bounded_memory(zipped, tmp_path):
     """The default limits against a real 3 GiB member: verify and both builds name it, each under 1 GB."""
     root, faces, member = zipped
     _rewrite(faces, {}, bomb=(member, 3 << 30))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent)] + sys.path))
     for args in (["verify", str(root)], ["build", str(root), "--out", str(tmp_path / "a"), "--on-error", "skip"],
                  ["build", str(root), "--out", str(tmp_path / "b")]):
         done = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, timeout=600,
