@@ -320,8 +320,9 @@ def evaluate_and_report(trainer, eval_split, scorer, data_args, protocol) -> Dic
 
 def _push(training_args: TrainingArguments, token: Optional[str]) -> None:
     repo_id = training_args.hub_model_id or Path(training_args.output_dir).absolute().name
+    revision = getattr(training_args, "hub_revision", None)  # --hub_revision: transformers >= 4.51
     pushed = hub.push_checkpoint(training_args.output_dir, repo_id, token=token,
-                                 private=training_args.hub_private_repo, revision=training_args.hub_revision)
+                                 private=training_args.hub_private_repo, revision=revision)
     logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
 
 

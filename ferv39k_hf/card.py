@@ -128,7 +128,8 @@ repository (`ferv39k-hf push` refuses public ones). Homepage: {HOMEPAGE}
 ```python
 import datasets
 ds = datasets.load_dataset("path/to/this/folder")            # or streaming=True
-ds = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))  # decode only sampled frames
+List = getattr(datasets, "List", datasets.Sequence)         # datasets < 4 calls it Sequence
+ds = ds.cast_column("frames", List(datasets.Image(decode=False)))  # decode only sampled frames
 ```
 
 Columns: `clip_id` (`Scene/Emotion/NNNN`, the unique key), `scene` (22 classes), `scenario` (4),

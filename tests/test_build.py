@@ -12,6 +12,9 @@ from ferv39k_hf.annotations import parse_split_text
 from ferv39k_hf.export import build_dataset_folder
 from ferv39k_hf.taxonomy import SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 
+# datasets >= 4 spells a variable-length list List, older releases Sequence
+UNDECODED_FRAMES = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))
+
 
 def split_lines(root: Path, split: str):
     text = (root / "4_setups" / "All_scenes" / f"{split}_All.csv").read_text()
@@ -21,7 +24,7 @@ def split_lines(root: Path, split: str):
 
 
 def rows_by_id(dataset):
-    dataset = dataset.cast_column("frames", datasets.List(datasets.Image(decode=False)))
+    dataset = dataset.cast_column("frames", UNDECODED_FRAMES)
     return {row["clip_id"]: row for row in dataset}
 
 
@@ -59,7 +62,7 @@ def test_streaming_and_builder_agree_with_parquet(built_faces, sample_archive, t
     for split in ("train", "test"):
         expected = rows_by_id(parquet[split])
         stream_rows = {}
-        for row in streamed[split].cast_column("frames", datasets.List(datasets.Image(decode=False))):
+        for row in streamed[split].cast_column("frames", UNDECODED_FRAMES):
             stream_rows[row["clip_id"]] = row
         assert stream_rows == expected
         assert rows_by_id(direct[split]) == expected
@@ -197,6 +200,16 @@ def test_card_declares_configs_counts_and_terms(built_faces):
     assert sum(s["num_bytes"] for s in splits) == sum(f.stat().st_size for f in built_faces.glob("data/faces/*"))
 
 
+def test_card_loading_snippet_runs(built_faces):
+    """The card's Python snippet, as written, on the installed datasets release (CI runs the newest and 2.14.6)."""
+    text = (built_faces / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(snippet.replace("path/to/this/folder", str(built_faces)), namespace)
+    row = namespace["ds"]["train"][0]
+    assert row["frames"] and all(isinstance(frame["bytes"], bytes) for frame in row["frames"])
+
+
 @pytest.mark.parametrize("config", ["scenes", "videos"])
 def test_scenes_and_videos_configs(sample_archive, tmp_path, config):
     out = tmp_path / config
@@ -208,7 +221,7 @@ def test_scenes_and_videos_configs(sample_archive, tmp_path, config):
         part = ds[split]
         assert sorted(part["clip_id"]) == sorted(r.clip_id for r in records)
         if config == "scenes":
-            part = part.cast_column("frames", datasets.List(datasets.Image(decode=False)))
+            part = part.cast_column("frames", UNDECODED_FRAMES)
         for row in part.select(range(0, len(part), max(1, len(part) // 15))):
             if config == "scenes":
                 files = sorted((folder / row["clip_id"]).glob("*.jpg"))

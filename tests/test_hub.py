@@ -21,6 +21,8 @@ def stub(monkeypatch):
         # conftest switches the Hub off for the session; only this loopback stand-in is reachable here.
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
+        # older huggingface_hub (0.25) parses the URLs it gets back against HF_ENDPOINT as read at import
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         yield server
 

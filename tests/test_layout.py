@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import pickle
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -330,7 +331,8 @@ def test_unreadable_folder_outside_a_part_is_reported_inside_a_part_is_an_error(
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    # the layout module's own `os`: datasets 2.14 swaps it for a patched copy once this package's builder has run
+    monkeypatch.setattr(sys.modules["ferv39k_hf.layout"].os, "scandir", scandir)
     with pytest.raises(LayoutError, match=r"Action/Happy: cannot list the folder \(Permission denied\)"):
         find_layout(tmp_path)
     (tmp_path / "2_ClipsforFaceCrop/Action/Happy").rename(tmp_path / "2_ClipsforFaceCrop/Action/Glad")

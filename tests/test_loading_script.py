@@ -16,6 +16,9 @@ import pytest
 SCRIPT_DIR = Path(__file__).resolve().parents[1] / "loading_script" / "ferv39k"
 PYTHON3 = os.environ.get("FERV39K_DATASETS3_PYTHON")
 
+# datasets >= 4 spells a variable-length list List, older releases Sequence
+UNDECODED_FRAMES = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))
+
 _DUMP = r"""
 import hashlib, json, sys
 import datasets
@@ -35,7 +38,7 @@ json.dump({"version": datasets.__version__, "names": ds["train"].features["label
 def _fingerprints(ds):
     rows = {}
     for split in ds:
-        part = ds[split].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+        part = ds[split].cast_column("frames", UNDECODED_FRAMES)
         for row in part:
             digest = hashlib.sha256(b"".join(f["bytes"] for f in row["frames"])).hexdigest()
             rows[row["clip_id"]] = [split, row["scene"], row["scenario"], row["label"], row["num_frames"], digest]
