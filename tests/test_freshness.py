@@ -75,7 +75,8 @@ def _rewrite_member(container: str, name: str, data: bytes) -> None:
 
 def _frame(ds, clip_id: str) -> bytes:
     train = ds["train"]
-    row = train.cast_column("frames", datasets.List(datasets.Image(decode=False)))[train["clip_id"].index(clip_id)]
+    undecoded = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))  # Sequence before 4.0
+    row = train.cast_column("frames", undecoded)[train["clip_id"].index(clip_id)]
     return row["frames"][0]["bytes"]
 
 

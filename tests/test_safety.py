@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ferv39k_hf import outdirs
 from ferv39k_hf.cli import main as cli_main
 from ferv39k_hf.outdirs import MARKER, OutputRefused
 from ferv39k_hf.synthetic import write_sample_archive
@@ -227,14 +228,15 @@ def test_old_copy_that_changed_after_renaming_is_kept(archive, tmp_path, monkeyp
     out = tmp_path / "ferv39k"
     build(archive, out)
     old_files = snapshot(out)
-    replace = os.replace
+    replace = outdirs.os.replace
 
     def user_writes_into_the_moved_copy(src, dst):
         replace(src, dst)
         if Path(dst).name.startswith(".ferv39k.old-"):
             (Path(dst) / "notes.txt").write_text("mine\n")
 
-    monkeypatch.setattr(os, "replace", user_writes_into_the_moved_copy)
+    # outdirs' own os: datasets 2.14 puts a copy of the os module in place of some modules' os
+    monkeypatch.setattr(outdirs.os, "replace", user_writes_into_the_moved_copy)
     assert cli_main(["build", str(archive), "--out", str(out), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     [old] = tmp_path.glob(".ferv39k.old-*")
