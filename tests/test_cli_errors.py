@@ -72,6 +72,7 @@ CASES = {
     "build --out below a file": (["build", "{root}", "--out", "{file}/out"], "file"),
     "build --out in a read-only folder": (["build", "{root}", "--out", "{ro}/out"], "read-only"),
     "build a zip bomb": (["build", "{bomb}", "--out", "{tmp}/out"], "more than a file of this kind can hold"),
+    "verify --plot into a missing folder": (["verify", "{root}", "--plot", "{tmp}/nowhere/counts.png"], "nowhere"),
     "sample below a file": (["sample", "{file}/demo"], "demo"),
     "sample into a read-only folder": (["sample", "{ro}/demo"], "demo"),
     "push a folder not built": (["push", "{empty}", "--repo-id", "org/name"], "README.md is missing"),
@@ -152,3 +153,31 @@ def test_the_real_process_exits_nonzero_with_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"ferv39k-hf build: error: {tmp_path / 'nowhere'}: the archive root does not exist"]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mutated_archives_through_the_commands_end_in_a_report_or_one_line(seed, small, tmp_path, capsys):
+    """A few of test_fuzz's mutations, zipped and split files, through verify and build as a user runs them."""
+    import random
+
+    from test_fuzz import _split_mutation, _zip_mutation
+
+    rng = random.Random(seed)
+    root = tmp_path / "FERV39k"
+    if seed % 2:
+        shutil.copytree(small, root)
+        target = rng.choice(sorted(root.rglob("*_All.csv")))
+        target.write_bytes(_split_mutation(rng, target.read_bytes()))
+    else:
+        write_sample_archive(root, scale=0.001, parts=["faces"], scenes=["Action"], zip=True)
+        target = rng.choice(sorted(root.rglob("*.zip")))
+        target.write_bytes(_zip_mutation(rng, target.read_bytes()))
+    for argv in (["verify", str(root)], ["build", str(root), "--out", str(tmp_path / "out"), "--on-error", "skip"]):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        assert code in (0, 1), (argv, err)
+        errors = [line for line in err.splitlines() if "error:" in line]
+        if code == 1 and argv[0] == "build":
+            assert len(errors) == 1 and errors[0].startswith("ferv39k-hf build: error: "), err
+        assert len(errors) <= 1, err
