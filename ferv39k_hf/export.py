@@ -342,8 +342,9 @@ def build_dataset_folder(
     options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
     tasks = plan_shards(plan.records, config)
     tmp, notes = start_build(out, root, overwrite)  # also removes dead builds' leftovers: count their space
-    needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values()) if frames == "copy" else 0)
+    needed = 0
     try:
+        needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values()) if frames == "copy" else 0)
         check_free_space(f"building {config}", out, needed)
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
