@@ -274,15 +274,22 @@ def in_process(reuse_memory=True, window=1, prefetch=False):
 @pytest.mark.parametrize("window", [1, 4, 100])
 def test_in_process_batches_are_never_rewritten_while_alive(prefetch, window, monkeypatch):
     expected, _, _ = in_process(reuse_memory=False, prefetch=prefetch)
+    pooled = []  # batches the pool served from its arrays (fresh memory may come back at a freed address too)
+    take = _main_batches.BatchPool._take
+    monkeypatch.setattr(_main_batches.BatchPool, "_take",
+                        lambda self, nbytes: pooled.append(nbytes) or take(self, nbytes))
     arrived, left, places = in_process(window=window, prefetch=prefetch)
     assert_same(arrived, expected)
     assert_same(left, expected)  # unchanged while held
+    assert pooled
     if window == 1:
         assert places < len(expected), "the memory of freed batches was reused"
     if window == 100:
         assert places == len(expected)
+    pooled.clear()
     monkeypatch.setenv("FERV39K_HF_REUSE_MEMORY", "0")
-    assert in_process(prefetch=prefetch)[2] == len(expected), "the environment switch turns reuse off"
+    assert_same(in_process(prefetch=prefetch)[0], expected)
+    assert not pooled, "the environment switch turns reuse off"
 
 
 def test_outside_a_worker_nothing_is_leased():
