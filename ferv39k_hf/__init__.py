@@ -27,6 +27,7 @@ _LAZY = {
     "DeviceFinish": "transforms",
     "undecoded_frames": "transforms",
     "collate_clips": "transforms",
+    "fused_kernel_available": "transforms",
     "metrics": None,
 }
 

@@ -1,0 +1,481 @@
+"""Write docs/api.md from the docstrings and signatures of the package's public names.
+
+    python docs/make_api.py > docs/api.md      # regenerate after changing a public name
+    python docs/make_api.py --check            # exit 1 when docs/api.md is out of date
+
+Each entry is the name's signature (``inspect.signature``) and its docstring, so
+the code is the one source of the API reference; tests/test_docs.py fails when
+the committed docs/api.md differs from what this script prints. To document a
+new public name, add it to a section of ``SECTIONS`` (a name of
+``ferv39k_hf.__all__`` or ``ferv39k_hf.metrics.__all__`` that no section lists
+still appears, under "Other public names", so nothing public goes missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import importlib
+import inspect
+import os
+import pprint
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+API_MD = REPO / "docs" / "api.md"
+
+
+@dataclasses.dataclass
+class Section:
+    """A heading of api.md and the public names under it, each ``module:name`` or ``name`` of ``module``."""
+
+    title: str
+    module: str
+    names: Sequence[str] = ()
+    intro: str = ""
+    all_of_module: bool = False  # document every name of the module's __all__ (after ``names``)
+
+
+SECTIONS: List[Section] = [
+    Section(
+        "Reading an archive", "ferv39k_hf",
+        ["load", "Ferv39k", "Ferv39kConfig", "find_layout", "ClipRecord"],
+        "`ferv39k_hf.load(root)` reads a hand-downloaded archive into a `DatasetDict`; `ferv39k-hf build` "
+        "(see [Command line](#command-line)) writes the same rows as a Parquet folder.",
+    ),
+    Section(
+        "Clips for training", "ferv39k_hf",
+        ["undecoded_frames", "VideoClipTransform", "collate_clips", "DeviceFinish", "fused_kernel_available"],
+        "Dataset rows to `pixel_values` batches for VideoMAE and TimeSformer, decoding only the sampled frames.",
+    ),
+    Section(
+        "The dataset's facts", "ferv39k_hf",
+        ["CLASS_WORDS", "DFEW_ORDER", "SCENES", "SCENARIOS", "SCENE_TO_SCENARIO", "label_names"],
+    ),
+    Section(
+        "Official counts", "ferv39k_hf.taxonomy",
+        ["OFFICIAL_TOTAL", "OFFICIAL_SPLIT_TOTALS", "official_counts", "FRAMES_PER_CLIP"],
+        "The published counts, written once here; every document refers to them.",
+    ),
+    Section(
+        "Scoring", "ferv39k_hf.metrics", [], "WAR, UAR and their breakdowns, numpy only.", all_of_module=True,
+    ),
+]
+
+# Modules whose __all__ must be covered by the sections above (names that are modules are skipped).
+COVERED_MODULES = ("ferv39k_hf", "ferv39k_hf.metrics")
+
+METRIC_MODULE = REPO / "ferv39k_hf" / "metrics" / "war_uar" / "war_uar.py"
+HELP_COLUMNS = "100"  # argparse wraps help to the terminal: fix the width so the text is the same everywhere
+
+
+# --- docstrings to Markdown ----------------------------------------------------------------------
+
+_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?([^`]+)`")
+_SECTION = re.compile(r"^(Args|Arguments|Returns|Yields|Raises|Example|Examples|Shapes|Note|Notes)::?\s*$")
+
+
+def _inline(text: str) -> str:
+    text = _ROLE.sub(lambda m: f"`{m.group(1)}`", text)
+    return text.replace("``", "`")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _block(lines: List[str], start: int, base: int) -> int:
+    """The index after the block of lines (blank lines included) indented deeper than ``base``."""
+    end = start
+    while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
+        end += 1
+    while end > start and not lines[end - 1].strip():
+        end -= 1
+    return end
+
+
+def _items(block: List[str]) -> List[str]:
+    """Google-style ``name: text`` items (continuations indented deeper) as Markdown list items."""
+    base = min(_indent(line) for line in block if line.strip())
+    items: List[str] = []
+    for line in block:
+        if not line.strip():
+            continue
+        if _indent(line) == base:
+            name, sep, rest = line.strip().partition(": ")
+            items.append(f"- `{name}`: {rest}" if sep and len(name) < 60 else f"- {line.strip()}")
+        else:
+            items[-1] += " " + line.strip()
+    return [_inline(item) for item in items]
+
+
+def _code(block: List[str]) -> List[str]:
+    return ["```python", *textwrap.dedent("\n".join(block)).strip("\n").splitlines(), "```"]
+
+
+def docstring_markdown(doc: Optional[str]) -> str:
+    """A cleaned docstring as Markdown: Args/Raises as lists, examples and ``::`` blocks fenced."""
+    if not doc:
+        return "*(no docstring)*"
+    lines = inspect.cleandoc(doc).splitlines()
+    out: List[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        header = _SECTION.match(line.strip()) if _indent(line) == 0 else None
+        if header:
+            end = _block(lines, i + 1, 0)
+            block = lines[i + 1 : end]
+            kind = header.group(1)
+            out += (["", f"**{kind}**", ""] if out and out[-1] else [f"**{kind}**", ""])
+            if kind in ("Example", "Examples"):
+                out += _code(block)
+            elif kind in ("Args", "Arguments", "Raises"):
+                out += _items(block)
+            else:
+                out += [_inline(text) for text in textwrap.dedent("\n".join(block)).splitlines()]
+            i = end
+            continue
+        if line.strip().startswith(">>>"):
+            end = i
+            while end < len(lines) and lines[end].strip():
+                end += 1
+            out += _code(lines[i:end])
+            i = end
+            continue
+        if line.rstrip().endswith("::") and i + 1 < len(lines):
+            start = i + 1
+            while start < len(lines) and not lines[start].strip():
+                start += 1
+            end = _block(lines, start, _indent(line))
+            text = line.rstrip()[:-1]
+            out.append(_inline(text[:-1] if text.endswith(" :") else text))
+            out += [""] + _code(lines[start:end])
+            i = end
+            continue
+        out.append(_inline(line.strip() if _indent(line) < 4 else line))
+        i += 1
+    return "\n".join(out).strip()
+
+
+# --- signatures --------------------------------------------------------------------------------------
+
+
+def _annotation(annotation: Any) -> str:
+    if isinstance(annotation, str):  # from __future__ import annotations: shown as written
+        return annotation
+    return inspect.formatannotation(annotation)
+
+
+def _default(value: Any) -> str:
+    return repr(value)
+
+
+def signature_text(name: str, obj: Callable, skip_first: bool = False) -> str:
+    """``name(params) -> return`` with annotations as written in the source."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return f"{name}(...)"
+    parts: List[str] = []
+    star_done = slash_pending = False
+    params = list(signature.parameters.values())[1 if skip_first else 0 :]
+    for param in params:
+        if param.kind is param.POSITIONAL_ONLY:
+            slash_pending = True
+        elif slash_pending:
+            parts.append("/")
+            slash_pending = False
+        if param.kind is param.KEYWORD_ONLY and not star_done:
+            parts.append("*")
+            star_done = True
+        text = param.name
+        if param.kind is param.VAR_POSITIONAL:
+            text, star_done = "*" + text, True
+        elif param.kind is param.VAR_KEYWORD:
+            text = "**" + text
+        if param.annotation is not param.empty:
+            text += f": {_annotation(param.annotation)}"
+        if param.default is not param.empty:
+            text += f" = {_default(param.default)}" if param.annotation is not param.empty else f"={_default(param.default)}"
+        parts.append(text)
+    if slash_pending:
+        parts.append("/")
+    result = f"{name}({', '.join(parts)})"
+    if signature.return_annotation is not signature.empty:
+        result += f" -> {_annotation(signature.return_annotation)}"
+    return result
+
+
+def _wrapped(text: str, width: int = 100) -> str:
+    """A long one-line signature broken after its opening parenthesis, one parameter a line."""
+    if len(text) <= width or "(" not in text:
+        return text
+    head, _, rest = text.partition("(")
+    body, _, tail = rest.rpartition(")")
+    params, depth, current = [], 0, ""
+    for char in body:  # split at top-level commas only
+        if char == "," and depth == 0:
+            params.append(current.strip())
+            current = ""
+            continue
+        depth += char in "([{" and 1 or 0
+        depth -= char in ")]}" and 1 or 0
+        current += char
+    if current.strip():
+        params.append(current.strip())
+    return head + "(\n" + "".join(f"    {p},\n" for p in params) + ")" + tail
+
+
+# --- entries -----------------------------------------------------------------------------------------
+
+
+def _source_comment(module: Any, name: str) -> str:
+    """The comment lines right above ``name = ...`` at the top level of ``module``'s source."""
+    source = inspect.getsource(module)
+    lines = source.splitlines()
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            comments, row = [], node.lineno - 2
+            while row >= 0 and lines[row].strip().startswith("#"):
+                comments.insert(0, lines[row].strip().lstrip("#").strip())
+                row -= 1
+            return " ".join(comments)
+    return ""
+
+
+def _value_text(name: str, value: Any) -> str:
+    """``name = value``, a long tuple or dict wrapped to 100 columns, items in their own order."""
+    package_dir = str(Path(importlib.import_module("ferv39k_hf").__file__).resolve().parent)
+    if isinstance(value, (tuple, list, dict)) or hasattr(value, "items"):
+        mapping = hasattr(value, "items")
+        items = [f"{k!r}:\0{v!r}" for k, v in value.items()] if mapping else [repr(v) for v in value]
+        opening, closing = ("{", "}") if mapping else ("[", "]") if isinstance(value, list) else ("(", ")")
+        one_line = f"{name} = {opening}{', '.join(items)}{closing}"
+        if len(one_line) <= 100:
+            text = one_line
+        else:
+            body = textwrap.fill(", ".join(items) + ",", width=96, break_long_words=False, break_on_hyphens=False)
+            text = f"{name} = {opening}\n" + textwrap.indent(body, "    ") + f"\n{closing}"
+    else:
+        text = f"{name} = {pprint.pformat(value, width=100)}"
+    return text.replace("\0", " ").replace(package_dir, "<ferv39k_hf package folder>")
+
+
+def _public_members(cls: type) -> List[str]:
+    names = [name for name in cls.__dict__ if not name.startswith("_")]
+    if "__call__" in cls.__dict__:
+        names.insert(0, "__call__")
+    return [name for name in names if inspect.isfunction(cls.__dict__[name])
+            or isinstance(cls.__dict__[name], (property, staticmethod, classmethod))]
+
+
+def _dataclass_fields(cls: type) -> List[str]:
+    own = cls.__dict__.get("__annotations__", {})
+    rows = []
+    for field in dataclasses.fields(cls):
+        if field.name not in own:
+            continue
+        default = "" if field.default is dataclasses.MISSING else f" = {field.default!r}"
+        rows.append(f"{field.name}: {_annotation(field.type)}{default}")
+    return rows
+
+
+def class_entry(cls: type) -> List[str]:
+    out: List[str] = []
+    if dataclasses.is_dataclass(cls):
+        fields = _dataclass_fields(cls)
+        bases = [base.__qualname__ for base in cls.__bases__ if base is not object]
+        out += ["```python", f"@dataclass{'(frozen=True)' if cls.__dataclass_params__.frozen else ''}",
+                f"class {cls.__name__}{'(' + ', '.join(bases) + ')' if bases else ''}:"]
+        out += [f"    {row}" for row in fields] + ["```"]
+        inherited = [f.name for f in dataclasses.fields(cls) if f.name not in cls.__dict__.get("__annotations__", {})]
+        if inherited:
+            out += ["", f"Inherited fields: {', '.join(f'`{name}`' for name in inherited)}."]
+    elif issubclass(cls, BaseException):
+        bases = ", ".join(base.__name__ for base in cls.__bases__)
+        out += ["```python", f"class {cls.__name__}({bases})", "```"]
+    else:
+        text = signature_text(f"class {cls.__name__}", cls.__init__, skip_first=True)
+        out += ["```python", _wrapped(text.removesuffix(" -> None")), "```"]
+    out += ["", docstring_markdown(cls.__dict__.get("__doc__"))]
+    for member in _public_members(cls):
+        attribute = cls.__dict__[member]
+        out += ["", f"#### `{cls.__name__}.{member}`", ""]
+        if isinstance(attribute, property):
+            out += ["*property*", "", docstring_markdown(attribute.fget.__doc__)]
+            continue
+        function = attribute.__func__ if isinstance(attribute, (staticmethod, classmethod)) else attribute
+        skip = not isinstance(attribute, staticmethod)
+        shown = f"{cls.__name__}.{member}"
+        out += ["```python", _wrapped(signature_text(shown, function, skip_first=skip)), "```", "",
+                docstring_markdown(function.__doc__)]
+    return out
+
+
+def entry(module_name: str, name: str) -> List[str]:
+    module = importlib.import_module(module_name)
+    obj = getattr(module, name)
+    out = [f"### `{module_name}.{name}`", ""]
+    if inspect.isclass(obj):
+        return out + class_entry(obj)
+    if callable(obj):
+        return out + ["```python", _wrapped(signature_text(name, obj)), "```", "", docstring_markdown(obj.__doc__)]
+    comment = _source_comment(_defining_module(module, name), name)
+    out += ["```python", _value_text(name, obj), "```"]
+    if comment:
+        out += ["", _inline(comment)]
+    return out
+
+
+def _defining_module(module: Any, name: str) -> Any:
+    """The module whose source assigns ``name`` with a comment (a package re-exports its modules' constants)."""
+    candidates = [module] + [m for key, m in sorted(sys.modules.items())
+                             if key.startswith("ferv39k_hf.") and m is not None and key != module.__name__]
+    for candidate in candidates:
+        try:
+            if _source_comment(candidate, name):
+                return candidate
+        except (OSError, TypeError, SyntaxError):
+            continue
+    return module
+
+
+def _module_all(module_name: str) -> List[str]:
+    module = importlib.import_module(module_name)
+    names = []
+    for name in getattr(module, "__all__", []):
+        value = getattr(module, name)
+        if not inspect.ismodule(value):
+            names.append(name)
+    return names
+
+
+def _string_constant(path: Path, name: str) -> str:
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise KeyError(f"{path}: no string constant {name}")
+
+
+def metric_section() -> List[str]:
+    description = _string_constant(METRIC_MODULE, "_DESCRIPTION").strip()
+    kwargs = _string_constant(METRIC_MODULE, "_KWARGS_DESCRIPTION").strip("\n")
+    return [
+        "## The `evaluate` metric", "",
+        "`evaluate.load(ferv39k_hf.metrics.WAR_UAR)` loads the metric module shipped with the package, offline; "
+        "it wraps `ferv39k_hf.metrics.score`. Its documentation, from "
+        "`ferv39k_hf/metrics/war_uar/war_uar.py`:", "",
+        " ".join(description.split()), "",
+        "```text", *textwrap.dedent(kwargs).splitlines(), "```",
+    ]
+
+
+def cli_section() -> List[str]:
+    from ferv39k_hf.cli import build_parser
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_COLUMNS
+    try:
+        parser = build_parser()
+        out = ["## Command line", "",
+               "`ferv39k-hf` (or `python -m ferv39k_hf.cli`); each command's `--help` prints the text below.", "",
+               "```text", *parser.format_help().rstrip().splitlines(), "```"]
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for command, sub in subparsers.choices.items():
+            out += ["", f"### `ferv39k-hf {command}`", "", "```text", *sub.format_help().rstrip().splitlines(), "```"]
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return out
+
+
+def documented_names() -> List[str]:
+    """``module.name`` for every name the sections document, in order."""
+    names = []
+    for section in SECTIONS:
+        listed = list(section.names)
+        if section.all_of_module:
+            listed += [n for n in _module_all(section.module) if n not in listed]
+        names += [f"{section.module}.{name}" for name in listed]
+    return names
+
+
+def _leftovers() -> List[str]:
+    """``module.name`` of every public name of COVERED_MODULES that no section documents."""
+    documented = set(documented_names())
+    return [f"{module}.{name}" for module in COVERED_MODULES for name in _module_all(module)
+            if f"{module}.{name}" not in documented]
+
+
+def render() -> str:
+    """The text of docs/api.md."""
+    out = [
+        "# API reference",
+        "",
+        "<!-- Generated by docs/make_api.py from the docstrings and signatures; do not edit by hand. -->",
+        "<!-- Regenerate: python docs/make_api.py > docs/api.md (tests/test_docs.py checks it is current). -->",
+        "",
+        "Public names of `ferv39k_hf` (import the package and use `ferv39k_hf.<name>`; torch, transformers "
+        "and PyAV are imported only by the names that need them), the scoring functions of "
+        "`ferv39k_hf.metrics`, the `evaluate` metric and the `ferv39k-hf` command. Signatures show the "
+        "annotations as the source writes them.",
+        "",
+    ]
+    leftovers = _leftovers()
+    sections = list(SECTIONS) + ([Section("Other public names", "", [])] if leftovers else [])
+    out += ["Contents:", ""]
+    for section in sections:
+        out.append(f"- [{section.title}](#{_slug(section.title)})")
+    out += ["- [The `evaluate` metric](#the-evaluate-metric)", "- [Command line](#command-line)", ""]
+    for section in SECTIONS:
+        out += [f"## {section.title}", ""]
+        if section.intro:
+            out += [section.intro, ""]
+        listed = list(section.names)
+        if section.all_of_module:
+            listed += [n for n in _module_all(section.module) if n not in listed]
+        for name in listed:
+            out += entry(section.module, name) + [""]
+    if leftovers:
+        out += ["## Other public names", ""]
+        for dotted in leftovers:
+            module_name, _, name = dotted.rpartition(".")
+            out += entry(module_name, name) + [""]
+    out += metric_section() + [""] + cli_section()
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _slug(title: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return text.replace(" ", "-")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help=f"compare with {API_MD.relative_to(REPO)}; exit 1 if it differs")
+    args = parser.parse_args(argv)
+    text = render()
+    if not args.check:
+        sys.stdout.write(text)
+        return 0
+    current = API_MD.read_text(encoding="utf-8") if API_MD.exists() else ""
+    if current != text:
+        print(f"{API_MD.relative_to(REPO)} is out of date: run python docs/make_api.py > docs/api.md", file=sys.stderr)
+        return 1
+    print(f"{API_MD.relative_to(REPO)} is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # the checkout's package, as the tests import it
+    sys.exit(main())
