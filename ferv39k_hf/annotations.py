@@ -22,7 +22,21 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 
 @dataclass(frozen=True)
 class ClipRecord:
-    """One clip as a split file lists it."""
+    """One clip as a split file lists it.
+
+    Args:
+        clip_id: ``"Scene/Emotion/NNNN"``, the dataset's unique key.
+        scene: one of the 22 scenes, as the archive spells it.
+        emotion: the class word (``"Angry"`` ... ``"Surprise"``).
+        split: ``"train"`` or ``"test"``: the split file it came from.
+        source: that split file, as shown to people.
+        line: the 1-based line number in that file.
+
+    Example:
+        >>> record = ClipRecord("Crime/Angry/0063", "Crime", "Angry", "train", "train_All.csv", 12)
+        >>> record.scenario, record.where
+        ('Strong-Interactive Activities', 'train_All.csv:12')
+    """
 
     clip_id: str  # "Scene/Emotion/NNNN", the dataset's unique key
     scene: str
@@ -33,10 +47,12 @@ class ClipRecord:
 
     @property
     def scenario(self) -> str:
+        """The scenario of the clip's scene (one of ``SCENARIOS``)."""
         return SCENE_TO_SCENARIO[self.scene]
 
     @property
     def where(self) -> str:
+        """``"split file:line"``, for messages."""
         return f"{self.source}:{self.line}"
 
 

@@ -98,7 +98,26 @@ def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str, skipped:
 
 @dataclass
 class Ferv39kConfig(datasets.BuilderConfig):
-    """Options of a FERV39k build; ``name`` is faces, scenes or videos."""
+    """Options of a FERV39k build; ``name`` is faces, scenes or videos.
+
+    Args:
+        name: ``"faces"`` (face-crop frames, the benchmark input), ``"scenes"``
+            (uncropped scene frames) or ``"videos"`` (the original mp4 clips).
+        label_order: ``"alphabetical"`` (Angry=0 ... Surprise=6) or ``"dfew"``
+            (Happy=0 ... Fear=6); the order is recorded in the ``label`` ClassLabel.
+        validation_fraction: in [0, 1): carve a seeded ``validation`` split out of
+            train, stratified by scene and class (not an official split).
+        seed: seed of that carve-out.
+        on_error: ``"raise"`` stops at the first damaged clip; ``"skip"`` leaves it
+            out and records it in the builder's ``skipped`` list.
+        frames: ``"copy"`` stores the archive's JPEG bytes; ``"reference"`` only
+            their paths (an unpacked archive on this machine).
+        archive_fingerprint, builder_version: the cache key, filled in by
+            :class:`Ferv39k` from ``data_dir`` (see ``ferv39k_hf/fingerprint.py``).
+
+    Raises:
+        ValueError: an unknown ``label_order`` or ``on_error``.
+    """
 
     label_order: str = DEFAULT_LABEL_ORDER
     validation_fraction: float = 0.0
@@ -123,7 +142,29 @@ _VERSION = datasets.Version(RELEASE)
 
 
 class Ferv39k(datasets.GeneratorBasedBuilder):
-    """FERV39k from a hand-downloaded archive (``data_dir``: its root, folders or zips)."""
+    """FERV39k from a hand-downloaded archive (``data_dir``: its root, folders or zips).
+
+    A ``datasets.GeneratorBasedBuilder``, used directly (datasets >= 4 runs no
+    loading scripts). Keyword arguments are datasets' (``config_name``,
+    ``data_dir``, ``cache_dir``) and the fields of :class:`Ferv39kConfig`. The
+    splits are ``train`` and ``test`` as the split files list them (plus
+    ``validation`` with ``validation_fraction``); the columns are ``clip_id``
+    (``"Scene/Emotion/NNNN"``), ``scene`` (ClassLabel of the 22 scenes),
+    ``scenario`` (ClassLabel of 4), ``label`` (ClassLabel of 7), ``num_frames``
+    (int32) and ``frames`` (a list of Image, the archive's JPEG bytes in frame
+    order) or, for ``videos``, ``video`` (``{"bytes", "path"}`` of the mp4).
+    :func:`load` does the same in one call and guards the cache.
+
+    Raises:
+        ferv39k_hf.errors.BuildError: no ``data_dir`` (the data cannot be downloaded).
+        ferv39k_hf.errors.LayoutError: no FERV39k part or split file under ``data_dir``.
+
+    Example::
+
+        builder = Ferv39k(config_name="faces", data_dir="/data/FERV39k", label_order="dfew")
+        builder.download_and_prepare()
+        ds = builder.as_dataset()          # DatasetDict with train and test
+    """
 
     BUILDER_CONFIG_CLASS = Ferv39kConfig
     VERSION = _VERSION
@@ -201,6 +242,34 @@ def load(
     The prepared Arrow files are cached (``cache_dir``, default datasets' own),
     keyed on the archive's content identity and the builder's version: a
     changed archive, or a package that reads it differently, gets a new entry.
+
+    Args:
+        root: the archive root as downloaded: folders, zips or drive export
+            folders, at any nesting.
+        config: ``"faces"``, ``"scenes"`` or ``"videos"``.
+        label_order: ``"alphabetical"`` (default) or ``"dfew"``.
+        validation_fraction: in [0, 1): a seeded ``validation`` split carved out
+            of train, stratified by scene and class (not an official split).
+        seed: seed of that carve-out.
+        on_error: ``"raise"`` (default) stops at the first damaged clip;
+            ``"skip"`` leaves damaged clips out and logs each one.
+        cache_dir: where datasets keeps the prepared Arrow files (default
+            ``HF_DATASETS_CACHE``); refused when it is, holds or lies in the archive.
+        num_proc: processes for preparing (datasets' ``num_proc``).
+
+    Returns:
+        A ``datasets.DatasetDict`` with ``train`` and ``test`` (and ``validation``),
+        the columns of :class:`Ferv39k`.
+
+    Raises:
+        ferv39k_hf.errors.LayoutError: no FERV39k part or split file under ``root``.
+        ferv39k_hf.errors.BuildError: a damaged clip under ``on_error="raise"``
+            (naming the clip, split file and line), or too little free disk.
+
+    Example::
+
+        ds = ferv39k_hf.load("/data/FERV39k", config="faces", label_order="dfew")
+        ds["train"][0]["clip_id"]          # e.g. 'Action/Angry/0000'
     """
     root = os.path.abspath(os.fspath(root))
     # The prepared Arrow files (and datasets' locks) must not land in the archive.

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from .errors import Ferv39kError
-from .taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS
+from .taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
@@ -115,7 +115,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="draw clips per scene and class against the official counts")
     p.add_argument("--official", choices=["auto", "yes", "no"], default="auto",
                    help="compare the counts per split, scene and class with the official ones: yes, no, or auto "
-                        "(default: when the split files list at least half of the official 38,935 clips)")
+                        f"(default: when the split files list at least half of the official {OFFICIAL_TOTAL:,} clips)")
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:

@@ -500,7 +500,29 @@ class _Finder:
 
 
 def find_layout(root: Union[str, os.PathLike]) -> Layout:
-    """Discover the parts and split files under ``root`` (a folder or a zip), at any depth."""
+    """Discover the parts and split files under ``root`` (a folder or a zip), at any depth.
+
+    Args:
+        root: the archive root: a folder (unpacked, zipped parts, drive export
+            folders, any nesting) or one zip file.
+
+    Returns:
+        A ``Layout``: ``root``, ``parts`` (kind -> ``Part``, for the kinds found
+        among ``faces``, ``scenes``, ``videos``), ``split_files`` (``train`` and
+        ``test``), ``scene_split_files`` and ``unsafe`` zip entries. Nothing is
+        read beyond folder listings and zip central directories; it holds no open
+        files, so it pickles into worker processes.
+
+    Raises:
+        ferv39k_hf.errors.LayoutError: the root does not exist, holds no part, or
+            lacks ``train_All.csv`` or ``test_All.csv``; the message names the root.
+
+    Example::
+
+        layout = ferv39k_hf.find_layout("/data/FERV39k")
+        sorted(layout.parts)               # e.g. ['faces', 'scenes', 'videos']
+        layout.part("faces").clip_ids()[:1]
+    """
     path = os.path.abspath(os.path.expanduser(os.fspath(root)))
     if not os.path.exists(path):
         raise LayoutError(f"{path}: the archive root does not exist")

@@ -19,6 +19,7 @@ DFEW_ORDER: Tuple[str, ...] = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "
 LABEL_ORDERS: Mapping[str, Tuple[str, ...]] = {"alphabetical": CLASS_WORDS, "dfew": DFEW_ORDER}
 DEFAULT_LABEL_ORDER = "alphabetical"
 
+# The 4 scenarios that group the 22 scenes, in the dataset paper's order.
 SCENARIOS: Tuple[str, ...] = (
     "Daily Life",
     "Weak-Interactive Shows",
@@ -36,6 +37,7 @@ _SCENARIO_SCENES: Mapping[str, Tuple[str, ...]] = {
 # The 22 scene folder names exactly as spelled in the archive, sorted.
 SCENES: Tuple[str, ...] = tuple(sorted(s for scenes in _SCENARIO_SCENES.values() for s in scenes))
 
+# Each scene's scenario.
 SCENE_TO_SCENARIO: Mapping[str, str] = {
     scene: scenario for scenario, scenes in _SCENARIO_SCENES.items() for scene in scenes
 }
@@ -93,10 +95,12 @@ _TEST_COUNTS: Mapping[str, Tuple[int, ...]] = {
     "War": (128, 23, 24, 57, 109, 120, 32),
 }
 
+# All official clips (Wang et al., CVPR 2022). Documents refer to the counts here rather than repeat them.
 OFFICIAL_TOTAL = 38935
+# Official clips per split.
 OFFICIAL_SPLIT_TOTALS: Mapping[str, int] = {"train": 31088, "test": 7847}
 
-# Frames per face-crop clip over all 38,935 clips: {frames: clips}.
+# Frames per face-crop clip over all official clips: {frames: clips}.
 FRAMES_PER_CLIP: Mapping[int, int] = {
     8: 26, 9: 27, 10: 32, 11: 74, 12: 1703, 13: 274, 14: 965, 15: 969, 16: 426, 17: 1256,
     18: 1811, 19: 686, 20: 1120, 21: 1101, 22: 417, 23: 1279, 24: 1513, 25: 2270, 26: 1104,
@@ -133,7 +137,24 @@ LICENSE_SUMMARY = (
 
 
 def label_names(order: str = DEFAULT_LABEL_ORDER) -> List[str]:
-    """The 7 class words in the given index order ("alphabetical" or "dfew")."""
+    """The 7 class words in the given index order ("alphabetical" or "dfew").
+
+    Args:
+        order: ``"alphabetical"`` (the package's default, what sorting the
+            emotion folders gives) or ``"dfew"`` (the order of DFEW-derived codebases).
+
+    Returns:
+        A new list of 7 str: the word of class id 0, 1, ..., 6.
+
+    Raises:
+        ValueError: an unknown order.
+
+    Example:
+        >>> label_names("dfew")[:3]
+        ['Happy', 'Sad', 'Neutral']
+        >>> label_names().index("Neutral")
+        4
+    """
     try:
         return list(LABEL_ORDERS[order])
     except KeyError:
@@ -141,7 +162,24 @@ def label_names(order: str = DEFAULT_LABEL_ORDER) -> List[str]:
 
 
 def official_counts(split: str) -> Dict[Tuple[str, str], int]:
-    """Official clips per (scene, class word) for "train", "test" or "all"."""
+    """Official clips per (scene, class word) for "train", "test" or "all".
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"`` (their sum).
+
+    Returns:
+        A dict (scene, class word) -> int, 22 x 7 entries.
+
+    Raises:
+        ValueError: an unknown split.
+
+    Example:
+        >>> counts = official_counts("test")
+        >>> sum(counts.values()) == OFFICIAL_SPLIT_TOTALS["test"]
+        True
+        >>> counts[("Crime", "Angry")]
+        51
+    """
     if split == "all":
         train, test = official_counts("train"), official_counts("test")
         return {key: train[key] + test[key] for key in train}

@@ -41,7 +41,18 @@ except ImportError:  # pragma: no cover - depends on the install
 
 
 def fused_kernel_available() -> bool:
-    """Whether the C extension that crops, resizes, flips and normalises in one pass was built."""
+    """Whether the C extension that crops, resizes, flips and normalises in one pass was built.
+
+    Returns:
+        True when ``ferv39k_hf._fused`` imported (pip compiled it at install, which
+        needs a C compiler); False means :class:`VideoClipTransform` runs the same
+        steps as torch operations, to within one grey level of the kernel.
+
+    Example::
+
+        if not ferv39k_hf.fused_kernel_available():
+            print("no C kernel: reinstall where gcc or clang is on the PATH")
+    """
     return _fused is not None
 
 
@@ -189,8 +200,10 @@ class VideoClipTransform:
         train: training draws a random temporal sample, a random resized crop and a
             horizontal flip per clip (the same for all its frames); evaluation takes
             the centre sample and VideoMAE's resize-short-side-then-centre-crop.
-        sampling: ``"segment"`` (T equal segments, as DFER-CLIP) or ``"window"``
-            (T consecutive frames, as MAE-DFER); see :mod:`ferv39k_hf.sampling`.
+        sampling: ``"segment"`` (TSN segment sampling: T equal segments, a random
+            frame of each in training, each segment's centre at test) or
+            ``"window"`` (T consecutive frames, or every ``stride``-th; a random
+            window in training, the centred one at test); see :mod:`ferv39k_hf.sampling`.
         mean, std: per-channel normalisation of [0, 1] pixels (ImageNet, as VideoMAE).
         seed: ``None`` follows torch's random state (seeded per DataLoader worker by
             torch, and by ``transformers.set_seed``); an int gives a stream of its own
@@ -226,15 +239,34 @@ class VideoClipTransform:
         fused: crop, resize, flip and normalise in one pass of the package's C
             extension (``ferv39k_hf._fused``, built at install where a C compiler is
             found) instead of three torch operations, which is faster whenever a
-            clip is resized or mirrored (see the README's Performance section). Its
+            clip is resized or mirrored (see docs/performance.md). Its
             resize is the same antialiased bilinear filter computed in float rather
             than torch's 8-bit fixed point, so the two paths differ by at most one
             grey level. ``None`` (default) uses it when built and ``channels_last``
             is on; True insists on it; False keeps the torch path.
         reuse_memory: reuse decode scratch and batch memory from batch to batch,
-            each only once the package knows it is free (see the README's
-            Performance section). False, or ``FERV39K_HF_REUSE_MEMORY=0`` in the
-            environment, gives every batch memory of its own.
+            each only once the package knows it is free (see docs/design.md). False,
+            or ``FERV39K_HF_REUSE_MEMORY=0`` in the environment, gives every batch
+            memory of its own.
+
+    Returns:
+        Calling the transform on a batch of rows (a dict of columns, as
+        ``with_transform`` passes it; the rows need ``frames`` or ``video``, and
+        ``label`` for ``labels``) returns ``pixel_values``: float32 (B, T, 3, S, S),
+        or with ``on_device`` uint8 (B, T, H, W, 3) frames plus ``crop_boxes``
+        (B, 4) int64 and ``flips`` (B,) bool; ``labels``: int64 (B,); and, with
+        several views, ``view_clip_index`` (see :meth:`views`).
+
+    Raises:
+        ValueError: a bad argument, or a batch without ``frames`` or ``video``.
+        ImportError: ``decoder="simplejpeg"`` or ``fused=True`` where that is not installed.
+
+    Example::
+
+        ds = ferv39k_hf.undecoded_frames(datasets.load_dataset("ferv39k"))
+        train = ds["train"].with_transform(VideoClipTransform(num_frames=16, size=224, train=True, seed=0))
+        batch = ferv39k_hf.collate_clips([train[0], train[1]])
+        batch["pixel_values"].shape        # torch.Size([2, 16, 3, 224, 224]), float32
     """
 
     def __init__(
@@ -314,6 +346,8 @@ class VideoClipTransform:
         return self._generator
 
     def __call__(self, batch: Dict[str, List[Any]]) -> Dict[str, torch.Tensor]:
+        """The clips of ``batch`` (a dict of equal-length column lists), with this transform's views;
+        see the class's Returns."""
         return self.views(batch, self.temporal_views, self.spatial_views)
 
     def views(
@@ -507,6 +541,10 @@ class DeviceFinish:
         train_tf = VideoClipTransform(train=True, on_device=True)
         finish = train_tf.device_finish()
         finish.attach(model)   # the Trainer's batches now finish on the model's device
+
+    Args:
+        size: output height and width S (the transform's ``size``).
+        mean, std: per-channel normalisation of [0, 1] pixels, as the transform's.
     """
 
     def __init__(self, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -561,6 +599,20 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
     worker write a later batch into the same shared memory after the main process
     has freed every tensor over this one (:mod:`ferv39k_hf._shared_batches`); it
     arrives in the main process as a plain dict.
+
+    Args:
+        examples: the rows of one batch, each a dict of tensors (``pixel_values``
+            (T, 3, S, S) float32, ``labels`` () int64, ...) as datasets splits a
+            transformed batch.
+
+    Returns:
+        A dict with the same keys and a leading batch dimension B:
+        ``pixel_values`` (B, T, 3, S, S), ``labels`` (B,).
+
+    Example::
+
+        loader = torch.utils.data.DataLoader(train, batch_size=8, num_workers=4, collate_fn=ferv39k_hf.collate_clips)
+        # with transformers: Trainer(..., data_collator=ferv39k_hf.collate_clips)
     """
     batch: Dict[str, Any] = {}
     for key, first in examples[0].items():
@@ -624,6 +676,20 @@ def undecoded_frames(dataset: Any, column: str = "frames") -> Any:
     ``IterableDatasetDict`` of datasets 2.x to 5.x; a dataset without the column
     (the videos config) or without known features is returned unchanged. Then
     :class:`VideoClipTransform` decodes only the frames it samples.
+
+    Args:
+        dataset: a FERV39k dataset (or dict of splits) whose ``column`` is a list of Image.
+        column: the frame column (``"frames"``).
+
+    Returns:
+        The same kind of object, its ``column`` typed ``Image(decode=False)``: rows
+        give ``{"bytes": JPEG bytes, "path": str or None}`` per frame. No data is
+        copied for a map-style ``Dataset``.
+
+    Example::
+
+        ds = ferv39k_hf.undecoded_frames(datasets.load_dataset("ferv39k"))
+        ds["train"][0]["frames"][0].keys()     # dict_keys(['bytes', 'path'])
     """
     if hasattr(dataset, "keys") and hasattr(dataset, "values") and not hasattr(dataset, "features"):
         return type(dataset)({split: undecoded_frames(part, column) for split, part in dataset.items()})

@@ -25,6 +25,7 @@ from .scoring import (
     war_uar,
 )
 
+# The path of the evaluate metric module shipped with the package: evaluate.load(WAR_UAR) works offline.
 WAR_UAR: str = str(Path(__file__).resolve().parent / "war_uar" / "war_uar.py")
 
 __all__ = [

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import Ferv39kError
 from ..taxonomy import CLASS_WORDS, DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 
+# The number of FERV39k classes: ids run 0..NUM_CLASSES-1.
 NUM_CLASSES = len(CLASS_WORDS)
 
 Interval = Tuple[float, float]
@@ -104,14 +105,25 @@ def _scene_names(scenes, count: int) -> np.ndarray:
 
 
 def confusion_matrix(*, predictions, references, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Counts, rows = references, columns = predictions, over all ``num_classes`` ids."""
+    """Counts, rows = references, columns = predictions, over all ``num_classes`` ids.
+
+    ``predictions`` and ``references``: 1-D integer class ids (lists, numpy or
+    torch), one per example. Returns an int64 (num_classes, num_classes) array.
+
+    Example:
+        >>> confusion_matrix(predictions=[0, 1, 1], references=[0, 1, 2], num_classes=3).tolist()
+        [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    """
     preds, refs = _paired(predictions, references, num_classes)
     cells = np.bincount(refs * num_classes + preds, minlength=num_classes * num_classes)
     return cells.reshape(num_classes, num_classes)
 
 
 def class_recalls(cm: np.ndarray) -> np.ndarray:
-    """Recall per class (row); NaN for a class with no references."""
+    """Recall per class (row); NaN for a class with no references.
+
+    ``cm``: a (K, K) confusion matrix, or a stack (..., K, K). Returns float64 (..., K).
+    """
     cm = np.asarray(cm)
     support = cm.sum(axis=-1)
     diagonal = np.diagonal(cm, axis1=-2, axis2=-1)
@@ -120,7 +132,14 @@ def class_recalls(cm: np.ndarray) -> np.ndarray:
 
 
 def war_uar(cm: np.ndarray) -> Tuple[float, float]:
-    """(WAR, UAR) of a confusion matrix; UAR averages the classes present in the references."""
+    """(WAR, UAR) of a confusion matrix; UAR averages the classes present in the references.
+
+    Returns two floats in [0, 1]: WAR = trace / total, UAR = mean of the row recalls.
+
+    Example:
+        >>> war_uar([[3, 1], [0, 1]])
+        (0.8, 0.875)
+    """
     cm = np.asarray(cm)
     total = cm.sum()
     if total == 0:
@@ -199,6 +218,17 @@ def score(
     dataset's ``scene`` column holds it). ``bootstrap`` > 0 adds seeded
     percentile intervals ``war_ci`` and ``uar_ci`` at ``confidence``, overall
     and for every scene and scenario.
+
+    Returns a dict: ``war``, ``uar`` (floats in [0, 1]), ``per_class_recall``
+    and ``support`` (class word -> value), ``confusion_matrix`` (7x7 list),
+    ``class_words``, ``uar_classes``; with ``scenes`` also ``per_scene`` and
+    ``per_scenario`` (name -> ``{war, uar, support, uar_classes}``). Bad input
+    raises :class:`ScoringError` naming the argument and position.
+
+    Example:
+        >>> result = score(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2], scenes=["Crime"] * 4)
+        >>> result["war"], round(result["uar"], 4), result["per_scenario"]["Strong-Interactive Activities"]["war"]
+        (0.75, 0.8333, 0.75)
     """
     preds, refs = _paired(predictions, references)
     words = resolve_class_words(label_order, class_words)
@@ -255,6 +285,11 @@ def average_views(
     that already sum to 1. Returns the sorted unique clip ids and a
     (clips, classes) array; take ``argmax(axis=1)`` for predictions. The
     result does not depend on the order of the views.
+
+    Example:
+        >>> ids, probs = average_views(["b", "a", "b", "a"], [[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 2.0]])
+        >>> ids, probs.argmax(axis=1).tolist()
+        (['a', 'b'], [1, 0])
     """
     if inputs not in ("logits", "probs"):
         raise ScoringError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
@@ -295,7 +330,12 @@ def clip_labels(clip_ids: Sequence[str], labels) -> Tuple[List[str], np.ndarray]
 
 
 def scenes_from_clip_ids(clip_ids: Sequence[str]) -> List[str]:
-    """The scene of each "Scene/Emotion/NNNN" clip id, checked against the 22 scenes."""
+    """The scene of each "Scene/Emotion/NNNN" clip id, checked against the 22 scenes.
+
+    Example:
+        >>> scenes_from_clip_ids(["Crime/Angry/0063", "War/Sad/0001"])
+        ['Crime', 'War']
+    """
     scenes = []
     for index, clip_id in enumerate(clip_ids):
         scene = str(clip_id).split("/")[0]
