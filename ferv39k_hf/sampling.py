@@ -7,7 +7,8 @@ order. They are pure functions of their arguments and a ``numpy.random.Generator
 by :mod:`ferv39k_hf.transforms`.
 
 - :func:`segment_indices`: T equal segments; a random frame of each segment in
-  training, the segment centre at test (TSN style, as DFER-CLIP samples FERV39k).
+  training, the segment centre at test (TSN style; the test frames are DFER-CLIP's,
+  whose training instead takes the first 16 frames of clips of 17 to 31 frames).
 - :func:`window_indices`: T consecutive frames (or every ``stride``-th); a random
   window in training, the centred window at test (VideoMAE / MAE-DFER style).
 - :func:`segment_views` / :func:`window_views`: K deterministic temporal views for
