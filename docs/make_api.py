@@ -17,6 +17,7 @@ import argparse
 import ast
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import os
 import pprint
@@ -335,15 +336,12 @@ def entry(module_name: str, name: str) -> List[str]:
 
 
 def _defining_module(module: Any, name: str) -> Any:
-    """The module whose source assigns ``name`` with a comment (a package re-exports its modules' constants)."""
-    candidates = [module] + [m for key, m in sorted(sys.modules.items())
-                             if key.startswith("ferv39k_hf.") and m is not None and key != module.__name__]
-    for candidate in candidates:
-        try:
-            if _source_comment(candidate, name):
-                return candidate
-        except (OSError, TypeError, SyntaxError):
-            continue
+    """The module whose source assigns ``name``, following ``from .x import name`` (a package re-exports
+    its modules' constants); decided from the source alone, whatever else is imported."""
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.ImportFrom) and any(alias.name == name for alias in node.names):
+            target = importlib.util.resolve_name("." * node.level + (node.module or ""), module.__package__)
+            return _defining_module(importlib.import_module(target), name)
     return module
 
 
