@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docstring_markdown, beside this script
+from docstring_markdown import docstring_markdown, inline  # noqa: E402
 API_MD = REPO / "docs" / "api.md"
 
 
@@ -75,106 +77,17 @@ METRIC_MODULE = REPO / "ferv39k_hf" / "metrics" / "war_uar" / "war_uar.py"
 HELP_COLUMNS = "100"  # argparse wraps help to the terminal: fix the width so the text is the same everywhere
 
 
-# --- docstrings to Markdown ----------------------------------------------------------------------
-
-_ROLE = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?([^`]+)`")
-_SECTION = re.compile(r"^(Args|Arguments|Returns|Yields|Raises|Example|Examples|Shapes|Note|Notes)::?\s*$")
-
-
-def _inline(text: str) -> str:
-    text = _ROLE.sub(lambda m: f"`{m.group(1)}`", text)
-    return text.replace("``", "`")
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def _block(lines: List[str], start: int, base: int) -> int:
-    """The index after the block of lines (blank lines included) indented deeper than ``base``."""
-    end = start
-    while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
-        end += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    return end
-
-
-def _items(block: List[str]) -> List[str]:
-    """Google-style ``name: text`` items (continuations indented deeper) as Markdown list items."""
-    base = min(_indent(line) for line in block if line.strip())
-    items: List[str] = []
-    for line in block:
-        if not line.strip():
-            continue
-        if _indent(line) == base:
-            name, sep, rest = line.strip().partition(": ")
-            items.append(f"- `{name}`: {rest}" if sep and len(name) < 60 else f"- {line.strip()}")
-        else:
-            items[-1] += " " + line.strip()
-    return [_inline(item) for item in items]
-
-
-def _code(block: List[str]) -> List[str]:
-    return ["```python", *textwrap.dedent("\n".join(block)).strip("\n").splitlines(), "```"]
-
-
-def docstring_markdown(doc: Optional[str]) -> str:
-    """A cleaned docstring as Markdown: Args/Raises as lists, examples and ``::`` blocks fenced."""
-    if not doc:
-        return "*(no docstring)*"
-    lines = inspect.cleandoc(doc).splitlines()
-    out: List[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        header = _SECTION.match(line.strip()) if _indent(line) == 0 else None
-        if header:
-            end = _block(lines, i + 1, 0)
-            block = lines[i + 1 : end]
-            kind = header.group(1)
-            out += (["", f"**{kind}**", ""] if out and out[-1] else [f"**{kind}**", ""])
-            if kind in ("Example", "Examples"):
-                out += _code(block)
-            elif kind in ("Args", "Arguments", "Raises"):
-                out += _items(block)
-            else:
-                out += [_inline(text) for text in textwrap.dedent("\n".join(block)).splitlines()]
-            i = end
-            continue
-        if line.strip().startswith(">>>"):
-            end = i
-            while end < len(lines) and lines[end].strip():
-                end += 1
-            out += _code(lines[i:end])
-            i = end
-            continue
-        if line.rstrip().endswith("::") and i + 1 < len(lines):
-            start = i + 1
-            while start < len(lines) and not lines[start].strip():
-                start += 1
-            end = _block(lines, start, _indent(line))
-            text = line.rstrip()[:-1]
-            out.append(_inline(text[:-1] if text.endswith(" :") else text))
-            out += [""] + _code(lines[start:end])
-            i = end
-            continue
-        out.append(_inline(line.strip() if _indent(line) < 4 else line))
-        i += 1
-    return "\n".join(out).strip()
-
-
 # --- signatures --------------------------------------------------------------------------------------
 
 
-def _annotation(annotation: Any) -> str:
-    if isinstance(annotation, str):  # from __future__ import annotations: shown as written
-        return annotation
-    return inspect.formatannotation(annotation)
+class _Shown:
+    """An annotation shown as the source writes it (``from __future__ import annotations`` makes it a str)."""
 
+    def __init__(self, annotation: Any):
+        self.text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
 
-def _default(value: Any) -> str:
-    return repr(value)
+    def __repr__(self) -> str:
+        return self.text
 
 
 def signature_text(name: str, obj: Callable, skip_first: bool = False) -> str:
@@ -183,34 +96,12 @@ def signature_text(name: str, obj: Callable, skip_first: bool = False) -> str:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
         return f"{name}(...)"
-    parts: List[str] = []
-    star_done = slash_pending = False
-    params = list(signature.parameters.values())[1 if skip_first else 0 :]
-    for param in params:
-        if param.kind is param.POSITIONAL_ONLY:
-            slash_pending = True
-        elif slash_pending:
-            parts.append("/")
-            slash_pending = False
-        if param.kind is param.KEYWORD_ONLY and not star_done:
-            parts.append("*")
-            star_done = True
-        text = param.name
-        if param.kind is param.VAR_POSITIONAL:
-            text, star_done = "*" + text, True
-        elif param.kind is param.VAR_KEYWORD:
-            text = "**" + text
-        if param.annotation is not param.empty:
-            text += f": {_annotation(param.annotation)}"
-        if param.default is not param.empty:
-            text += f" = {_default(param.default)}" if param.annotation is not param.empty else f"={_default(param.default)}"
-        parts.append(text)
-    if slash_pending:
-        parts.append("/")
-    result = f"{name}({', '.join(parts)})"
-    if signature.return_annotation is not signature.empty:
-        result += f" -> {_annotation(signature.return_annotation)}"
-    return result
+    empty = inspect.Signature.empty
+    params = [p.replace(annotation=p.annotation if p.annotation is empty else _Shown(p.annotation))
+              for p in list(signature.parameters.values())[1 if skip_first else 0 :]]
+    returns = signature.return_annotation
+    return name + str(signature.replace(parameters=params, return_annotation=returns if returns is empty
+                                        else _Shown(returns)))
 
 
 def _wrapped(text: str, width: int = 100) -> str:
@@ -284,7 +175,7 @@ def _dataclass_fields(cls: type) -> List[str]:
         if field.name not in own:
             continue
         default = "" if field.default is dataclasses.MISSING else f" = {field.default!r}"
-        rows.append(f"{field.name}: {_annotation(field.type)}{default}")
+        rows.append(f"{field.name}: {_Shown(field.type)!r}{default}")
     return rows
 
 
@@ -331,7 +222,7 @@ def entry(module_name: str, name: str) -> List[str]:
     comment = _source_comment(_defining_module(module, name), name)
     out += ["```python", _value_text(name, obj), "```"]
     if comment:
-        out += ["", _inline(comment)]
+        out += ["", inline(comment)]
     return out
 
 

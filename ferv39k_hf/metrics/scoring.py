@@ -73,7 +73,14 @@ def _paired(predictions, references, num_classes: int = NUM_CLASSES) -> Tuple[np
 def resolve_class_words(
     label_order: Optional[str] = None, class_words: Optional[Sequence[str]] = None
 ) -> List[str]:
-    """The class word of each id: from ``class_words``, else ``label_order`` (alphabetical by default)."""
+    """The class word of each id: from ``class_words``, else ``label_order`` (alphabetical by default).
+
+    Raises :class:`ScoringError` when ``class_words`` are not the 7 class words or contradict ``label_order``.
+
+    Example:
+        >>> resolve_class_words("dfew")[:2]
+        ['Happy', 'Sad']
+    """
     if class_words is None:
         return label_names(label_order or DEFAULT_LABEL_ORDER)
     words = [str(word) for word in class_words]
@@ -155,6 +162,12 @@ def bootstrap_ci(
     Resamples examples with replacement; the same seed gives the same interval.
     A resample that misses a class averages UAR over the classes it has, as
     :func:`war_uar` does.
+
+    Example:
+        >>> ci = bootstrap_ci(predictions=[0, 1, 1, 2] * 25, references=[0, 1, 2, 2] * 25, resamples=200)
+        >>> low, high = ci["war_ci"]
+        >>> low < 0.75 < high
+        True
     """
     preds, refs = _paired(predictions, references)
     if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
@@ -316,7 +329,15 @@ def average_views(
 
 
 def clip_labels(clip_ids: Sequence[str], labels) -> Tuple[List[str], np.ndarray]:
-    """One label per clip from per-view labels, in :func:`average_views`' order; views must agree."""
+    """One label per clip from per-view labels, in :func:`average_views`' order; views must agree.
+
+    Returns the sorted unique clip ids and an int64 array of one label each.
+
+    Example:
+        >>> ids, labels = clip_labels(["b", "a", "b", "a"], [3, 1, 3, 1])
+        >>> ids, labels.tolist()
+        (['a', 'b'], [1, 3])
+    """
     values = _class_ids(labels, "labels")
     unique, inverse, _ = _view_groups(clip_ids, len(values), None)
     per_clip = np.zeros(len(unique), dtype=np.int64)
