@@ -1,4 +1,4 @@
-"""One figure for the README from the benchmarks' JSON files.
+"""One figure for docs/performance.md from the benchmarks' JSON files.
 
     python bench/loader.py --json bench/out/loader.json
     python bench/build.py --json bench/out/build.json
