@@ -10,12 +10,14 @@ each codebase's FERV39k loader (see ``docs/sampling.md`` for the sources):
   ``Image.rotate``: nearest neighbour, corners black), takes one random resized
   crop (area fraction uniform in [0.08, 1], aspect uniform in [3/4, 4/3], width
   and height swapped with probability 1/2) and flips with probability 1/2. Test:
-  one view, every frame resized whole to 224 x 224.
+  one view, every frame resized whole to 224 x 224. Pixels stay in [0, 1] (the
+  loader does not normalise; CLIP's image encoder takes them as they are).
 - ``mae-dfer`` (MAE-DFER, ``kinetics.py``'s ``VideoClsDatasetFrame``): 160 x 160.
   Every frame is first resized whole to 160 x 160; training then takes a random
   resized crop of that (area fraction in [0.08, 1], aspect log-uniform in
   [0.75, 1.3333], torchvision's rule) and flips with probability 1/2. Test: 2
   temporal x 2 spatial views, the spatial views identical (the frame is square).
+  Normalisation: ImageNet's mean and std.
   MAE-DFER also trains with RandAugment, random erasing, mixup/cutmix and label
   smoothing; this package does not reproduce those (``docs/sampling.md``).
 
@@ -49,6 +51,7 @@ class ClipPreset:
             resized to ``size`` x ``size`` first).
         scale, ratio: the random resized crop's area fraction and aspect ranges.
         rotation: the largest training rotation in degrees (0: none).
+        mean, std: the normalisation of [0, 1] pixels the codebase's loader applies.
         flip_prob: the training flip probability.
     """
 
@@ -60,6 +63,8 @@ class ClipPreset:
     scale: Tuple[float, float]
     ratio: Tuple[float, float]
     rotation: float
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
     flip_prob: float = 0.5
 
     def train_box(
@@ -93,9 +98,11 @@ class ClipPreset:
 
 CLIP_PRESETS: Dict[str, ClipPreset] = {
     "dfer-clip": ClipPreset("dfer-clip", size=224, temporal_views=1, spatial_views=1, crop="dfer-clip",
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), rotation=4.0),
+                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), rotation=4.0,
+                            mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
     "mae-dfer": ClipPreset("mae-dfer", size=160, temporal_views=2, spatial_views=2, crop="torchvision",
-                           scale=(0.08, 1.0), ratio=(0.75, 1.3333), rotation=0.0),
+                           scale=(0.08, 1.0), ratio=(0.75, 1.3333), rotation=0.0,
+                           mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
 }
 
 

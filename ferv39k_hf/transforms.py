@@ -198,7 +198,9 @@ class VideoClipTransform:
             flip; evaluation resizes each whole frame, as both do). See
             :mod:`ferv39k_hf.sampling`, :mod:`ferv39k_hf.clip_presets` and
             docs/sampling.md.
-        mean, std: per-channel normalisation of [0, 1] pixels (ImageNet, as VideoMAE).
+        mean, std: per-channel normalisation of [0, 1] pixels; default the preset's
+            (``"dfer-clip"``: none, mean 0 and std 1, as its loader feeds CLIP [0, 1]
+            pixels; ``"mae-dfer"``: ImageNet), else ImageNet's, as VideoMAE.
         seed: ``None`` follows torch's random state (seeded per DataLoader worker by
             torch, and by ``transformers.set_seed``); an int gives a stream of its own
             per (seed, epoch, DataLoader worker): the same seed gives the same batches
@@ -255,8 +257,8 @@ class VideoClipTransform:
         size: Optional[int] = None,
         train: bool = True,
         sampling: str = "segment",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
         seed: Optional[int] = None,
         *,
         scale: Optional[Tuple[float, float]] = None,
@@ -281,6 +283,8 @@ class VideoClipTransform:
         ratio = (preset.ratio if preset else (3 / 4, 4 / 3)) if ratio is None else ratio
         flip_prob = (preset.flip_prob if preset else 0.5) if flip_prob is None else flip_prob
         rotation = (preset.rotation if preset else 0.0) if rotation is None else rotation
+        mean = (preset.mean if preset else IMAGENET_MEAN) if mean is None else mean
+        std = (preset.std if preset else IMAGENET_STD) if std is None else std
         if temporal_views is None:
             temporal_views = preset.temporal_views if preset and not train else 1
         if spatial_views is None:

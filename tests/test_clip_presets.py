@@ -42,11 +42,14 @@ def test_presets_set_size_views_and_augmentation_by_default():
     assert dfer_train.size == dfer_test.size == 224 and dfer_train.rotation == 4.0
     assert (dfer_test.temporal_views, dfer_test.spatial_views) == (1, 1)
     assert dfer_train.scale == (0.08, 1.0) and dfer_train.ratio == (3 / 4, 4 / 3) and dfer_train.flip_prob == 0.5
+    assert (dfer_train.mean, dfer_train.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "DFER-CLIP does not normalise"
     mae_train, mae_test = (VideoClipTransform(sampling="mae-dfer", train=t) for t in (True, False))
     assert mae_train.size == mae_test.size == 160 and mae_train.rotation == 0.0
     assert (mae_test.temporal_views, mae_test.spatial_views) == (2, 2)
     assert (mae_train.temporal_views, mae_train.spatial_views) == (1, 1)
     assert mae_train.scale == (0.08, 1.0) and mae_train.ratio == (0.75, 1.3333)
+    assert (mae_train.mean, mae_train.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert VideoClipTransform(sampling="dfer-clip", mean=(0.5,) * 3, std=(0.25,) * 3).mean == (0.5,) * 3
     plain = VideoClipTransform(train=True)
     assert plain.size == 224 and plain.scale == (0.6, 1.0) and plain.rotation == 0.0 and plain.preset is None
     custom = VideoClipTransform(sampling="mae-dfer", train=False, size=32, temporal_views=1, spatial_views=1)
