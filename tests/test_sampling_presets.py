@@ -203,3 +203,19 @@ def test_presets_are_named_samplings_and_need_a_generator_to_train():
         sample_indices("mae-dfer", 40, T, train=True)
     with pytest.raises(ValueError, match="at least one frame"):
         sample_indices("mae-dfer", 0, T, train=False)
+
+
+def test_where_the_package_samplers_agree_and_differ_as_documented():
+    from ferv39k_hf.sampling import segment_indices, window_indices, window_views
+
+    for n in LENGTHS:
+        # docs/sampling.md: segment's test indices are DFER-CLIP's, window's 2 views are MAE-DFER's
+        assert segment_indices(n, T, train=False).tolist() == dfer_clip_test_expected(n)
+        assert window_views(n, T, 2).tolist() == mae_dfer_test_expected(n)
+    # ... but their training draws differ: segment reaches the tail and jitters 17..31-frame clips,
+    # window draws the last window too
+    generator = np.random.default_rng(4)
+    segment_draws = np.stack([segment_indices(20, T, True, generator) for _ in range(300)])
+    assert segment_draws.max() == 19 and len({tuple(d) for d in segment_draws}) > 1
+    window_starts = {int(window_indices(20, T, True, generator)[0]) for _ in range(300)}
+    assert window_starts == set(range(0, 5)) and mae_dfer_train_starts(20) == set(range(0, 4))
