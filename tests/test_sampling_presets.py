@@ -219,3 +219,14 @@ def test_where_the_package_samplers_agree_and_differ_as_documented():
     assert segment_draws.max() == 19 and len({tuple(d) for d in segment_draws}) > 1
     window_starts = {int(window_indices(20, T, True, generator)[0]) for _ in range(300)}
     assert window_starts == set(range(0, 5)) and mae_dfer_train_starts(20) == set(range(0, 4))
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import ferv39k_hf.clip_presets
+    import ferv39k_hf.sampling
+
+    for module in (ferv39k_hf.sampling, ferv39k_hf.clip_presets):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
