@@ -291,6 +291,8 @@ class VideoClipTransform:
             spatial_views = preset.spatial_views if preset and not train else 1
         if rotation < 0:
             raise ValueError(f"rotation is the largest angle in degrees, >= 0; got {rotation}")
+        if sampling == "dfer-clip" and temporal_views > 1:
+            raise ValueError(f"the dfer-clip preset tests one temporal view (as DFER-CLIP does), got {temporal_views}")
         if num_frames < 1 or size < 1:
             raise ValueError(f"num_frames and size must be positive, got {num_frames} and {size}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:

@@ -54,6 +54,8 @@ def test_presets_set_size_views_and_augmentation_by_default():
     assert plain.size == 224 and plain.scale == (0.6, 1.0) and plain.rotation == 0.0 and plain.preset is None
     custom = VideoClipTransform(sampling="mae-dfer", train=False, size=32, temporal_views=1, spatial_views=1)
     assert (custom.size, custom.temporal_views, custom.spatial_views) == (32, 1, 1)
+    with pytest.raises(ValueError, match="one temporal view"):
+        VideoClipTransform(sampling="dfer-clip", train=False, temporal_views=2)
     with pytest.raises(ValueError, match="rotation"):
         VideoClipTransform(rotation=-1)
     assert get_preset("window") is None and set(CLIP_PRESETS) == {"dfer-clip", "mae-dfer"}
