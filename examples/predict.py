@@ -147,7 +147,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_frames", type=int, help="override the checkpoint's frames per clip")
     parser.add_argument("--image_size", type=int, help="override the checkpoint's input size")
-    parser.add_argument("--sampling", choices=["segment", "window"], help="override the checkpoint's sampling")
+    parser.add_argument("--sampling", choices=["segment", "window", "dfer-clip", "mae-dfer"],
+                        help="override the checkpoint's sampling (docs/sampling.md)")
     parser.add_argument("--test_views", help="temporal x spatial views, e.g. 2x2 (default: the checkpoint's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     args = parser.parse_args(argv)

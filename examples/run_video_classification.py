@@ -38,7 +38,9 @@ from transformers import (
 )
 
 import ferv39k_hf
+import ferv39k_hf.sampling
 from ferv39k_hf import hub
+from ferv39k_hf.clip_presets import get_preset
 from ferv39k_hf.metrics import average_views, clip_labels, score
 from ferv39k_hf.outdirs import check_outside_archive
 
@@ -77,10 +79,18 @@ class DataTrainingArguments:
     validation_fraction: float = field(default=0.0, metadata={"help": "With --archive_dir: carve a validation split."})
     eval_split: str = field(default="test", metadata={"help": "The split scored at the end (the published protocol: test)."})
     num_frames: Optional[int] = field(default=None, metadata={"help": "Frames per clip (default: the model config's)."})
-    image_size: Optional[int] = field(default=None, metadata={"help": "Input size (default: the image processor's crop)."})
-    sampling: str = field(default="segment", metadata={"help": "segment (equal segments) or window (consecutive)."})
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Input size (default: the preset's, else the image processor's crop)."})
+    sampling: str = field(
+        default="segment",
+        metadata={"help": "segment: one frame from each of num_frames equal segments of the whole clip (random in "
+                          "training, centres at test); window: consecutive frames (--window_stride). Presets that "
+                          "reproduce a codebase's clip protocol (frames, size, test views, crop, rotation, flip; "
+                          "docs/sampling.md): dfer-clip (224, 1 view) or mae-dfer (160, 2x2 views)."})
     window_stride: int = field(default=1, metadata={"help": "Frame step of window sampling."})
-    test_views: str = field(default="1x1", metadata={"help": "Temporal x spatial views per test clip, e.g. 2x2."})
+    test_views: Optional[str] = field(
+        default=None, metadata={"help": "Temporal x spatial views per test clip, e.g. 2x2 (default: the preset's, "
+                                        "else 1x1)."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only this many training clips."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only this many test clips."})
     finish_on_device: bool = field(
@@ -90,6 +100,11 @@ class DataTrainingArguments:
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.archive_dir is None):
             raise ValueError("pass exactly one of --dataset_dir (a built folder) or --archive_dir (a raw archive)")
+        if self.sampling not in ferv39k_hf.sampling.SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {ferv39k_hf.sampling.SAMPLINGS}, got {self.sampling!r}")
+        preset = get_preset(self.sampling)
+        if self.test_views is None:
+            self.test_views = f"{preset.temporal_views}x{preset.spatial_views}" if preset else "1x1"
         views = self.test_views.lower().split("x")
         if len(views) != 2 or not all(v.isdigit() and int(v) > 0 for v in views):
             raise ValueError(f"--test_views must look like 2x2, got {self.test_views!r}")
@@ -258,7 +273,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     labels = clips["train"].features["label"].names
 
     settings = processor_settings(model_args)
-    config, model = build_model(model_args, data_args, labels, data_args.image_size or settings.get("size"))
+    preset = get_preset(data_args.sampling)
+    size = data_args.image_size or (preset.size if preset else None) or settings.get("size")
+    config, model = build_model(model_args, data_args, labels, size)
     mean, std = settings.get("mean") or IMAGENET_DEFAULT_MEAN, settings.get("std") or IMAGENET_DEFAULT_STD
     protocol = clip_protocol(config, data_args, mean, std)
     model.config.ferv39k = protocol  # saved in config.json, read back by predict.py

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from . import _shared_batches
 from ._main_batches import BatchPool
+from .clip_presets import get_preset, rotate_frames
 from .sampling import SAMPLINGS, sample_indices, sample_views
 from .video import FrameListClip, Mp4Clip, Scratch, simplejpeg_available
 
@@ -196,24 +197,35 @@ class VideoClipTransform:
 
     Args:
         num_frames: frames per clip (T).
-        size: output height and width (S).
+        size: output height and width (S); default the preset's (224 for
+            ``"dfer-clip"``, 160 for ``"mae-dfer"``), else 224.
         train: training draws a random temporal sample, a random resized crop and a
             horizontal flip per clip (the same for all its frames); evaluation takes
             the centre sample and VideoMAE's resize-short-side-then-centre-crop.
-        sampling: ``"segment"`` (TSN segment sampling: T equal segments, a random
-            frame of each in training, each segment's centre at test) or
-            ``"window"`` (T consecutive frames, or every ``stride``-th; a random
-            window in training, the centred one at test); see :mod:`ferv39k_hf.sampling`.
-        mean, std: per-channel normalisation of [0, 1] pixels (ImageNet, as VideoMAE).
+        sampling: ``"segment"`` (T equal segments over the whole clip, TSN) or
+            ``"window"`` (T consecutive frames), the package's samplers; or a preset
+            that reproduces a codebase's clip protocol: ``"dfer-clip"`` or
+            ``"mae-dfer"`` (frame indices, size, test views, crop rule, rotation and
+            flip; evaluation resizes each whole frame, as both do). See
+            :mod:`ferv39k_hf.sampling`, :mod:`ferv39k_hf.clip_presets` and
+            docs/sampling.md.
+        mean, std: per-channel normalisation of [0, 1] pixels; default the preset's
+            (``"dfer-clip"``: none, mean 0 and std 1, as its loader feeds CLIP [0, 1]
+            pixels; ``"mae-dfer"``: ImageNet), else ImageNet's, as VideoMAE.
         seed: ``None`` follows torch's random state (seeded per DataLoader worker by
             torch, and by ``transformers.set_seed``); an int gives a stream of its own
             per (seed, epoch, DataLoader worker): the same seed gives the same batches
             run to run, and workers never share a stream. Call :meth:`set_epoch` each
             epoch to vary it across epochs.
         scale, ratio, flip_prob: the random resized crop's area fraction and aspect
-            range, and the flip probability (training only).
+            range, and the flip probability (training only); default the preset's,
+            else (0.6, 1.0), (3/4, 4/3) and 0.5.
+        rotation: the largest random rotation of a training clip, in degrees (one
+            angle per clip, uniform in [-rotation, rotation]); default the preset's
+            (4 for ``"dfer-clip"``), else 0.
         stride: frame step of ``"window"`` sampling.
-        temporal_views, spatial_views: evaluation views per clip; with more than one,
+        temporal_views, spatial_views: evaluation views per clip (default the
+            preset's test views: 2 x 2 for ``"mae-dfer"``, else 1); with more than one,
             calls return ``B * V`` clips in clip-major order and ``view_clip_index``.
             Apply multi-view transforms to batches (slices, or in a collate function
             as examples/run_video_classification.py does): ``ds[i]`` on a dataset
@@ -272,19 +284,20 @@ class VideoClipTransform:
     def __init__(
         self,
         num_frames: int = 16,
-        size: int = 224,
+        size: Optional[int] = None,
         train: bool = True,
         sampling: str = "segment",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
         seed: Optional[int] = None,
         *,
-        scale: Tuple[float, float] = (0.6, 1.0),
-        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
-        flip_prob: float = 0.5,
+        scale: Optional[Tuple[float, float]] = None,
+        ratio: Optional[Tuple[float, float]] = None,
+        flip_prob: Optional[float] = None,
+        rotation: Optional[float] = None,
         stride: int = 1,
-        temporal_views: int = 1,
-        spatial_views: int = 1,
+        temporal_views: Optional[int] = None,
+        spatial_views: Optional[int] = None,
         dct_scaling: bool = True,
         decoder: str = "auto",
         channels_last: bool = True,
@@ -294,6 +307,22 @@ class VideoClipTransform:
     ):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        self.preset = preset = get_preset(sampling)
+        size = (preset.size if preset else 224) if size is None else size
+        scale = (preset.scale if preset else (0.6, 1.0)) if scale is None else scale
+        ratio = (preset.ratio if preset else (3 / 4, 4 / 3)) if ratio is None else ratio
+        flip_prob = (preset.flip_prob if preset else 0.5) if flip_prob is None else flip_prob
+        rotation = (preset.rotation if preset else 0.0) if rotation is None else rotation
+        mean = (preset.mean if preset else IMAGENET_MEAN) if mean is None else mean
+        std = (preset.std if preset else IMAGENET_STD) if std is None else std
+        if temporal_views is None:
+            temporal_views = preset.temporal_views if preset and not train else 1
+        if spatial_views is None:
+            spatial_views = preset.spatial_views if preset and not train else 1
+        if rotation < 0:
+            raise ValueError(f"rotation is the largest angle in degrees, >= 0; got {rotation}")
+        if sampling == "dfer-clip" and temporal_views > 1:
+            raise ValueError(f"the dfer-clip preset tests one temporal view (as DFER-CLIP does), got {temporal_views}")
         if num_frames < 1 or size < 1:
             raise ValueError(f"num_frames and size must be positive, got {num_frames} and {size}")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -307,6 +336,7 @@ class VideoClipTransform:
         self.num_frames, self.size, self.train, self.sampling = int(num_frames), int(size), bool(train), sampling
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.seed, self.scale, self.ratio, self.flip_prob = seed, tuple(scale), tuple(ratio), float(flip_prob)
+        self.rotation = float(rotation)
         self.stride, self.dct_scaling = int(stride), bool(dct_scaling)
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
@@ -391,6 +421,10 @@ class VideoClipTransform:
         return sample_indices(self.sampling, num_frames, self.num_frames, self.train, rng, self.stride)[None]
 
     def _boxes(self, height: int, width: int, rng: Optional[np.random.Generator], views: int) -> List[Box]:
+        if self.preset is not None:
+            if self.train:
+                return [self.preset.train_box(height, width, rng, self.scale, self.ratio)]
+            return self.preset.test_boxes(height, width, views)
         if self.train:
             return [random_resized_box(height, width, rng, self.scale, self.ratio)]
         return short_side_boxes(height, width, views)
@@ -417,9 +451,10 @@ class VideoClipTransform:
             source_size = frames.shape[1:3]
         boxes = self._boxes(source_size[0], source_size[1], rng, spatial_views)
         flip = bool(self.train and rng.random() < self.flip_prob)
+        angle = float(rng.uniform(-self.rotation, self.rotation)) if self.train and self.rotation > 0 else 0.0
         reduce = self._reduction(boxes) if can_reduce else 1
         return _ClipPlan(source, unique, positions.reshape(index_sets.shape).tolist(), tuple(source_size), boxes,
-                         flip, reduce, frames)
+                         flip, reduce, frames, angle)
 
     def _clip_into(self, plan: "_ClipPlan", spatial_views: int, out: torch.Tensor) -> None:
         """Decode, crop, resize and normalise one row's views into ``out`` (V, T, frame memory).
@@ -429,6 +464,8 @@ class VideoClipTransform:
         """
         frames = plan.frames if plan.frames is not None else plan.source.decode(plan.unique, plan.reduce,
                                                                                  self._scratch)
+        if plan.angle:  # before the crop, as DFER-CLIP rotates whole frames
+            frames = rotate_frames(frames, plan.angle)
         height, width = frames.shape[1:3]
         fused = self.fused and frames.flags.c_contiguous
         pixels = torch.from_numpy(frames)
@@ -478,6 +515,8 @@ class VideoClipTransform:
                 for t, frame_positions in enumerate(plan.positions):
                     for s in range(spatial_views):
                         np.take(frames, frame_positions, axis=0, out=rows[t * spatial_views + s])
+            if plan.angle:  # training has one view: rotate the batch's frames in place
+                rotate_frames(rows[0], plan.angle, out=rows[0])
             for s, box in enumerate(plan.boxes_for(height, width)):
                 for t in range(len(plan.positions)):
                     boxes[row * per_clip + t * spatial_views + s] = torch.tensor(box)
@@ -519,6 +558,7 @@ class _ClipPlan:
     flip: bool
     reduce: int
     frames: Optional[np.ndarray] = None  # already decoded (videos)
+    angle: float = 0.0  # training rotation in degrees, applied to whole frames before the crop
 
     def boxes_for(self, height: int, width: int) -> List[Box]:
         """The boxes in the pixels of frames decoded at ``height`` x ``width``."""

@@ -143,6 +143,22 @@ def test_finetune_evaluate_reload_and_predict(model_type, run_script, predict_sc
         assert sum(float(r.split()[1]) for r in ranked) <= 1.0 + 1e-6
 
 
+def test_sampling_preset_sets_size_and_test_views(run_script, tiny_checkpoints, built_faces, tmp_path):
+    """--sampling mae-dfer, without --image_size or --test_views: its 160 pixels and 2x2 views, recorded."""
+    from transformers import AutoConfig
+
+    out = tmp_path / "out"
+    run_script.main(["--model_name_or_path", str(tiny_checkpoints["videomae"]), "--dataset_dir", str(built_faces),
+                     "--sampling", "mae-dfer", "--do_train", "--do_eval", "--max_steps", "1",
+                     "--max_eval_samples", "8", *_common(out)])
+    assert 0 <= json.loads((out / "all_results.json").read_text())["eval_war"] <= 1
+    protocol = AutoConfig.from_pretrained(out).ferv39k
+    assert (protocol["sampling"], protocol["image_size"], protocol["test_views"]) == ("mae-dfer", 160, "2x2")
+    with pytest.raises(ValueError, match="--sampling must be one of"):
+        run_script.main(["--model_name_or_path", str(tiny_checkpoints["videomae"]), "--dataset_dir",
+                         str(built_faces), "--sampling", "dfer", *_common(tmp_path / "bad")])
+
+
 def test_finish_on_device_trains_and_scores_like_the_cpu_path(run_script, tiny_checkpoints, built_faces, tmp_path):
     """--finish_on_device: uint8 batches finished in the model's forward; the test scores match the CPU path's
     (the inputs differ by at most one grey level of resize rounding)."""
