@@ -298,6 +298,7 @@ def render_model_card(
     else:
         base = f"[{base_model}](https://huggingface.co/{base_model})"
     hyper = "\n".join(f"- {key}: {value}" for key, value in (training or {}).items())
+    frames = protocol.get("num_frames")
     return f"""---
 {data.to_yaml()}
 ---
@@ -327,8 +328,8 @@ The same protocol is written where transformers reads it: `video_preprocessor_co
 `AutoVideoProcessor`: `num_frames`, resize, crop, mean and std), `preprocessor_config.json` (the image
 processor the video-classification pipeline uses without torchvision), each with the whole protocol
 under `ferv39k`, and `config.json` (`ferv39k`). transformers picks frames its own way: its video
-processor takes the first frame of each of {protocol.get('num_frames')} equal segments and refuses shorter clips, and the
-pipeline with an image processor takes the first {protocol.get('num_frames')} frames. To reproduce the scores below, sample
+processor takes the first frame of each of {frames} equal segments and refuses shorter clips, and the
+pipeline with an image processor takes the first {frames} frames. To reproduce the scores below, sample
 with `ferv39k_hf.VideoClipTransform`, as ferv39k-hf's `examples/predict.py` does.
 
 ## Results on FERV39k `{eval_split}`

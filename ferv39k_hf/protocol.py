@@ -172,8 +172,10 @@ def write_processor_configs(
         The paths written.
 
     Example:
-        >>> write_processor_configs("videomae-ferv39k", model.config.ferv39k, model.config.model_type)  # doctest: +SKIP
-        [PosixPath('videomae-ferv39k/video_preprocessor_config.json'), PosixPath('videomae-ferv39k/preprocessor_config.json')]
+        >>> paths = write_processor_configs("videomae-ferv39k", model.config.ferv39k,
+        ...                                 model.config.model_type)  # doctest: +SKIP
+        >>> [p.name for p in paths]  # doctest: +SKIP
+        ['video_preprocessor_config.json', 'preprocessor_config.json']
     """
     folder = Path(folder)
     if not folder.is_dir():
