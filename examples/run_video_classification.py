@@ -12,8 +12,11 @@ by :class:`ferv39k_hf.VideoClipTransform` with the mean, std and size of the mod
 image processor config (no torchvision needed). The checkpoint's ``id2label`` is the
 dataset's label order. Evaluation on ``test`` writes ``eval_war`` / ``eval_uar`` to
 ``all_results.json`` and the per-class, per-scene and per-scenario scores to
-``eval_per_scene.json``; ``--push_to_hub`` uploads the checkpoint (never the data)
-with a model card. Runs unchanged under ``torchrun`` and ``accelerate launch``.
+``eval_per_scene.json``. The clip protocol (frames, sampling, size, mean, std, test
+views) goes into ``config.json``, ``preprocessor_config.json`` and
+``video_preprocessor_config.json``, where transformers' processors read it, and into the
+model card (docs/model-cards.md); ``--push_to_hub`` uploads the checkpoint (never the
+data). Runs unchanged under ``torchrun`` and ``accelerate launch``.
 """
 
 import json
@@ -43,6 +46,7 @@ from ferv39k_hf import hub
 from ferv39k_hf.clip_presets import get_preset
 from ferv39k_hf.metrics import average_views, clip_labels, score
 from ferv39k_hf.outdirs import check_outside_archive
+from ferv39k_hf.protocol import image_processor_config, write_processor_configs
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +301,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         args=training_args,
         train_dataset=train_split.with_transform(train_transform) if training_args.do_train else None,
         eval_dataset=eval_split if training_args.do_eval else None,
-        processing_class=_image_processor(mean, std, config.image_size),
+        processing_class=_image_processor(protocol),
         data_collator=ClipCollator(eval_transform),
         compute_metrics=scorer,
     )
@@ -311,6 +315,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if trainer.is_world_process_zero() and training_args.do_train:
         card = _model_card(model_args, data_args, training_args, labels, protocol, scorer.last)
         Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
+        # the Trainer saved preprocessor_config.json from _image_processor; the video processor's file is ours
+        write_processor_configs(training_args.output_dir, protocol, config.model_type, image=False)
         if push_to_hub:
             _push(training_args, hub_token)
     return metrics
@@ -343,14 +349,16 @@ def _push(training_args: TrainingArguments, token: Optional[str]) -> None:
     logger.info("pushed %d files to %s: %s", pushed.num_files, pushed.repo_id, pushed.commit_url)
 
 
-def _image_processor(mean, std, size):
-    """The image processor saved with the checkpoint, so predict.py and the Hub see mean, std and size."""
+def _image_processor(protocol: Dict[str, Any]):
+    """The image processor saved with the checkpoint: mean, std, size and the whole clip protocol, for
+    predict.py, the video-classification pipeline and the Hub (ferv39k_hf.protocol.image_processor_config)."""
     try:
         from transformers import VideoMAEImageProcessorPil as Processor  # transformers 5: no torchvision needed
     except ImportError:  # transformers 4
         from transformers import VideoMAEImageProcessor as Processor
-    return Processor(image_mean=list(mean), image_std=list(std), size={"shortest_edge": size},
-                     crop_size={"height": size, "width": size})
+    settings = image_processor_config(protocol)
+    settings.pop("image_processor_type")  # the class sets it
+    return Processor(**settings)
 
 
 def _model_card(model_args, data_args, training_args, labels, protocol, results) -> str:

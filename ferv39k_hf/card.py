@@ -2,7 +2,8 @@
 
 Its YAML front matter declares the config, the splits' exact data files and
 the features, so ``datasets.load_dataset(folder)`` needs nothing else. The
-body states the licence terms, citation, label order and counts.
+body states the licence terms, what the faces in it mean for its users,
+citation, label order and counts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Dict, List, Mapping, Sequence
 import datasets
 import yaml
 
-from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS, SCENES, label_names
+from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {
     "copy": "Frames are the archive's own JPEG bytes, unchanged, in frame order.",
@@ -122,6 +123,10 @@ FERV39k (Wang et al., CVPR 2022) is a video facial-expression dataset: 38,935 cl
 
 {LICENSE_SUMMARY} Keep this folder inside your organization; share it only through a **private**
 repository (`ferv39k-hf push` refuses public ones). Homepage: {HOMEPAGE}
+
+## Personal data
+
+{PERSONAL_DATA}
 
 ## Loading
 

@@ -5,8 +5,9 @@ FERV39k's terms forbid redistributing any part of the data, so
 :func:`push_dataset_folder` checks the target repository is private before it
 writes anything (creating it private when missing) and refuses otherwise.
 Checkpoints carry no data and may be public; :func:`render_model_card` states
-their base model, the dataset and label order, the sampling protocol and the
-WAR/UAR overall and per scenario, in a table and in ``model-index`` metadata.
+their base model, the dataset and label order, the clip protocol, the WAR/UAR
+overall and per scenario (in a table, and in ``model-index`` metadata with the
+Hub's metric types) and what the faces in the training data mean for users.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import yaml
 
 from .errors import Ferv39kError
 from .outdirs import MARKER
-from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS
+from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
 
 TERMS_REASON = (
     "FERV39k's terms of use forbid reproducing or distributing any portion of the data; a built copy may "
@@ -180,23 +181,24 @@ def _percent(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+# The Hub's metric ids (hf.co/metrics): WAR is accuracy over the clips; UAR is the
+# unweighted mean of the per-class recalls, i.e. recall with average="macro".
+_METRICS = {"war": ("accuracy", "WAR", None), "uar": ("recall", "UAR", {"average": "macro"})}
+
+
 def _eval_results(results: Mapping[str, Any], dataset_name: str, config: str, split: str) -> List[Any]:
+    """``model-index`` rows as huggingface_hub EvalResults: WAR and UAR overall, then per scenario (percent)."""
     from huggingface_hub import EvalResult
 
     if results.get("war") is None:
         return []
     common = dict(task_type="video-classification", task_name="Video facial expression recognition",
                   dataset_type="ferv39k", dataset_name=dataset_name, dataset_config=config, dataset_split=split)
-    rows = [EvalResult(metric_type="war", metric_name="WAR", metric_value=round(100 * results["war"], 2), **common),
-            EvalResult(metric_type="uar", metric_name="UAR", metric_value=round(100 * results["uar"], 2), **common)]
-    for scenario in SCENARIOS:
-        score = results.get("per_scenario", {}).get(scenario)
-        if score:
-            rows += [EvalResult(metric_type="war", metric_name=f"WAR ({scenario})",
-                                metric_value=round(100 * score["war"], 2), **common),
-                     EvalResult(metric_type="uar", metric_name=f"UAR ({scenario})",
-                                metric_value=round(100 * score["uar"], 2), **common)]
-    return rows
+    subsets = [("", results)] + [(f" ({scenario})", results["per_scenario"][scenario]) for scenario in SCENARIOS
+                                 if results.get("per_scenario", {}).get(scenario)]
+    return [EvalResult(metric_type=metric_type, metric_name=name + suffix, metric_args=args,
+                       metric_value=round(100 * score[key], 2), **common)
+            for suffix, score in subsets for key, (metric_type, name, args) in _METRICS.items()]
 
 
 def _clips(entry: Mapping[str, Any]) -> Any:
@@ -217,6 +219,22 @@ def _results_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _protocol_lines(protocol: Mapping[str, Any], dataset_config: str) -> str:
+    """The clip protocol as the card's bullet list."""
+    side, sampling = protocol.get("image_size"), protocol.get("sampling")
+    if sampling == "window" and protocol.get("window_stride", 1) != 1:
+        sampling = f"{sampling} (frame step {protocol['window_stride']})"
+    return "\n".join([
+        f"- {protocol.get('num_frames')} frames per clip from the {dataset_config} frames, **{sampling}** sampling"
+        " (training: random positions; evaluation: fixed positions); clips shorter than that are padded by"
+        " repeating their last frame.",
+        f"- Input size {side}x{side}: evaluation resizes the short side to {side} and takes the centre crop.",
+        f"- Pixels scaled to [0, 1], normalised with mean {protocol.get('mean')} and std {protocol.get('std')}.",
+        f"- Test: {protocol.get('test_views', '1x1')} views per clip (temporal x spatial), softmax-averaged per clip"
+        " before scoring.",
+    ])
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -229,11 +247,34 @@ def render_model_card(
     eval_split: str = "test",
     training: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """The README.md of a FERV39k checkpoint.
+    """The README.md of a FERV39k checkpoint: metadata the Hub reads, then what a user needs to know.
 
-    ``protocol``: num_frames, image_size, sampling, test_views (temporal x spatial), mean, std.
-    ``results``: war, uar (fractions), support and per_scenario {scenario: {war, uar, support}},
-    as :func:`ferv39k_hf.metrics.score` returns them.
+    Args:
+        model_name: the checkpoint's name (``model-index`` name and the title).
+        base_model: the Hub id or local folder it was fine-tuned from; None if trained from scratch.
+            Only a Hub id goes into the metadata.
+        label_names: the 7 class words in the checkpoint's ``id2label`` order.
+        label_order: that order's name (``alphabetical`` or ``dfew``).
+        dataset_config: ``faces``, ``scenes`` or ``videos``.
+        protocol: the clip protocol: ``num_frames``, ``image_size``, ``sampling``, ``test_views``
+            (temporal x spatial, e.g. ``"2x2"``), ``mean``, ``std`` and optionally ``window_stride``.
+        results: ``war``, ``uar`` (fractions), ``support`` and ``per_scenario``
+            ``{scenario: {war, uar, support}}``, as :func:`ferv39k_hf.metrics.score` returns them;
+            ``war`` None for a checkpoint not scored (no ``model-index`` then).
+        eval_split: the split the results are on.
+        training: hyperparameters to list, name -> value.
+
+    Returns:
+        The card as text: YAML front matter (licence, pipeline tag, base model and ``model-index`` with
+        WAR as ``accuracy`` and UAR as ``recall`` with ``average: macro``, overall and per scenario, in
+        percent), then the labels, the clip protocol, the results table, training, terms, personal data
+        and citation. ``huggingface_hub.ModelCard(text)`` parses it.
+
+    Example:
+        >>> card = render_model_card(model_name="videomae-ferv39k", base_model="MCG-NJU/videomae-base",
+        ...     label_names=label_names("alphabetical"), label_order="alphabetical", dataset_config="faces",
+        ...     protocol=model.config.ferv39k, results=score(...))  # doctest: +SKIP
+        >>> Path("videomae-ferv39k/README.md").write_text(card)  # doctest: +SKIP
     """
     from huggingface_hub import ModelCardData
 
@@ -246,10 +287,10 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="video-classification",
         tags=["video-classification", "facial-expression-recognition", "ferv39k"],
+        metrics=["accuracy", "recall"],
         eval_results=_eval_results(results, dataset_name, dataset_config, eval_split) or None,
     )
     labels = "\n".join(f"| {i} | {name} |" for i, name in enumerate(label_names))
-    views = protocol.get("test_views", "1x1")
     if not base_model:
         base = "none: trained from scratch"
     elif local_base:
@@ -257,6 +298,7 @@ def render_model_card(
     else:
         base = f"[{base_model}](https://huggingface.co/{base_model})"
     hyper = "\n".join(f"- {key}: {value}" for key, value in (training or {}).items())
+    frames = protocol.get("num_frames")
     return f"""---
 {data.to_yaml()}
 ---
@@ -278,17 +320,22 @@ official train split) and scored on its `{eval_split}` split.
 |---|---|
 {labels}
 
-## Input protocol
+## Clip protocol
 
-- {protocol.get('num_frames')} frames per clip from the {dataset_config} frames, **{protocol.get('sampling')}** sampling
-  (training: random positions; evaluation: fixed positions); clips shorter than that are padded.
-- Frames resized to {protocol.get('image_size')}x{protocol.get('image_size')}, normalised with mean
-  {protocol.get('mean')} and std {protocol.get('std')}.
-- Test: {views} views per clip (temporal x spatial), softmax-averaged per clip before scoring.
+{_protocol_lines(protocol, dataset_config)}
+
+The same protocol is written where transformers reads it: `video_preprocessor_config.json` (for
+`AutoVideoProcessor`: `num_frames`, resize, crop, mean and std), `preprocessor_config.json` (the image
+processor the video-classification pipeline uses without torchvision), each with the whole protocol
+under `ferv39k`, and `config.json` (`ferv39k`). transformers picks frames its own way: its video
+processor takes the first frame of each of {frames} equal segments and refuses shorter clips, and the
+pipeline with an image processor takes the first {frames} frames. To reproduce the scores below, sample
+with `ferv39k_hf.VideoClipTransform`, as ferv39k-hf's `examples/predict.py` does.
 
 ## Results on FERV39k `{eval_split}`
 
-WAR is accuracy over the clips; UAR is the mean of the 7 per-class recalls.
+WAR is accuracy over the clips; UAR is the mean of the 7 per-class recalls. In the `model-index`
+metadata WAR is `accuracy` and UAR is `recall` with `average: macro`, in percent as papers print them.
 
 {_results_table(results)}
 
@@ -299,6 +346,11 @@ WAR is accuracy over the clips; UAR is the mean of the 7 per-class recalls.
 ## Terms
 
 {LICENSE_SUMMARY} Use of this model is subject to the terms of the data it was trained on.
+
+## Personal data
+
+{PERSONAL_DATA}
+## Citation
 
 ```bibtex
 {CITATION.strip()}

@@ -134,6 +134,21 @@ LICENSE_SUMMARY = (
     "from them may be reproduced, distributed or published; copies are for internal use at one site of "
     "one organization, and the authors may withdraw access. Apply to the authors for the archive."
 )
+# What the faces in the clips mean for whoever holds the data or a model trained on it;
+# the dataset card and every model card print this one text.
+PERSONAL_DATA = """\
+Every FERV39k clip shows the face of a real, identifiable person, cut from films, TV series and shows.
+Those people were not asked whether their faces could be used to train or test expression recognizers.
+
+- Treat the frames as personal data. Keep them under the licence's terms: non-commercial research only,
+  no redistribution of any frame or of data derived from the frames, and a built copy only in a **private**
+  repository of your own organization. Delete your copies when your access ends or is withdrawn.
+- The clips were gathered from available footage, not sampled to represent any population, and the labels
+  are annotators' readings of mostly performed expressions. Expect a model's accuracy to differ between
+  groups of people, and measure it on the people it will be used on before relying on it.
+- A model trained on FERV39k outputs which of 7 labels annotators would probably have given a clip. That
+  is not a fact about what a person feels or intends; do not use it to judge, screen or monitor individuals.
+"""
 
 
 def label_names(order: str = DEFAULT_LABEL_ORDER) -> List[str]:

@@ -9,7 +9,7 @@ import yaml
 from ferv39k_hf import hub
 from ferv39k_hf.cli import main as cli_main
 from ferv39k_hf.outdirs import MARKER, folder_problem
-from ferv39k_hf.taxonomy import SCENARIOS, label_names
+from ferv39k_hf.taxonomy import PERSONAL_DATA, SCENARIOS, label_names
 from hubstub import HubStub
 
 
@@ -70,6 +70,7 @@ def test_push_creates_a_private_repo_and_uploads_every_file(stub, small_build, c
     assert repo.private is True
     assert repo.files == _local_files(small_build)
     assert any(name.endswith(".parquet") for name in repo.files)
+    assert PERSONAL_DATA in repo.files["README.md"].decode()  # the pushed card says what the faces mean
     assert (small_build / MARKER).is_file() and MARKER not in repo.files
     assert folder_problem(small_build) is None, "a pushed folder stays one that build --overwrite may replace"
     assert "created private dataset repository team/ferv39k-faces" in out.out

@@ -127,6 +127,12 @@ def test_finetune_evaluate_reload_and_predict(model_type, run_script, predict_sc
         assert model(pixel_values=torch.zeros(1, 4, 3, 32, 32)).logits.shape == (1, 7)
     processor = json.loads((out / "preprocessor_config.json").read_text())
     assert processor["image_mean"] == TINY_MEAN and processor["crop_size"] == {"height": 32, "width": 32}
+    video_processor = json.loads((out / "video_preprocessor_config.json").read_text())
+    assert processor["ferv39k"] == video_processor["ferv39k"] == protocol
+    assert (video_processor["num_frames"], video_processor["image_mean"], video_processor["image_std"]) == \
+        (4, TINY_MEAN, TINY_STD)
+    assert video_processor["video_processor_type"] == {"videomae": "VideoMAEVideoProcessor",
+                                                       "timesformer": "TimesformerVideoProcessor"}[model_type]
     card = (out / "README.md").read_text()
     assert "model-index" in card and "| 6 | Surprise |" in card and f"{views} views" in card
 
@@ -233,14 +239,15 @@ def test_push_to_hub_uploads_checkpoint_and_card_never_data(run_script, tiny_che
                          "--hub_model_id", "team/videomae-ferv39k", "--hub_token", stub.token, *_common(out)])
         repo = stub.repo("team/videomae-ferv39k", repo_type="model")
     files = repo.files
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "all_results.json",
-            "eval_per_scene.json"} <= set(files)
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "video_preprocessor_config.json",
+            "README.md", "all_results.json", "eval_per_scene.json"} <= set(files)
     assert not [name for name in files if name.endswith((".parquet", ".arrow", ".jpg", ".mp4"))]
     assert files["README.md"] == (out / "README.md").read_bytes()
     card = files["README.md"].decode()
     results = json.loads((out / "all_results.json").read_text())
     assert f"value: {round(100 * results['eval_war'], 2)}" in card and "name: UAR (Anomaly Issues)" in card
     assert "FERV39k (faces)" in card and "alphabetical order" in card and "segment" in card
+    assert "## Personal data" in card and "type: recall" in card
     assert stub.token.encode() not in b"".join(files.values())
 
 
