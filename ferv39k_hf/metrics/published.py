@@ -3,8 +3,8 @@
 Papers print the pair in either order (the dataset paper WAR/UAR, DFER-CLIP
 and S2D UAR/WAR), so each number here is stored under its name. Every other
 place that shows published numbers reads :data:`PUBLISHED` or renders it with
-:func:`published_table`; ``python -m ferv39k_hf.metrics.published`` prints the
-table as Markdown.
+:func:`published_table` (docs/scoring.md holds its Markdown output, checked by
+a test).
 """
 
 from __future__ import annotations
@@ -103,6 +103,3 @@ def published_table(
 
     return "\n".join([line(header, " "), *(line(cells, ">" if mine else " ") for cells, mine in zip(body, marks))])
 
-
-if __name__ == "__main__":
-    print(published_table())
