@@ -163,3 +163,26 @@ def test_compare_through_the_evaluate_metric():
     result = metric.compare(predictions_a=a, predictions_b=b, references=refs, seed=3)
     assert result == compare(predictions_a=a, predictions_b=b, references=refs, seed=3).to_dict()
     assert result["war_p"] < 0.05
+
+
+def test_bench_bootstrap_smoke_run(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bootstrap.py"
+    spec = importlib.util.spec_from_file_location("bench_bootstrap", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--clips", "300", "--resamples", "400", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1.00x" in out and out.count("faster") == 2
+    # the baseline is the bootstrap by definition: its interval agrees with bootstrap_ci within Monte Carlo error
+    rng = np.random.default_rng(0)
+    refs = skewed_references(rng, 500)
+    preds = model(rng, refs, 0.5)
+    war_ci, uar_ci = bench.clip_by_clip(preds, refs, 20_000, seed=1)
+    from ferv39k_hf.metrics import bootstrap_ci
+
+    ci = bootstrap_ci(predictions=preds, references=refs, resamples=20_000, seed=2)
+    assert ci["war_ci"] == pytest.approx(tuple(war_ci), abs=0.006)
+    assert ci["uar_ci"] == pytest.approx(tuple(uar_ci), abs=0.008)

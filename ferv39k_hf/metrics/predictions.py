@@ -115,7 +115,9 @@ def _read_rows(path: Path) -> Tuple[List[str], List[Tuple[int, Dict[str, object]
     reader.fieldnames = columns_list
     for row in reader:
         if None in row:  # more cells than the header has columns
-            raise PredictionFileError(f"{path} line {reader.line_num}: more values than the header's {len(columns_list)}")
+            raise PredictionFileError(
+                f"{path} line {reader.line_num}: more values than the header's {len(columns_list)} columns"
+            )
         if any(value not in (None, "") for value in row.values()):
             rows.append((reader.line_num, row))
     return columns_list, rows
@@ -311,7 +313,8 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
         problems.append(f"{len(repeated)} clip(s) repeated: {_listing(repeated)}")
     if not allow_partial:
         if missing:
-            problems.append(f"{len(missing)} of the {len(clips.clip_ids)} {clips.split} clips missing: {_listing(missing)}")
+            total = len(clips.clip_ids)
+            problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
         if unknown:
             names = [f"{c} (line {line})" for c, line in unknown]
             problems.append(f"{len(unknown)} clip(s) not in the {clips.split} split: {_listing(names)}")

@@ -131,7 +131,8 @@ def _table_lines(entries: List[Dict[str, Any]], rank_by: str, split: str) -> Lis
     for r in entries:
         note = f"95% CI WAR {_ci(r['war_ci'])}, UAR {_ci(r['uar_ci'])}"
         if split != "test" or r["clips_in_split"] != official or r["missing"]:
-            note = f"NOT comparable: {r['clips_scored']} clips of split {split!r}, not the {official} official test clips"
+            note = (f"NOT comparable: {r['clips_scored']} clips of split {split!r}, "
+                    f"not the {official} official test clips")
         rows.append((Path(r["file"]).name, 100 * r["war"], 100 * r["uar"], note))
     return ["", f"Published FERV39k results (official test set, ranked by {rank_by.upper()}), this file marked >:",
             published_table(rows, rank_by=rank_by, markdown=False)]
@@ -143,8 +144,8 @@ def _comparison_lines(report: Dict[str, Any]) -> List[str]:
              "",
              "            A %      B %   A - B %   95% CI of A - B (paired bootstrap)   p (paired permutation)"]
     for key in ("war", "uar"):
-        lines.append(f"  {key.upper():<5} {_pct(c[key + '_a'])}   {_pct(c[key + '_b'])}   {100 * c[key + '_diff']:+7.2f}"
-                     f"   {_ci(c[key + '_diff_ci']):<37}{_p(c[key + '_p'])}")
+        lines.append(f"  {key.upper():<5} {_pct(c[key + '_a'])}   {_pct(c[key + '_b'])}   "
+                     f"{100 * c[key + '_diff']:+7.2f}   {_ci(c[key + '_diff_ci']):<37}{_p(c[key + '_p'])}")
     lines += [f"  McNemar's exact test (WAR): A right and B wrong on {c['a_only']} clips, B right and A wrong on "
               f"{c['b_only']}: p = {_p(c['mcnemar_p'])}", "", "  per-class recall %     A        B"]
     for word in CLASS_WORDS:
@@ -158,8 +159,8 @@ def render_text(report: Dict[str, Any], rank_by: str = "war") -> str:
     boot = report["bootstrap"]
     lines = [f"Split {report['split']!r} of {report['dataset']}."]
     if report["skipped_by_build"]:
-        lines.append(f"Note: the build skipped {report['skipped_by_build']} {report['split']} clips (build_report.json); "
-                     "they are in no score.")
+        lines.append(f"Note: the build skipped {report['skipped_by_build']} {report['split']} clips "
+                     "(build_report.json); they are in no score.")
     if "comparison" in report:
         lines += _comparison_lines(report)
         entries = [report["a"], report["b"]]
