@@ -138,7 +138,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         help="score a predictions file (WAR, UAR, intervals) or compare two, against a built split",
         description="Score PRED, a CSV or JSON Lines file of clip_id and prediction (a class word, or an id with "
         "--label-order; optionally the 7 probability columns p_Angry .. p_Surprise), against a split of a folder "
-        "made by 'ferv39k-hf build': WAR and UAR with 95%% bootstrap intervals, per-class recall, per-scene and "
+        "made by 'ferv39k-hf build': WAR and UAR with 95% bootstrap intervals, per-class recall, per-scene and "
         "per-scenario figures, and the published results with this file ranked among them. With --compare B, "
         "the paired differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
     )

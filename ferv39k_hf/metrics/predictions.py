@@ -264,11 +264,17 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
 
     folder = Path(dataset_dir)
     files = _split_files(folder, split)
-    stored = datasets.Features.from_arrow_schema(pq.read_schema(files[0]))
+    # Only the metadata columns' feature types are read from the file's datasets metadata, so a folder
+    # built with a newer datasets (whose frame column type an older one cannot parse) still reads.
+    metadata = pq.read_schema(files[0]).metadata or {}
+    try:
+        stored = json.loads(metadata.get(b"huggingface", b"{}"))["info"]["features"]
+    except (ValueError, KeyError, TypeError):
+        stored = {}
     absent = [name for name in METADATA_COLUMNS if name not in stored]
     if absent:
         raise PredictionFileError(f"{files[0]}: no column(s) {', '.join(absent)}; is this a ferv39k-hf build?")
-    features = datasets.Features({name: stored[name] for name in METADATA_COLUMNS})
+    features = datasets.Features.from_dict({name: stored[name] for name in METADATA_COLUMNS})
     # Streaming reads the listed files as they are now (no cache keyed on the folder's name) and
     # only the metadata columns' chunks of each Parquet file.
     rows = datasets.load_dataset(

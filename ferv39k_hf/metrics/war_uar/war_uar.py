@@ -74,7 +74,7 @@ class WarUar(evaluate.Metric):
             description=_DESCRIPTION,
             citation=CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            # scenes is optional: the add/add_batch/compute overrides below store None when it is not given
+            # scenes is optional: the add/add_batch/compute overrides below store NO_SCENE when not given
             features=datasets.Features(
                 {
                     "predictions": datasets.Value("int32"),
