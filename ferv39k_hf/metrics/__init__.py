@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .compare import Comparison, compare, mcnemar_exact
+from .comparison import Comparison, compare, mcnemar_exact
 from .published import PUBLISHED, PublishedResult, published_table
 from .report import compare_files, score_file
 from .scoring import (

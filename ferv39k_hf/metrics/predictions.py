@@ -257,7 +257,7 @@ def _skipped_by_build(folder: Path, split: str) -> int:
 def read_split(dataset_dir, split: str = "test") -> SplitClips:
     """The clips of ``split`` in a built folder: ids, class words, scenes, scenarios (no frames are read).
 
-    Example: ``read_split("ferv39k").clip_ids[:1] == ["Action/Angry/0000"]``.
+    Example: ``clips = read_split("ferv39k"); clips.clip_ids[0], clips.words[0], clips.scenes[0]``.
     """
     import datasets
     import pyarrow.parquet as pq

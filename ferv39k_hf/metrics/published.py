@@ -15,7 +15,13 @@ from typing import List, Sequence, Tuple
 
 @dataclass(frozen=True)
 class PublishedResult:
-    """One published result: ``war`` and ``uar`` in percent, as printed (2 decimals)."""
+    """One published result: ``war`` and ``uar`` in percent, as printed (2 decimals).
+
+    Example:
+        >>> mae_dfer = next(r for r in PUBLISHED if r.method == "MAE-DFER")
+        >>> mae_dfer.war, mae_dfer.uar
+        (52.07, 43.12)
+    """
 
     method: str
     venue: str  # venue and year, or the year alone where the venue is not recorded here
@@ -61,8 +67,14 @@ def ranked_rows(
 
     ``entries`` are your results as ``(name, war_percent, uar_percent, note)``.
     Returns ``(rank, method, venue, war, uar, note)`` rows; your rows carry the
-    venue ``"this file"`` (ties keep the published row first). Example:
-    ``ranked_rows([("my model", 50.1, 40.2, "")])[0][1] == "FineCLIPER"``.
+    venue ``"this file"`` (ties keep the published row first).
+
+    Example:
+        >>> rows = ranked_rows([("mine.csv", 99.0, 10.0, "")])
+        >>> rows[0][:3], rows[-1][1] == "mine.csv"
+        ((1, 'mine.csv', 'this file'), False)
+        >>> ranked_rows([("mine.csv", 99.0, 10.0, "")], rank_by="uar")[-1][1]
+        'mine.csv'
     """
     _check_rank(rank_by)
     rows = [(r.method, r.venue, r.war, r.uar, r.source, 0) for r in PUBLISHED]
@@ -79,6 +91,10 @@ def published_table(
 
     Columns: rank, method, venue, WAR %, UAR %, note. Your rows are marked
     with ``**`` in Markdown and ``>`` in plain text.
+
+    Example:
+        >>> published_table(markdown=False).splitlines()[0].split()
+        ['#', 'method', 'venue', 'WAR', '%', 'UAR', '%', 'source', '/', 'note']
     """
     header = ["#", "method", "venue", "WAR %", "UAR %", "source / note"]
     body: List[List[str]] = []

@@ -3,7 +3,7 @@
 :func:`score_file` and :func:`compare_files` return plain dicts (what
 ``--json`` prints); :func:`render_text` and :func:`plot_report` show them.
 Intervals are percentile-bootstrap intervals over clips (10,000 resamples,
-seed 0 by default); comparisons are paired (see :mod:`.compare`).
+seed 0 by default); comparisons are paired (see :mod:`.comparison`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import Ferv39kError
 from ..taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
-from .compare import compare
+from .comparison import compare
 from .predictions import PredictionFileError, check_same_clips, pair, read_predictions, read_split
 from .published import published_table
 from .scoring import score
@@ -56,7 +56,13 @@ def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[
     ``per_class_recall``, ``support``, ``per_scene``, ``per_scenario``,
     ``confusion_matrix`` (rows references, columns predictions, in
     ``class_words`` order), ``clips_scored``, ``missing``, ``unknown``, and
-    the bootstrap settings. Example: ``score_file("preds.csv", "ferv39k")["uar"]``.
+    the bootstrap settings. Raises ``PredictionFileError`` (one line naming the
+    file and lines) for a file that cannot be scored.
+
+    Example (``ferv39k`` a built folder, ``preds.csv`` its test clips' predictions)::
+
+        report = score_file("preds.csv", "ferv39k")
+        report["war"], report["uar"], report["war_ci"]
     """
     clips = read_split(dataset_dir, split)
     paired = pair(read_predictions(pred, label_order), clips, allow_partial=allow_partial)
@@ -67,9 +73,14 @@ def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_ord
                   allow_partial: bool = False, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Dict[str, Any]:
     """Score two predictions files and compare them, paired over their common clips: ``{"a", "b", "comparison"}``.
 
-    ``comparison`` is :class:`ferv39k_hf.metrics.compare.Comparison` as a dict
+    ``comparison`` is :class:`ferv39k_hf.metrics.comparison.Comparison` as a dict
     (differences are A - B). With ``allow_partial`` both files must still
-    cover the same clips. Example: ``compare_files("a.csv", "b.csv", "ferv39k")["comparison"]["war_p"]``.
+    cover the same clips.
+
+    Example::
+
+        comparison = compare_files("new.csv", "old.csv", "ferv39k")["comparison"]
+        comparison["war_diff"], comparison["war_diff_ci"], comparison["war_p"], comparison["mcnemar_p"]
     """
     clips = read_split(dataset_dir, split)
     paired_a = pair(read_predictions(pred_a, label_order), clips, allow_partial=allow_partial)

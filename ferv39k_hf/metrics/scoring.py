@@ -154,7 +154,12 @@ def bootstrap_ci(
     10,000 resamples of any number of clips take milliseconds. The same seed
     gives the same interval. A resample that misses a class averages UAR over
     the classes it has, as :func:`war_uar` does.
-    Example: ``bootstrap_ci(predictions=preds, references=refs, resamples=10_000)["war_ci"]``.
+
+    Example:
+        >>> ci = bootstrap_ci(predictions=[0, 1, 1, 2] * 25, references=[0, 1, 2, 2] * 25, resamples=200)
+        >>> low, high = ci["war_ci"]
+        >>> low < 0.75 < high
+        True
     """
     preds, refs = _paired(predictions, references)
     try:

@@ -9,7 +9,7 @@ metric and one copy of the dataset's facts.
 import datasets
 import evaluate
 
-from ferv39k_hf.metrics.compare import compare as compare_predictions
+from ferv39k_hf.metrics.comparison import compare as compare_predictions
 from ferv39k_hf.metrics.scoring import NO_SCENE
 from ferv39k_hf.metrics.scoring import ScoringError
 from ferv39k_hf.metrics.scoring import scene_column

@@ -36,6 +36,11 @@ class Comparison:
     ``mcnemar_p`` is McNemar's exact two-sided p-value for WAR, from
     ``a_only`` (clips A gets right and B wrong) and ``b_only``. The intervals
     are paired-bootstrap percentile intervals at ``confidence``.
+
+    Example:
+        >>> result = compare(predictions_a=[0, 1, 1], predictions_b=[0, 1, 1], references=[0, 1, 2])
+        >>> result.war_diff, result.war_p, result.mcnemar_p, result.to_dict()["war_diff_ci"]
+        (0.0, 1.0, 1.0, [0.0, 0.0])
     """
 
     clips: int
@@ -66,8 +71,11 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     """McNemar's exact two-sided p-value: ``min(1, 2 P(X <= min(a_only, b_only)))``, X ~ Binomial(a_only + b_only, 1/2).
 
     Computed with exact integers, so it is right for any count (no normal
-    approximation, no underflow). ``mcnemar_exact(1, 5) == 14 / 64``; equal
-    counts give 1.
+    approximation, no underflow). Equal counts give 1.
+
+    Example:
+        >>> mcnemar_exact(1, 5)  # 2 * (C(6,0) + C(6,1)) / 2**6
+        0.21875
     """
     for name, value in (("a_only", a_only), ("b_only", b_only)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -138,10 +146,16 @@ def compare(
     and the same label order. ``resamples`` is used both for the bootstrap and
     for the permutation test; ``seed`` makes both repeatable.
 
-    Example::
+    Returns a :class:`Comparison`. Bad input raises ``ScoringError``.
 
-        result = compare(predictions_a=preds_new, predictions_b=preds_old, references=labels)
-        result.war_diff, result.war_diff_ci, result.war_p, result.mcnemar_p
+    Example:
+        >>> labels = [0, 1, 2, 3] * 50
+        >>> result = compare(predictions_a=labels, predictions_b=[0, 1, 0, 0] * 50, references=labels)
+        >>> result.war_diff, result.a_only, result.b_only, result.war_p < 0.001, result.mcnemar_p < 0.001
+        (0.5, 100, 0, True, True)
+        >>> low, high = result.war_diff_ci
+        >>> low <= 0.5 <= high
+        True
     """
     preds_a, refs = _paired(predictions_a, references)
     preds_b, _ = _paired(predictions_b, references)
