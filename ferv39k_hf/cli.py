@@ -1,4 +1,4 @@
-"""The ``ferv39k-hf`` command: sample, build, verify, push.
+"""The ``ferv39k-hf`` command: sample, build, verify, push, score.
 
 Each subcommand parses its options here and hands them to the module that
 does the work; heavy modules are imported only when their subcommand runs.
@@ -23,6 +23,7 @@ Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
   ferv39k-hf build /data/FERV39k --out ferv39k
   python -c 'import datasets; print(datasets.load_dataset("ferv39k"))'
   ferv39k-hf push ferv39k --repo-id ORG/NAME private copy for your own organization only
+  ferv39k-hf score preds.csv --dataset ferv39k  WAR/UAR with intervals; --compare other.csv
 
 FERV39k may not be redistributed: never publish the archive or a built copy of it.
 
@@ -131,6 +132,35 @@ def _add_push(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="branch to push to")
 
 
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a predictions file (WAR, UAR, intervals) or compare two, against a built split",
+        description="Score PRED, a CSV or JSON Lines file of clip_id and prediction (a class word, or an id with "
+        "--label-order; optionally the 7 probability columns p_Angry .. p_Surprise), against a split of a folder "
+        "made by 'ferv39k-hf build': WAR and UAR with 95% bootstrap intervals, per-class recall, per-scene and "
+        "per-scenario figures, and the published results with this file ranked among them. With --compare B, "
+        "the paired differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
+    )
+    p.add_argument("predictions", metavar="PRED", help="predictions file (.csv with a header, or JSON Lines)")
+    p.add_argument("--dataset", required=True, metavar="DIR", help="a folder made by 'ferv39k-hf build'")
+    p.add_argument("--split", default="test", help="the split to score against (default test)")
+    p.add_argument("--compare", metavar="B", help="a second predictions file: compare PRED (A) with it (B), paired")
+    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=None,
+                   help="what integer predictions mean: alphabetical (Angry=0) or dfew (Happy=0); required when "
+                        "the file holds ids, not needed for class words")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="score the clips that have a prediction and say how many are missing (default: a file "
+                        "that misses or names unknown clips is an error listing them)")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw per-class recall and per-scene WAR (needs matplotlib)")
+    p.add_argument("--rank-by", choices=["war", "uar"], default="war",
+                   help="rank the published results by WAR (default) or UAR")
+    p.add_argument("--resamples", type=int, default=10_000,
+                   help="bootstrap resamples (and permutations for --compare); default 10000")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutations (default 0)")
+
+
 def _debug_option(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--debug", action="store_true", default=default,
                         help=f"on failure show the full traceback, not one line (also: {DEBUG_ENV}=1)")
@@ -143,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _debug_option(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_sample, _add_build, _add_verify, _add_push):
+    for add in (_add_sample, _add_build, _add_verify, _add_push, _add_score):
         add(sub)
     for command in sub.choices.values():
         # before or after the command name; SUPPRESS keeps a --debug given before it
@@ -189,6 +219,10 @@ def _run(args: argparse.Namespace) -> int:
         from .hub import run_push_command
 
         return run_push_command(args)
+    if args.command == "score":
+        from .metrics.report import run_score_command
+
+        return run_score_command(args)
     raise AssertionError(args.command)
 
 

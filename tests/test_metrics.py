@@ -145,6 +145,77 @@ def test_evaluate_add_batch_equals_one_compute(metric):
     assert batched == score(predictions=preds, references=refs, scenes=scenes)
 
 
+def test_add_batch_with_scenes_equals_one_call_scoring(metric):
+    # issue 16.7: scenes travel with each batch, as names or as the dataset's scene ids
+    rng = np.random.default_rng(31)
+    preds, refs = random_case(rng, n=230)
+    scenes = random_scenes(rng, 230, 9)
+    for start in range(0, 230, 64):
+        part = slice(start, start + 64)
+        given = scenes[part] if start % 128 == 0 else [taxonomy.SCENES.index(s) for s in scenes[part]]
+        metric.add_batch(predictions=preds[part], references=refs[part].tolist(), scenes=given)
+    batched = metric.compute(bootstrap=50, seed=2)
+    assert batched == score(predictions=preds, references=refs, scenes=scenes, bootstrap=50, seed=2)
+    assert_breakdown_matches_subsets(batched, preds, refs, scenes)
+
+
+def test_add_batch_without_scenes_gives_no_breakdown(metric):
+    rng = np.random.default_rng(32)
+    preds, refs = random_case(rng, n=90)
+    for start in range(0, 90, 40):
+        metric.add_batch(predictions=preds[start:start + 40], references=refs[start:start + 40])
+    result = metric.compute()
+    assert result == score(predictions=preds, references=refs) and "per_scene" not in result
+    assert metric.compute(predictions=preds, references=refs) == result
+
+
+def test_add_one_example_at_a_time_with_scenes(metric):
+    rng = np.random.default_rng(33)
+    preds, refs = random_case(rng, n=25)
+    scenes = random_scenes(rng, 25, 4)
+    for pred, ref, scene in zip(preds, refs, scenes):
+        metric.add(prediction=pred, reference=ref, scenes=scene)
+    assert metric.compute() == score(predictions=preds, references=refs, scenes=scenes)
+
+
+def test_scenes_given_for_some_batches_or_twice_are_errors(metric):
+    metric.add_batch(predictions=[0, 1], references=[0, 1], scenes=["War", "Crime"])
+    metric.add_batch(predictions=[2], references=[2])
+    with pytest.raises(ScoringError, match="1 of 3 examples were added without scenes"):
+        metric.compute()
+    metric.add_batch(predictions=[0, 1], references=[0, 1], scenes=["War", "Crime"])
+    with pytest.raises(ScoringError, match="give them once"):
+        metric.compute(scenes=["War", "Crime"])
+    with pytest.raises(ScoringError, match=r"scenes\[1\] = 'Beach'"):
+        metric.add_batch(predictions=[0, 1], references=[0, 1], scenes=["War", "Beach"])
+    with pytest.raises(ScoringError, match="2 scenes but 3 predictions"):
+        metric.add_batch(predictions=[0, 1, 2], references=[0, 1, 2], scenes=["War", "War"])
+
+
+def test_distributed_add_batch_keeps_each_examples_scene(tmp_path):
+    # evaluate's distributed mode (num_process=2): each rank writes its own batches, rank 0 computes
+    # over both. Threads stand in for processes; the ranks share only the cache folder, as on a cluster.
+    evaluate = pytest.importorskip("evaluate")
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(34)
+    preds, refs = random_case(rng, n=150)
+    scenes = random_scenes(rng, 150, 12)
+
+    def rank(process_id):
+        metric = evaluate.load(WAR_UAR, num_process=2, process_id=process_id, experiment_id="ranks",
+                               cache_dir=str(tmp_path))
+        for start in range(75 * process_id, 75 * process_id + 75, 30):
+            stop = min(start + 30, 75 * process_id + 75)
+            metric.add_batch(predictions=preds[start:stop], references=refs[start:stop], scenes=scenes[start:stop])
+        return metric.compute()
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(rank, [0, 1])
+    assert second is None
+    assert first == score(predictions=preds, references=refs, scenes=scenes)
+
+
 def test_confusion_matrix_rows_are_references():
     cm = confusion_matrix(predictions=[1, 1, 2], references=[0, 0, 0])
     assert cm[0].tolist() == [0, 2, 1, 0, 0, 0, 0]
@@ -402,18 +473,45 @@ def test_bootstrap_is_seeded_and_brackets_the_point_estimate():
     assert "war_ci" not in score(predictions=preds, references=refs)
 
 
-def test_bootstrap_equals_a_plain_resampling_loop():
+def clip_resampling_rates(preds, refs, resamples, seed):
+    """WAR and UAR of resampled clips, drawn clip by clip: the bootstrap as its definition reads."""
+    picks = np.random.default_rng(seed).integers(0, len(refs), size=(resamples, len(refs)))
+    right = preds[picks] == refs[picks]
+    recalls = []
+    for label in LABELS:
+        of_class = refs[picks] == label
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(of_class.any(1), (right & of_class).sum(1) / of_class.sum(1), np.nan))
+    return right.mean(1), np.nanmean(np.stack(recalls, 1), 1)
+
+
+def test_bootstrap_has_the_distribution_of_resampling_clips():
+    # The cells are drawn as one multinomial per resample; drawing clips one by one must give the same
+    # distribution. 20,000 resamples each: the quantiles' Monte Carlo error is ~0.002 here.
     rng = np.random.default_rng(12)
-    preds, refs = random_case(rng, n=50, absent=(6,))
-    resamples, seed = 200, 42
-    picks = np.random.default_rng(seed).integers(0, 50, size=(resamples, 50))
-    wars, uars = [], []
-    for pick in picks:
-        wars.append(accuracy_score(refs[pick], preds[pick]))
-        uars.append(balanced_accuracy_score(refs[pick], preds[pick]))
-    ci = bootstrap_ci(predictions=preds, references=refs, resamples=resamples, seed=seed, confidence=0.9)
-    assert ci["war_ci"] == pytest.approx(tuple(np.percentile(wars, [5, 95])), abs=1e-12)
-    assert ci["uar_ci"] == pytest.approx(tuple(np.percentile(uars, [5, 95])), abs=1e-12)
+    preds, refs = random_case(rng, n=80, absent=(6,))
+    wars, uars = clip_resampling_rates(preds, refs, 20_000, seed=5)
+    for confidence in (0.5, 0.9, 0.95):
+        ci = bootstrap_ci(predictions=preds, references=refs, resamples=20_000, seed=42, confidence=confidence)
+        tail = (1 - confidence) / 2 * 100
+        assert ci["war_ci"] == pytest.approx(tuple(np.percentile(wars, [tail, 100 - tail])), abs=0.0126)
+        assert ci["uar_ci"] == pytest.approx(tuple(np.percentile(uars, [tail, 100 - tail])), abs=0.0126)
+    # and not the distribution of a wrong resample size (half the clips: a visibly wider interval)
+    half_wars, _ = clip_resampling_rates(preds[:40], refs[:40], 20_000, seed=5)
+    wide = np.percentile(half_wars, [2.5, 97.5])
+    ci = bootstrap_ci(predictions=preds, references=refs, resamples=20_000, seed=42)
+    assert (ci["war_ci"][1] - ci["war_ci"][0]) < 0.85 * (wide[1] - wide[0])
+
+
+def test_bootstrap_of_the_full_test_size_is_quick_and_seeded():
+    rng = np.random.default_rng(4)
+    preds, refs = random_case(rng, n=7847)
+    first = bootstrap_ci(predictions=preds, references=refs, resamples=10_000, seed=9)
+    assert first == bootstrap_ci(predictions=preds, references=refs, resamples=10_000, seed=9)
+    result = score(predictions=preds, references=refs)
+    for key in ("war", "uar"):
+        low, high = first[f"{key}_ci"]
+        assert low <= result[key] <= high and high - low < 0.05
 
 
 def test_bootstrap_through_evaluate(metric):

@@ -1,15 +1,21 @@
-"""Scoring FERV39k predictions: WAR, UAR, per-class, per-scene and per-scenario.
+"""Scoring FERV39k predictions: WAR, UAR, per-class, per-scene and per-scenario; comparing two models.
 
 ``WAR_UAR`` is the path of the ``evaluate`` metric module shipped with the
 package, so ``evaluate.load(ferv39k_hf.metrics.WAR_UAR)`` works offline. The
 numbers come from :mod:`.scoring` (numpy only), which can be used without
-``evaluate``.
+``evaluate``. :func:`compare` tests two models on the same clips (paired
+bootstrap intervals, permutation p-values, McNemar); :data:`PUBLISHED` holds
+the published results; :func:`score_file` and :func:`compare_files` are the
+``ferv39k-hf score`` command as functions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .comparison import Comparison, compare, mcnemar_exact
+from .published import PUBLISHED, PublishedResult, published_table
+from .report import compare_files, score_file
 from .scoring import (
     NUM_CLASSES,
     ScoringError,
@@ -30,6 +36,14 @@ WAR_UAR: str = str(Path(__file__).resolve().parent / "war_uar" / "war_uar.py")
 
 __all__ = [
     "WAR_UAR",
+    "PUBLISHED",
+    "Comparison",
+    "PublishedResult",
+    "compare",
+    "compare_files",
+    "mcnemar_exact",
+    "published_table",
+    "score_file",
     "NUM_CLASSES",
     "ScoringError",
     "average_views",

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import Ferv39kError
 from ..taxonomy import CLASS_WORDS, DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
+from .resampling import ResamplingError, check_settings, percentile_interval, resample_cells
 
 # The number of FERV39k classes: ids run 0..NUM_CLASSES-1.
 NUM_CLASSES = len(CLASS_WORDS)
@@ -108,6 +109,21 @@ def _scene_names(scenes, count: int) -> np.ndarray:
     return np.asarray(names, dtype=object)
 
 
+NO_SCENE = ""  # what scene_column stores for an example given without a scene
+
+
+def scene_column(scenes, count: int) -> List[str]:
+    """Scene names for ``count`` examples, checked: ``scenes`` as names or ids, or ``NO_SCENE`` each if None.
+
+    The evaluate module stores this column with every batch, so the scenes
+    travel with their examples through ``add_batch`` and distributed runs.
+    Example: ``scene_column([5, "War"], 2) == ["Crime", "War"]``.
+    """
+    if scenes is None:
+        return [NO_SCENE] * count
+    return [str(name) for name in _scene_names(scenes, count)]
+
+
 # ---------------------------------------------------------------- the numbers
 
 
@@ -159,9 +175,11 @@ def bootstrap_ci(
 ) -> Dict[str, Interval]:
     """Percentile-bootstrap intervals for WAR and UAR: ``{"war_ci": (lo, hi), "uar_ci": (lo, hi)}``.
 
-    Resamples examples with replacement; the same seed gives the same interval.
-    A resample that misses a class averages UAR over the classes it has, as
-    :func:`war_uar` does.
+    Resamples examples with replacement (drawn as multinomial counts over the
+    49 confusion cells, the same distribution; see :mod:`.resampling`), so
+    10,000 resamples of any number of clips take milliseconds. The same seed
+    gives the same interval. A resample that misses a class averages UAR over
+    the classes it has, as :func:`war_uar` does.
 
     Example:
         >>> ci = bootstrap_ci(predictions=[0, 1, 1, 2] * 25, references=[0, 1, 2, 2] * 25, resamples=200)
@@ -170,26 +188,16 @@ def bootstrap_ci(
         True
     """
     preds, refs = _paired(predictions, references)
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
-        raise ScoringError(f"bootstrap resamples must be a positive integer, got {resamples!r}")
-    if not 0 < confidence < 1:
-        raise ScoringError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
-    rng = np.random.default_rng(seed)
+    try:
+        check_settings(resamples, confidence)
+    except ResamplingError as error:
+        raise ScoringError(str(error)) from None
     k, n = NUM_CLASSES, len(refs)
-    cells = refs * k + preds
-    chunk = max(1, 4_000_000 // n)  # bounds the (chunk, n) index array to ~32 MB
-    wars, uars = [], []
-    for start in range(0, resamples, chunk):
-        size = min(chunk, resamples - start)
-        picks = cells[rng.integers(0, n, size=(size, n))] + (np.arange(size) * k * k)[:, None]
-        cms = np.bincount(picks.ravel(), minlength=size * k * k).reshape(size, k, k)
-        wars.append(np.trace(cms, axis1=1, axis2=2) / n)
-        uars.append(np.nanmean(class_recalls(cms), axis=1))
-    tail = (1 - confidence) / 2 * 100
-    bounds = [tail, 100 - tail]
-    war_lo, war_hi = np.percentile(np.concatenate(wars), bounds)
-    uar_lo, uar_hi = np.percentile(np.concatenate(uars), bounds)
-    return {"war_ci": (float(war_lo), float(war_hi)), "uar_ci": (float(uar_lo), float(uar_hi))}
+    cm = np.bincount(refs * k + preds, minlength=k * k)
+    cms = resample_cells(cm, resamples, np.random.default_rng(seed)).reshape(-1, k, k)
+    wars = np.trace(cms, axis1=1, axis2=2) / n
+    uars = np.nanmean(class_recalls(cms), axis=1)
+    return {"war_ci": percentile_interval(wars, confidence), "uar_ci": percentile_interval(uars, confidence)}
 
 
 def _summary(preds: np.ndarray, refs: np.ndarray, bootstrap: int, seed: int, confidence: float) -> dict:

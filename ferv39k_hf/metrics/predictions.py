@@ -1,0 +1,356 @@
+"""Read a predictions file (CSV or JSON Lines) and a built split's clips, and pair them clip by clip.
+
+A predictions file has one row per clip: ``clip_id`` (or ``clip``, as
+``examples/predict.py`` writes it) and ``prediction``, a class word or an
+integer id (read in the order ``label_order`` names), optionally with the 7
+probability columns ``p_Angry`` .. ``p_Surprise``. Clip ids are
+``Scene/Emotion/NNNN``; a path prefix (``/data/2_ClipsforFaceCrop/...``) is
+dropped. The split's clips are read from a folder made by ``ferv39k-hf build``
+through datasets, metadata columns only: no frame is read or decoded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import Ferv39kError
+from ..taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
+
+ID_COLUMNS = ("clip_id", "clip")
+PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
+METADATA_COLUMNS = ("clip_id", "label", "scene", "scenario")
+SHOWN = 5  # clips named in an error before "..."
+
+
+class PredictionFileError(Ferv39kError, ValueError):
+    """A predictions file or dataset folder that cannot be scored as it is; the message names file and lines."""
+
+
+@dataclass
+class PredictionFile:
+    """The rows of a predictions file: clip ids, the file's line of each, class words, probabilities or None."""
+
+    path: Path
+    clip_ids: List[str]
+    lines: List[int]
+    words: List[str]
+    probabilities: Optional[np.ndarray]  # (rows, 7) in CLASS_WORDS order
+
+
+@dataclass
+class SplitClips:
+    """A built split's clips: id, class word, scene and scenario of each, in the split's row order."""
+
+    folder: Path
+    split: str
+    clip_ids: List[str]
+    words: List[str]
+    scenes: List[str]
+    scenarios: List[str]
+    skipped_by_build: int = 0  # this split's lines that the build skipped (build_report.json)
+
+
+@dataclass
+class Paired:
+    """Predictions and references paired by clip, as ids in CLASS_WORDS order, in the split's order."""
+
+    clip_ids: List[str]
+    predictions: np.ndarray
+    references: np.ndarray
+    scenes: List[str]
+    scenarios: List[str]
+    split_size: int
+    missing: List[str] = field(default_factory=list)
+    unknown: List[Tuple[str, int]] = field(default_factory=list)
+
+
+def normalise_clip_id(text: str) -> str:
+    """``Scene/Emotion/NNNN`` from an id or a path ending in one (prefix, backslashes, a final slash dropped)."""
+    parts = [part for part in str(text).strip().replace("\\", "/").split("/") if part]
+    return "/".join(parts[-3:]) if len(parts) >= 3 else str(text).strip()
+
+
+def _listing(items: Sequence[str], total: Optional[int] = None) -> str:
+    count = len(items) if total is None else total
+    shown = ", ".join(items[:SHOWN])
+    return shown + (f", ... ({count} in all)" if count > SHOWN else "")
+
+
+# ---------------------------------------------------------------- the predictions file
+
+
+def _read_rows(path: Path) -> Tuple[List[str], List[Tuple[int, Dict[str, object]]]]:
+    """(columns, [(line, row)]) of a CSV (with a header) or JSON Lines file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise PredictionFileError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if not first:
+        raise PredictionFileError(f"{path}: the file is empty: there is nothing to score")
+    rows: List[Tuple[int, Dict[str, object]]] = []
+    if first.lstrip().startswith("{"):
+        columns: Dict[str, None] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PredictionFileError(f"{path} line {number}: not a JSON object ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise PredictionFileError(f"{path} line {number}: not a JSON object")
+            columns.update(dict.fromkeys(row))
+            rows.append((number, row))
+        return list(columns), rows
+    reader = csv.DictReader(text.splitlines(), skipinitialspace=True)
+    columns_list = [str(name).strip() for name in (reader.fieldnames or [])]
+    reader.fieldnames = columns_list
+    for row in reader:
+        if None in row:  # more cells than the header has columns
+            raise PredictionFileError(
+                f"{path} line {reader.line_num}: more values than the header's {len(columns_list)} columns"
+            )
+        if any(value not in (None, "") for value in row.values()):
+            rows.append((reader.line_num, row))
+    return columns_list, rows
+
+
+def _class_word(value: object, order: Optional[Sequence[str]], path: Path, line: int) -> str:
+    if isinstance(value, str):
+        text = value.strip()
+        for word in CLASS_WORDS:
+            if text.lower() == word.lower():
+                return word
+        try:
+            value = int(text)
+        except ValueError:
+            raise PredictionFileError(
+                f"{path} line {line}: prediction {value!r} is neither a class word ({', '.join(CLASS_WORDS)}) nor an id"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PredictionFileError(f"{path} line {line}: prediction {value!r} is neither a class word nor an integer id")
+    if order is None:
+        raise PredictionFileError(
+            f"{path} line {line}: prediction {value} is a class id; say which order the ids follow with "
+            "--label-order alphabetical (Angry=0) or dfew (Happy=0), or write class words"
+        )
+    if not 0 <= value < len(order):
+        raise PredictionFileError(f"{path} line {line}: prediction {value} is not a class id 0..{len(order) - 1}")
+    return order[value]
+
+
+def _probabilities(rows, path: Path) -> np.ndarray:
+    values = np.empty((len(rows), len(CLASS_WORDS)))
+    for index, (line, row) in enumerate(rows):
+        for column, name in enumerate(PROBABILITY_COLUMNS):
+            try:
+                values[index, column] = float(row.get(name))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise PredictionFileError(f"{path} line {line}: {name} = {row.get(name)!r} is not a number") from None
+        row_values = values[index]
+        if not np.isfinite(row_values).all() or (row_values < 0).any() or abs(row_values.sum() - 1) > 1e-3:
+            raise PredictionFileError(
+                f"{path} line {line}: {', '.join(PROBABILITY_COLUMNS)} must be probabilities summing to 1 "
+                f"(got sum {row_values.sum():.6f})"
+            )
+    return values
+
+
+def read_predictions(path, label_order: Optional[str] = None) -> PredictionFile:
+    """Read a predictions file; see the module docstring for its columns. PredictionFileError names file and line.
+
+    ``label_order`` ("alphabetical" or "dfew") says what integer predictions
+    mean; class words need none. With probability columns and no
+    ``prediction`` column, the prediction is the most probable class; with
+    both, they must agree. Example: ``read_predictions("preds.csv").words[:2]``.
+    """
+    path = Path(path)
+    if label_order is not None and label_order not in LABEL_ORDERS:
+        raise PredictionFileError(f"unknown label order {label_order!r}; use one of {sorted(LABEL_ORDERS)}")
+    order = LABEL_ORDERS[label_order] if label_order else None
+    columns, rows = _read_rows(path)
+    id_column = next((name for name in ID_COLUMNS if name in columns), None)
+    given = [name for name in PROBABILITY_COLUMNS if name in columns]
+    if id_column is None or ("prediction" not in columns and len(given) < len(PROBABILITY_COLUMNS)):
+        raise PredictionFileError(
+            f"{path}: needs a clip_id column and a prediction column (or the 7 probability columns "
+            f"{', '.join(PROBABILITY_COLUMNS)}); found columns {columns}"
+        )
+    if given and len(given) < len(PROBABILITY_COLUMNS):
+        missing = [name for name in PROBABILITY_COLUMNS if name not in given]
+        raise PredictionFileError(f"{path}: probability columns must be all 7 or none; missing {', '.join(missing)}")
+    if not rows:
+        raise PredictionFileError(f"{path}: no prediction rows: there is nothing to score")
+    probabilities = _probabilities(rows, path) if given else None
+    words: List[str] = []
+    disagree: List[str] = []
+    for index, (line, row) in enumerate(rows):
+        if "prediction" in columns and row.get("prediction") not in (None, ""):
+            word = _class_word(row.get("prediction"), order, path, line)
+            if probabilities is not None:
+                top = probabilities[index]
+                if top[CLASS_WORDS.index(word)] < top.max() - 1e-6:
+                    disagree.append(f"line {line} ({word}, most probable {CLASS_WORDS[int(top.argmax())]})")
+        elif probabilities is not None:
+            word = CLASS_WORDS[int(probabilities[index].argmax())]
+        else:
+            raise PredictionFileError(f"{path} line {line}: no prediction")
+        words.append(word)
+    if disagree:
+        raise PredictionFileError(
+            f"{path}: the prediction is not the most probable class on {len(disagree)} line(s): "
+            f"{_listing(disagree)}; check --label-order or the probability columns"
+        )
+    clip_ids = []
+    for line, row in rows:
+        value = row.get(id_column)
+        if value in (None, ""):
+            raise PredictionFileError(f"{path} line {line}: empty {id_column}")
+        clip_ids.append(normalise_clip_id(str(value)))
+    return PredictionFile(path, clip_ids, [line for line, _ in rows], words, probabilities)
+
+
+# ---------------------------------------------------------------- the built split
+
+
+def _split_files(folder: Path, split: str) -> List[Path]:
+    from ..hub import read_card_metadata
+
+    if not folder.is_dir():
+        raise PredictionFileError(f"{folder} is not a folder (give --dataset a folder made by 'ferv39k-hf build')")
+    meta = read_card_metadata(folder)
+    configs = meta.get("configs") or []
+    if "ferv39k_config" not in meta or not configs:
+        raise PredictionFileError(f"{folder}: its README.md is not the card of a 'ferv39k-hf build' folder")
+    splits: Dict[str, List[str]] = {}
+    for entry in configs[0].get("data_files", []):
+        paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        splits[entry["split"]] = paths
+    if split not in splits:
+        raise PredictionFileError(f"{folder} has no split {split!r}; it has {', '.join(splits)}")
+    files = [folder / name for name in splits[split]]
+    missing = [str(name) for name in files if not name.is_file()]
+    if missing:
+        raise PredictionFileError(f"{folder}: README.md lists data files that are missing: {_listing(missing)}")
+    return files
+
+
+def _skipped_by_build(folder: Path, split: str) -> int:
+    report = folder / "build_report.json"
+    if not report.is_file():
+        return 0
+    try:
+        skipped = json.loads(report.read_text(encoding="utf-8")).get("skipped", [])
+    except (ValueError, AttributeError):
+        raise PredictionFileError(f"{report}: not the JSON report a build writes") from None
+    return sum(1 for problem in skipped if problem.get("split") == split)
+
+
+def read_split(dataset_dir, split: str = "test") -> SplitClips:
+    """The clips of ``split`` in a built folder: ids, class words, scenes, scenarios (no frames are read).
+
+    Example: ``clips = read_split("ferv39k"); clips.clip_ids[0], clips.words[0], clips.scenes[0]``.
+    """
+    import datasets
+    import pyarrow.parquet as pq
+
+    folder = Path(dataset_dir)
+    files = _split_files(folder, split)
+    # Only the metadata columns' feature types are read from the file's datasets metadata, so a folder
+    # built with a newer datasets (whose frame column type an older one cannot parse) still reads.
+    metadata = pq.read_schema(files[0]).metadata or {}
+    try:
+        stored = json.loads(metadata.get(b"huggingface", b"{}"))["info"]["features"]
+    except (ValueError, KeyError, TypeError):
+        stored = {}
+    absent = [name for name in METADATA_COLUMNS if name not in stored]
+    if absent:
+        raise PredictionFileError(f"{files[0]}: no column(s) {', '.join(absent)}; is this a ferv39k-hf build?")
+    features = datasets.Features.from_dict({name: stored[name] for name in METADATA_COLUMNS})
+    # Streaming reads the listed files as they are now (no cache keyed on the folder's name) and
+    # only the metadata columns' chunks of each Parquet file.
+    rows = datasets.load_dataset(
+        "parquet", data_files={split: [str(name) for name in files]}, split=split, streaming=True,
+        columns=list(METADATA_COLUMNS), features=features,
+    )
+    label, scene, scenario = features["label"], features["scene"], features["scenario"]
+    if sorted(label.names) != sorted(CLASS_WORDS) or list(scene.names) != list(SCENES) \
+            or list(scenario.names) != list(SCENARIOS):
+        raise PredictionFileError(f"{files[0]}: label, scene or scenario names are not FERV39k's")
+    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split))
+    for row in rows:
+        clips.clip_ids.append(row["clip_id"])
+        clips.words.append(label.int2str(row["label"]))
+        clips.scenes.append(scene.int2str(row["scene"]))
+        clips.scenarios.append(scenario.int2str(row["scenario"]))
+    if not clips.clip_ids:
+        raise PredictionFileError(f"{folder}: the {split} split has no clips")
+    return clips
+
+
+# ---------------------------------------------------------------- pairing
+
+
+def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool = False) -> Paired:
+    """Pair each split clip with its prediction; missing, repeated or unknown clips are errors.
+
+    With ``allow_partial`` the clips that have a prediction are scored and the
+    missing and unknown ones are listed in the result; repeated clips stay an
+    error (which of two predictions to score is not defined).
+    """
+    path = predictions.path
+    seen: Dict[str, List[int]] = defaultdict(list)
+    for clip_id, line in zip(predictions.clip_ids, predictions.lines):
+        seen[clip_id].append(line)
+    known = set(clips.clip_ids)
+    repeated = [f"{c} (lines {', '.join(map(str, lines))})" for c, lines in seen.items() if len(lines) > 1]
+    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known]
+    missing = [c for c in clips.clip_ids if c not in seen]
+    problems = []
+    if repeated:
+        problems.append(f"{len(repeated)} clip(s) repeated: {_listing(repeated)}")
+    if not allow_partial:
+        if missing:
+            total = len(clips.clip_ids)
+            problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
+        if unknown:
+            names = [f"{c} (line {line})" for c, line in unknown]
+            problems.append(f"{len(unknown)} clip(s) not in the {clips.split} split: {_listing(names)}")
+    if problems:
+        hint = "" if repeated or allow_partial else "; --allow-partial scores the clips that are there"
+        raise PredictionFileError(f"{path}: " + "; ".join(problems) + hint)
+    row_of = {clip_id: index for index, clip_id in enumerate(predictions.clip_ids)}
+    scored = [index for index, clip_id in enumerate(clips.clip_ids) if clip_id in row_of]
+    if not scored:
+        raise PredictionFileError(f"{path}: none of its clips is in the {clips.split} split of {clips.folder}")
+    word_id = {word: index for index, word in enumerate(CLASS_WORDS)}
+    return Paired(
+        clip_ids=[clips.clip_ids[i] for i in scored],
+        predictions=np.array([word_id[predictions.words[row_of[clips.clip_ids[i]]]] for i in scored], dtype=np.int64),
+        references=np.array([word_id[clips.words[i]] for i in scored], dtype=np.int64),
+        scenes=[clips.scenes[i] for i in scored],
+        scenarios=[clips.scenarios[i] for i in scored],
+        split_size=len(clips.clip_ids),
+        missing=missing,
+        unknown=unknown,
+    )
+
+
+def check_same_clips(first: Paired, second: Paired) -> None:
+    """PredictionFileError unless two pairings cover the same clips (a comparison must be paired)."""
+    if first.clip_ids != second.clip_ids:
+        only_first = sorted(set(first.clip_ids) - set(second.clip_ids))
+        only_second = sorted(set(second.clip_ids) - set(first.clip_ids))
+        raise PredictionFileError(
+            f"the two files do not cover the same clips: {len(only_first)} only in the first "
+            f"({_listing(only_first)}), {len(only_second)} only in the second ({_listing(only_second)})"
+        )
+
