@@ -152,7 +152,7 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
             self._layout = find_layout(kwargs["data_dir"])
             # read once: the fingerprint and the rows come from the same bytes of the lists
             self._lists = open_lists(kwargs.get("train_list"), kwargs.get("test_list"), kwargs.get("list_format"))
-            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name, getattr(self, "_lists", None))
+            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name, self._lists)
         if kwargs.get("builder_version") is None:
             kwargs["builder_version"] = fingerprint.BUILDER_VERSION  # looked up per build: a patched one counts
         super().__init__(*args, **kwargs)

@@ -12,7 +12,7 @@ import yaml
 import ferv39k_hf
 from ferv39k_hf.annotations import AnnotationError
 from ferv39k_hf.archive.listwriter import MARKER, REPORT, write_lists
-from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, detect_format, open_lists, parse_list_text
+from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, detect_format, open_lists, parse_list_text
 from ferv39k_hf.cli import main
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.export import build_dataset_folder
@@ -130,6 +130,7 @@ def test_written_lines_use_each_codebases_order_and_true_frame_counts(written, s
     ("C:\\data\\Crime\\Angry\\0063 3\r\n", "mae-dfer"),
     ("path,id\r\nCrime/Angry/0063,0\r\n", "s2d"),
     ("Crime/Angry/0063,0\n", "s2d"),
+    ("path,label\nCrime/Angry/0063,0\n", "s2d"),
     ("\ufeffCrime/Angry/0063 Angry\n\n", "official"),
     ("x/Crime/Angry/0063 3\nx/Crime/Angry/0064 3\ngarbage\n", "mae-dfer"),  # the odd line is an error later
 ])
@@ -148,7 +149,7 @@ def test_ambiguous_or_garbage_content_is_refused_naming_the_file(text, says, tmp
     path, other = tmp_path / "list.txt", tmp_path / "test.txt"
     path.write_text(text)
     other.write_text("x/Crime/Angry/0063 3\n")
-    with pytest.raises(AnnotationError) as err:
+    with pytest.raises(ListError) as err:
         open_lists(str(path), str(other))
     message = str(err.value)
     assert str(path) in message and says in message and "--list-format" in message
@@ -158,7 +159,7 @@ def test_forcing_a_format_reads_what_detection_cannot(tmp_path):
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     train.write_text("path,id\nCrime/Angry/0063,0\n")
     test.write_text("")
-    with pytest.raises(AnnotationError, match="--list-format"):
+    with pytest.raises(ListError, match="--list-format"):
         open_lists(str(train), str(test))
     lists = open_lists(str(train), str(test), "s2d")
     records, problems = lists.read()
@@ -172,26 +173,49 @@ def _edit_line(path: Path, number: int, edit, out: Path) -> Path:
     return out
 
 
-def _wrong_id(line: str) -> str:
-    path, count, class_id = line.split(" ")
-    return f"{path} {count} {(int(class_id) + 1) % 7}"
+def _wrong_class(line: str, fmt: str):
+    """The line with its class changed to the next one, and the class word it now claims."""
+    if fmt == "official":
+        path, word = line.rsplit(" ", 1)
+        new = CLASS_WORDS[(CLASS_WORDS.index(word) + 1) % 7]
+        return f"{path} {new}", new
+    head, class_id = line.rsplit("," if fmt == "s2d" else " ", 1)
+    new_id = (int(class_id) + 1) % 7
+    order = CLASS_WORDS if fmt == "s2d" else DFEW_ORDER
+    return f"{head}{',' if fmt == 's2d' else ' '}{new_id}", order[new_id]
 
 
-def test_a_wrong_id_is_refused_by_file_and_line(written, sample_archive, tmp_path):
-    train, test = written["dfer-clip"]
-    bad = _edit_line(test, 7, _wrong_id, tmp_path / "FERV39K_test.txt")
-    path, _, class_id = bad.read_text().splitlines()[6].split(" ")
-    listed, folder = DFEW_ORDER[int(class_id)], path.split("/")[-2]
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_wrong_id_is_refused_by_file_and_line(fmt, written, sample_archive, tmp_path):
+    train, test = written[fmt]
+    line = test.read_text().splitlines()[6]
+    changed, listed = _wrong_class(line, fmt)
+    folder = line.replace(",", " ").split()[0].split("/")[-2]
+    bad = _edit_line(test, 7, lambda _: changed, tmp_path / test.name)
     with pytest.raises(AnnotationError) as err:
         build_dataset_folder(sample_archive, tmp_path / "out", train_list=str(train), test_list=str(bad))
     assert f"{bad}:7" in str(err.value) and repr(listed) in str(err.value) and repr(folder) in str(err.value)
     assert not (tmp_path / "out").exists()
+    if fmt != "dfer-clip":
+        return
     code = main(["build", str(sample_archive), "--out", str(tmp_path / "cli"), "--train-list", str(train),
                  "--test-list", str(bad)])
     assert code == 1 and not (tmp_path / "cli").exists()
     report = verify_archive(sample_archive, train_list=str(train), test_list=str(bad), progress=False)
     [finding] = [f for f in report.findings if f.kind == "split-line"]
     assert (finding.file, finding.line) == (str(bad), 7) and listed in finding.reason and folder in finding.reason
+
+
+def test_a_list_error_is_one_line_naming_the_file(small_archive, tmp_path, capsys):
+    garbage, good = tmp_path / "train.txt", tmp_path / "test.txt"
+    garbage.write_text("this is not\na split list\n")
+    good.write_text("Action/Angry/0000 Angry\n")
+    code = main(["build", str(small_archive), "--out", str(tmp_path / "out"), "--train-list", str(garbage),
+                 "--test-list", str(good)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and str(garbage) in err and "--list-format" in err
+    code = main(["verify", str(small_archive), "--train-list", str(good)])
+    assert code == 1 and "go together" in capsys.readouterr().err
 
 
 def test_on_error_skip_puts_the_wrong_line_in_the_report(small_written, small_archive, small_built, tmp_path):
@@ -318,3 +342,15 @@ def test_lists_refuses_or_skips_a_damaged_clip(small_archive, tmp_path):
     assert first not in written and str(root / "2_ClipsforFaceCrop") in written  # default prefix: this archive
     [entry] = json.loads((tmp_path / "out" / REPORT).read_text())["left_out"]
     assert entry["clip_id"] == first and entry["kind"] == "empty-clip"
+
+
+def test_list_files_are_size_bounded_like_split_files(tmp_path, monkeypatch):
+    from ferv39k_hf import ziparchive
+    from ferv39k_hf.errors import LayoutError
+
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("x/Crime/Angry/0063 3\n" * 4)
+    test.write_text("x/Crime/Angry/0064 3\n")
+    monkeypatch.setattr(ziparchive, "MAX_SPLIT_FILE_BYTES", 40)
+    with pytest.raises(LayoutError, match=f"{train}: 84 bytes, more than"):
+        open_lists(str(train), str(test))

@@ -63,7 +63,7 @@ _TAIL = re.compile(r"(?:^|[/\\])([^/\\\s]+)[/\\]([^/\\\s]+)[/\\](\d+)[/\\]?$")
 
 
 class ListError(Ferv39kError, ValueError):
-    """Split lists given wrongly (one without the other, an unknown format, the same file twice)."""
+    """Split lists given wrongly (one without the other, the same file twice) or a list whose format cannot be told."""
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,19 @@ def _data_lines(text: str) -> List[Tuple[int, str]]:
     return lines
 
 
+# S2D's header is "path,id"; any first line of two column names is taken as one (it cannot name a clip:
+# a clip line holds Scene/Emotion/NNNN and a number).
+_HEADER = re.compile(r"[A-Za-z_ ]+,[A-Za-z_ ]+")
+
+
 def _is_header(lines: List[Tuple[int, str]], index: int) -> bool:
-    return index == 0 and lines[0][1].replace(" ", "").lower() == S2D_HEADER
+    return index == 0 and bool(_HEADER.fullmatch(lines[0][1]))
 
 
 def detect_format(text: str, source: str) -> str:
     """The format of a list's text: the one that fits every line, or most of them.
 
-    AnnotationError naming ``source`` when no line fits a known format, when
+    ListError naming ``source`` when no line fits a known format, when
     the content fits several equally well (an empty list fits all), or when
     no format fits most lines; its message says to pass ``--list-format``.
     Example: ``detect_format("path,id\\nCrime/Angry/0063,0\\n", "train.csv") == "s2d"``.
@@ -135,8 +140,8 @@ def detect_format(text: str, source: str) -> str:
     clips = len(lines) - (1 if lines and _is_header(lines, 0) else 0)
     force = "pass --list-format " + "|".join(FORMATS) + " (list_format=) to say which"
 
-    def fail(reason: str) -> AnnotationError:
-        return AnnotationError(Problem(None, None, None, f"{reason}; {force}", source))
+    def fail(reason: str) -> ListError:
+        return ListError(f"{source}: {reason}; {force}")
 
     if clips == 0:
         raise fail(f"no clip lines, so the format cannot be told from the content (it fits {', '.join(leaders)})")
