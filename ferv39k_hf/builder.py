@@ -17,8 +17,9 @@ import datasets
 
 from . import fingerprint
 from .annotations import ClipRecord, Problem
+from .archive.listcheck import check_frame_counts
 from .archive.lists import FORMATS as LIST_FORMATS
-from .archive.lists import ListError, SplitLists, check_frame_counts, open_lists
+from .archive.lists import ListError, SplitLists, open_lists
 from .clips import ClipDamaged, ClipReader
 from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from .errors import BuildError
@@ -188,7 +189,8 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
         for problem in plan.problems:
             logger.warning("skipped %s", problem)
         # A list's frame counts are never used; the ones that disagree with the archive are reported.
-        self.frame_count_mismatches, note = check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs])
+        listed = [r for records in plan.records.values() for r in records]
+        self.frame_count_mismatches, note = check_frame_counts(lists, layout, listed)
         for message in self.frame_count_mismatches + ([note] if note else []):
             logger.warning("%s", message)
         return [

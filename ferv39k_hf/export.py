@@ -27,7 +27,8 @@ import xxhash
 
 from . import fingerprint
 from .annotations import ClipRecord, Problem
-from .archive.lists import ListsUsed, check_frame_counts, open_lists
+from .archive.listcheck import ListsUsed, check_frame_counts
+from .archive.lists import open_lists
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
 from .clips import ClipReader, FrameBatch

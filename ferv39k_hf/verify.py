@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .annotations import ClipRecord, Problem
-from .archive.lists import check_frame_counts, open_lists
+from .archive.listcheck import check_frame_counts
+from .archive.lists import open_lists
 from .clips import frame_problem, mp4_problem
 from .errors import LayoutError
 from .layout import FileRef, Layout, Part, find_layout
