@@ -354,3 +354,12 @@ def test_list_files_are_size_bounded_like_split_files(tmp_path, monkeypatch):
     monkeypatch.setattr(ziparchive, "MAX_SPLIT_FILE_BYTES", 40)
     with pytest.raises(LayoutError, match=f"{train}: 84 bytes, more than"):
         open_lists(str(train), str(test))
+
+
+def test_the_examples_in_the_docstrings_run():
+    import doctest
+
+    import ferv39k_hf.archive.lists as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 9 and result.failed == 0

@@ -79,8 +79,12 @@ class ListLine:
 def split_line(text: str, fmt: str) -> Optional[ListLine]:
     """The fields of a stripped, non-blank line if it has ``fmt``'s shape, else None.
 
-    Example: ``split_line("/x/Crime/Angry/0063 24 3", "dfer-clip")`` gives
-    ``ListLine("/x/Crime/Angry/0063", class_id=3, frames=24)``.
+    Example:
+
+    >>> split_line("/x/Crime/Angry/0063 24 3", "dfer-clip")
+    ListLine(path='/x/Crime/Angry/0063', word=None, class_id=3, frames=24)
+    >>> split_line("/x/Crime/Angry/0063 24 3", "mae-dfer") is None
+    True
     """
     if fmt == "s2d":
         fields = text.rsplit(",", 1)
@@ -125,7 +129,10 @@ def detect_format(text: str, source: str) -> str:
     ListError naming ``source`` when no line fits a known format, when
     the content fits several equally well (an empty list fits all), or when
     no format fits most lines; its message says to pass ``--list-format``.
-    Example: ``detect_format("path,id\\nCrime/Angry/0063,0\\n", "train.csv") == "s2d"``.
+    Example:
+
+    >>> detect_format("path,id\\nCrime/Angry/0063,0\\n", "train.csv")
+    's2d'
     """
     lines = _data_lines(text)
     fits = {fmt: 0 for fmt in FORMATS}
@@ -168,7 +175,14 @@ def parse_list_text(text: str, fmt: str, *, split: str,
     Returns ``(records, problems, frames)`` where ``frames`` maps a clip id to
     ``(claimed frame count, line)`` (dfer-clip only). A line whose class
     disagrees with its clip's folder is a problem naming both words.
-    Example: ``parse_list_text("x/Crime/Angry/0063 3\\n", "mae-dfer", split="test", source="test.csv")``.
+    Example:
+
+    >>> records, problems, _ = parse_list_text("x/Crime/Angry/0063 3\\nx/Crime/Angry/0064 1\\n", "mae-dfer",
+    ...                                        split="test", source="test.csv")
+    >>> [r.clip_id for r in records]
+    ['Crime/Angry/0063']
+    >>> print(problems[0])
+    test.csv:2: clip Crime/Angry/0064: class id 1 is 'Sad' in DFEW order (mae-dfer), but the clip's folder says 'Angry'
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown list format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -319,8 +333,13 @@ def open_lists(train_list: Optional[str], test_list: Optional[str], list_format:
 def render_lines(fmt: str, rows: Sequence[Tuple[str, ClipRecord, int]]) -> str:
     """A list file's text: ``rows`` of (path written, record, frame count) in format ``fmt``, one a line.
 
-    Example: ``render_lines("dfer-clip", [("/d/Crime/Angry/0063", record, 24)])`` gives
-    ``"/d/Crime/Angry/0063 24 3\\n"`` (Angry is 3 in DFEW order).
+    Example (Angry is 3 in DFEW order, 0 in alphabetical order):
+
+    >>> record = ClipRecord("Crime/Angry/0063", "Crime", "Angry", "test", "test_All.csv", 1)
+    >>> render_lines("dfer-clip", [("/d/Crime/Angry/0063", record, 24)])
+    '/d/Crime/Angry/0063 24 3\\n'
+    >>> render_lines("s2d", [("Crime/Angry/0063", record, 24)])
+    'path,id\\nCrime/Angry/0063,0\\n'
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown list format {fmt!r}; choose one of {', '.join(FORMATS)}")
