@@ -17,6 +17,9 @@ import datasets
 
 from . import fingerprint
 from .annotations import ClipRecord, Problem
+from .archive.listcheck import check_frame_counts
+from .archive.lists import FORMATS as LIST_FORMATS
+from .archive.lists import ListError, SplitLists, open_lists
 from .clips import ClipDamaged, ClipReader
 from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from .errors import BuildError
@@ -124,6 +127,11 @@ class Ferv39kConfig(datasets.BuilderConfig):
     seed: int = 0
     on_error: str = "raise"
     frames: str = "copy"
+    # Community split lists in place of the official split files (see archive/lists.py);
+    # their content is part of archive_fingerprint, so an edited list is never served an old cache.
+    train_list: Optional[str] = None
+    test_list: Optional[str] = None
+    list_format: Optional[str] = None
     # The cache key (datasets hashes these into the cache folder's name): the archive's
     # content identity, and the version of the code that makes rows (see fingerprint.py).
     # Ferv39k.__init__ fills both in when a data_dir is given.
@@ -135,6 +143,10 @@ class Ferv39kConfig(datasets.BuilderConfig):
         label_names(self.label_order)  # validates
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        if (self.train_list is None) != (self.test_list is None):
+            raise ListError("train_list and test_list go together: give both lists (train and test)")
+        if self.list_format is not None and self.list_format not in LIST_FORMATS:
+            raise ListError(f"unknown list_format {self.list_format!r}; choose one of {', '.join(LIST_FORMATS)}")
 
 
 # The release only (datasets.Version takes x.y.z); the source hash is in the config's builder_version.
@@ -180,7 +192,9 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
         name = getattr(name, "name", name)  # a BuilderConfig object, or its name
         if kwargs.get("data_dir") and kwargs.get("archive_fingerprint") is None and name in CONFIG_NAMES:
             self._layout = find_layout(kwargs["data_dir"])
-            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name)
+            # read once: the fingerprint and the rows come from the same bytes of the lists
+            self._lists = open_lists(kwargs.get("train_list"), kwargs.get("test_list"), kwargs.get("list_format"))
+            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name, self._lists)
         if kwargs.get("builder_version") is None:
             kwargs["builder_version"] = fingerprint.BUILDER_VERSION  # looked up per build: a patched one counts
         super().__init__(*args, **kwargs)
@@ -202,15 +216,24 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
             )
         # load() found the layout already; discovery of a zipped archive is not free.
         layout = getattr(self, "_layout", None) or find_layout(self.config.data_dir)
+        lists = getattr(self, "_lists", None)
+        if lists is None and self.config.train_list is not None:
+            lists = open_lists(self.config.train_list, self.config.test_list, self.config.list_format)
         plan = plan_splits(
             layout,
             validation_fraction=self.config.validation_fraction,
             seed=self.config.seed,
             on_error=self.config.on_error,
+            lists=lists,
         )
         self.skipped: List[Problem] = list(plan.problems)
         for problem in plan.problems:
             logger.warning("skipped %s", problem)
+        # A list's frame counts are never used; the ones that disagree with the archive are reported.
+        listed = [r for records in plan.records.values() for r in records]
+        self.frame_count_mismatches, note = check_frame_counts(lists, layout, listed)
+        for message in self.frame_count_mismatches + ([note] if note else []):
+            logger.warning("%s", message)
         return [
             datasets.SplitGenerator(name=split, gen_kwargs={"layout": layout, "records": records})
             for split, records in plan.records.items()
@@ -236,6 +259,9 @@ def load(
     on_error: str = "raise",
     cache_dir: Optional[str] = None,
     num_proc: Optional[int] = None,
+    train_list: Optional[str] = None,
+    test_list: Optional[str] = None,
+    list_format: Optional[str] = None,
 ) -> datasets.DatasetDict:
     """Read an archive into a DatasetDict through :class:`Ferv39k`, without the Parquet step.
 
@@ -256,6 +282,13 @@ def load(
         cache_dir: where datasets keeps the prepared Arrow files (default
             ``HF_DATASETS_CACHE``); refused when it is, holds or lies in the archive.
         num_proc: processes for preparing (datasets' ``num_proc``).
+        train_list, test_list: community split lists to read the splits from
+            (both or neither): official, DFER-CLIP, MAE-DFER or S2D format, told
+            from the content unless ``list_format`` names one. Their content is
+            part of the cache key; every line's class is checked against its
+            clip's folder.
+        list_format: ``None`` (detect), ``"official"``, ``"dfer-clip"``,
+            ``"mae-dfer"`` or ``"s2d"``.
 
     Returns:
         A ``datasets.DatasetDict`` with ``train`` and ``test`` (and ``validation``),
@@ -263,6 +296,8 @@ def load(
 
     Raises:
         ferv39k_hf.errors.LayoutError: no FERV39k part or split file under ``root``.
+        ferv39k_hf.archive.lists.ListError: a split list line that cannot be read,
+            or whose class disagrees with its clip's folder (file and line named).
         ferv39k_hf.errors.BuildError: a damaged clip under ``on_error="raise"``
             (naming the clip, split file and line), or too little free disk.
 
@@ -270,12 +305,16 @@ def load(
 
         ds = ferv39k_hf.load("/data/FERV39k", config="faces", label_order="dfew")
         ds["train"][0]["clip_id"]          # e.g. 'Action/Angry/0000'
+        ds = ferv39k_hf.load("/data/FERV39k", train_list="FERV39K_train.txt", test_list="FERV39K_test.txt")
     """
     root = os.path.abspath(os.fspath(root))
     # The prepared Arrow files (and datasets' locks) must not land in the archive.
     cache_what = "cache_dir" if cache_dir is not None else "datasets' cache (HF_DATASETS_CACHE)"
     check_outside_archive(cache_dir if cache_dir is not None else datasets.config.HF_DATASETS_CACHE, root, cache_what)
     layout = find_layout(root)
+    lists = open_lists(train_list, test_list, list_format)
+    paths = {} if lists is None else {"train_list": lists.files[0].path, "test_list": lists.files[1].path,
+                                      "list_format": list_format}
     builder = Ferv39k(
         config_name=config,
         data_dir=root,
@@ -284,20 +323,22 @@ def load(
         validation_fraction=validation_fraction,
         seed=seed,
         on_error=on_error,
-        archive_fingerprint=archive_fingerprint(layout, config),
+        archive_fingerprint=archive_fingerprint(layout, config, lists),
+        **paths,
     )
-    builder._layout = layout
-    _prepare_with_space(builder, layout, config, on_error, num_proc)
+    builder._layout, builder._lists = layout, lists
+    _prepare_with_space(builder, layout, config, on_error, num_proc, lists)
     return builder.as_dataset()
 
 
-def _prepare_with_space(builder: Ferv39k, layout: Layout, config: str, on_error: str, num_proc: Optional[int]) -> None:
+def _prepare_with_space(builder: Ferv39k, layout: Layout, config: str, on_error: str, num_proc: Optional[int],
+                        lists: Optional[SplitLists] = None) -> None:
     """``download_and_prepare``, refused at once when datasets' cache lacks the room, and with the same figures
     when the disk fills while it writes (datasets removes its incomplete folder)."""
     what, where = f"loading {config} into datasets' cache", builder.cache_dir
     needed = 0
     if not os.path.exists(os.path.join(where, datasets.config.DATASET_INFO_FILENAME)):  # else nothing is written
-        records = plan_splits(layout, on_error=on_error).records.values()
+        records = plan_splits(layout, on_error=on_error, lists=lists).records.values()
         needed = needed_bytes(payload_bytes(layout.part(config), records))
         check_free_space(what, where, needed)
     try:

@@ -9,7 +9,7 @@ citation, label order and counts.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import datasets
 import yaml
@@ -71,6 +71,16 @@ def _markdown_table(header: List[str], rows: List[List[object]]) -> str:
     return "\n".join(lines)
 
 
+def _lists_note(split_lists: Optional[Sequence[Mapping[str, str]]]) -> str:
+    """The card's paragraph on the split lists that replaced the official split files, or nothing."""
+    if not split_lists:
+        return ""
+    rows = [[e["split"], f"`{e['file']}`", e["format"], f"`{e['sha256']}`"] for e in split_lists]
+    return ("\n## Split lists\n\nThe splits were read from these lists, not from the official `train_All.csv` and "
+            "`test_All.csv`; every line's class was checked against its clip's folder:\n\n"
+            + _markdown_table(["split", "file", "format", "sha256"], rows) + "\n")
+
+
 def _count_tables(cells: Mapping[str, Counter], label_order: str) -> str:
     words = label_names(label_order)
     rows = [[split] + [cells[split][w] for w in words] + [sum(cells[split][w] for w in words)] for split in cells]
@@ -88,10 +98,17 @@ def render_card(
     frames: str,
     skipped: int,
     command: str,
+    split_lists: Optional[Sequence[Mapping[str, str]]] = None,
 ) -> str:
-    """The whole README.md of a built folder."""
+    """The whole README.md of a built folder.
+
+    ``split_lists`` (``[{"split", "file", "format", "sha256"}, ...]``) records the community
+    split lists the folder was built from, in the YAML (``ferv39k_split_lists``) and the body.
+    """
     counts = {split: sum(class_counts[split].values()) for split in shards}
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
+    if split_lists:
+        meta["ferv39k_split_lists"] = [dict(entry) for entry in split_lists]
     words = label_names(label_order)
     label_rows = [[i, w] for i, w in enumerate(words)]
     scenario_rows = [[s] + [scenario_counts[split][s] for split in shards] for s in SCENARIOS]
@@ -118,7 +135,7 @@ FERV39k (Wang et al., CVPR 2022) is a video facial-expression dataset: 38,935 cl
 ```
 
 {_FRAMES_NOTE[frames]}
-{validation_note}{skipped_note}
+{validation_note}{skipped_note}{_lists_note(split_lists)}
 ## Terms of use
 
 {LICENSE_SUMMARY} Keep this folder inside your organization; share it only through a **private**

@@ -12,6 +12,8 @@ import os
 import sys
 from typing import List, Optional
 
+from .archive.listwriter import add_lists_command
+from .archive.lists import add_list_options
 from .errors import Ferv39kError
 from .taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
 
@@ -24,6 +26,8 @@ Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
   python -c 'import datasets; print(datasets.load_dataset("ferv39k"))'
   ferv39k-hf push ferv39k --repo-id ORG/NAME private copy for your own organization only
   ferv39k-hf score preds.csv --dataset ferv39k  WAR/UAR with intervals; --compare other.csv
+  ferv39k-hf lists /data/FERV39k --format dfer-clip --prefix /data/FERV39k/2_ClipsforFaceCrop --out annotation
+                                             DFER-CLIP, MAE-DFER, S2D or official lists of the checked clips
 
 FERV39k may not be redistributed: never publish the archive or a built copy of it.
 
@@ -98,6 +102,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    help="replace DIR if an earlier 'ferv39k-hf build' made it and it holds nothing else (its marker "
                         ".ferv39k-hf-build.json lists every file); any other DIR is refused, as is a DIR that is, "
                         "holds or lies inside the archive")
+    add_list_options(p)
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +122,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--official", choices=["auto", "yes", "no"], default="auto",
                    help="compare the counts per split, scene and class with the official ones: yes, no, or auto "
                         f"(default: when the split files list at least half of the official {OFFICIAL_TOTAL:,} clips)")
+    add_list_options(p)
 
 
 def _add_push(sub: argparse._SubParsersAction) -> None:
@@ -173,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _debug_option(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_sample, _add_build, _add_verify, _add_push, _add_score):
+    for add in (_add_sample, _add_build, _add_verify, _add_push, _add_score, add_lists_command):
         add(sub)
     for command in sub.choices.values():
         # before or after the command name; SUPPRESS keeps a --debug given before it
@@ -215,6 +221,10 @@ def _run(args: argparse.Namespace) -> int:
         from .verify import run_verify_command
 
         return run_verify_command(args)
+    if args.command == "lists":
+        from .archive.listwriter import run_lists_command
+
+        return run_lists_command(args)
     if args.command == "push":
         from .hub import run_push_command
 

@@ -27,6 +27,8 @@ import xxhash
 
 from . import fingerprint
 from .annotations import ClipRecord, Problem
+from .archive.listcheck import ListsUsed, check_frame_counts
+from .archive.lists import open_lists
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
 from .clips import ClipReader, FrameBatch
@@ -77,6 +79,7 @@ class BuildResult:
     nbytes: int
     seconds: float
     notes: List[str] = field(default_factory=list)  # leftovers removed or kept beside the output
+    frame_count_mismatches: List[Any] = field(default_factory=list)  # DFER-CLIP counts the archive contradicts
 
     def summary(self) -> str:
         lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
@@ -86,6 +89,10 @@ class BuildResult:
             lines += [f"    {p}" for p in self.skipped[:10]]
             if len(self.skipped) > 10:
                 lines.append(f"    ... and {len(self.skipped) - 10} more")
+        if self.frame_count_mismatches:
+            lines.append(f"  frame counts: {len(self.frame_count_mismatches)} list line(s) claim a frame count the "
+                         f"archive contradicts (not used); see {self.out / 'build_report.json'}")
+            lines += [f"    {m}" for m in self.frame_count_mismatches[:5]]
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f'  load it: datasets.load_dataset("{self.out}")')
         return "\n".join(lines)
@@ -329,8 +336,16 @@ def build_dataset_folder(
     frames: str = "copy",
     overwrite: bool = False,
     command: Optional[str] = None,
+    train_list: Optional[str] = None,
+    test_list: Optional[str] = None,
+    list_format: Optional[str] = None,
 ) -> BuildResult:
-    """Build ``out`` from the archive at ``root``; see ``ferv39k-hf build --help``."""
+    """Build ``out`` from the archive at ``root``; see ``ferv39k-hf build --help``.
+
+    ``train_list`` and ``test_list`` (both or neither) take the splits from
+    community split lists instead of the official split files (see
+    :func:`ferv39k_hf.archive.lists.open_lists`); the card records them.
+    """
     started = time.perf_counter()
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -338,7 +353,9 @@ def build_dataset_folder(
     check_build_out(out, root, overwrite)  # before reading the archive: a refused --out fails at once
     layout = find_layout(root)
     layout.part(config)  # fail early, naming the root, if the part is absent
-    plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error)
+    lists = open_lists(train_list, test_list, list_format)
+    plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error, lists=lists)
+    listed = ListsUsed(lists, *check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs]))
     options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
     tasks = plan_shards(plan.records, config)
     tmp, notes = start_build(out, root, overwrite)  # also removes dead builds' leftovers: count their space
@@ -349,7 +366,8 @@ def build_dataset_folder(
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
         results = _run_tasks(layout, options, tmp_data, tasks, sum(len(t.records) for t in tasks))
-        result = _finish(tmp, out, config, plan.problems, results, options, validation_fraction, seed, command, root)
+        result = _finish(tmp, out, config, plan.problems, results, options, validation_fraction, seed, command, root,
+                         listed)
         seal_build(tmp)
     except BaseException as err:
         discard_partial(tmp)
@@ -363,7 +381,8 @@ def build_dataset_folder(
 
 
 def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results: List[ShardResult],
-            options: Dict[str, Any], validation_fraction: float, seed: int, command: Optional[str], root: Any) -> BuildResult:
+            options: Dict[str, Any], validation_fraction: float, seed: int, command: Optional[str], root: Any,
+            listed: ListsUsed = ListsUsed()) -> BuildResult:
     shards: Dict[str, List[str]] = {}
     counts: Dict[str, int] = {}
     class_counts: Dict[str, Counter] = {}
@@ -378,10 +397,10 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         scenario_counts.setdefault(res.split, Counter()).update(res.scenario_counts)
         skipped.extend(res.skipped)
     if command is None:
-        command = _build_command(root, out, options, validation_fraction, seed)
+        command = _build_command(root, out, options, validation_fraction, seed) + listed.command_words()
     card = render_card(
         config, clip_features(config, options["label_order"]), shards, class_counts, scenario_counts, split_bytes,
-        options["label_order"], options["frames"], len(skipped), command,
+        options["label_order"], options["frames"], len(skipped), command, split_lists=listed.describe(),
     )
     (tmp / "README.md").write_text(card, encoding="utf-8")
     report = {
@@ -393,9 +412,11 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         "skipped": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
                     for p in skipped],
     }
+    report.update(listed.report())
     (tmp / "build_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-    return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0)
+    return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0,
+                       frame_count_mismatches=list(listed.mismatches))
 
 
 def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fraction: float, seed: int) -> str:
@@ -418,6 +439,7 @@ def run_build_command(args: Any) -> int:
         args.root, args.out, config=args.config, label_order=args.label_order,
         validation_fraction=args.validation_fraction, seed=args.seed, num_proc=args.num_proc,
         on_error=args.on_error, frames=args.frames, overwrite=args.overwrite,
+        train_list=args.train_list, test_list=args.test_list, list_format=args.list_format,
     )
     print(result.summary())
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+from typing import Any, Optional
 
 import xxhash
 
@@ -23,7 +24,8 @@ from .layout import Layout
 # The modules whose code decides what a row holds. Hashing their source means
 # an upgrade (or a local edit) that could change rows is never served an old
 # cache, without anyone having to remember to bump a number.
-ROW_MODULES = ("annotations", "builder", "clips", "export", "layout", "splits", "taxonomy", "video", "ziparchive")
+ROW_MODULES = ("annotations", "archive.lists", "builder", "clips", "export", "layout", "splits", "taxonomy", "video",
+               "ziparchive")
 
 
 def _source_digest(modules: tuple = ROW_MODULES) -> str:
@@ -48,9 +50,10 @@ BUILDER_VERSION = f"{__version__}+{_source_digest()}"
 RELEASE = _release(__version__)  # what datasets.Version gets: it takes x.y.z only
 
 
-def archive_fingerprint(layout: Layout, kind: str) -> str:
+def archive_fingerprint(layout: Layout, kind: str, lists: Optional[Any] = None) -> str:
     """A hash of what a build of part ``kind`` reads: the split files' text, the part's clip ids,
-    and each clip file's identity (see :meth:`~ferv39k_hf.layout.FileRef.identity`).
+    and each clip file's identity (see :meth:`~ferv39k_hf.layout.FileRef.identity`); with ``lists``
+    (a :class:`~ferv39k_hf.archive.lists.SplitLists`) also each list's format and content hash.
 
     Files are listed by the part's own listing (:meth:`~ferv39k_hf.layout.Part.clip_files`),
     so the fingerprint covers exactly the files a build reads, duplicates resolved the same way.
@@ -58,6 +61,8 @@ def archive_fingerprint(layout: Layout, kind: str) -> str:
     digest = xxhash.xxh3_128()
     for split in sorted(layout.split_files):
         digest.update(f"split {split}\0{layout.read_split(split)}\0".encode("utf-8"))
+    if lists is not None:
+        digest.update(f"lists\0{lists.identity()}\0".encode("utf-8"))
     part = layout.part(kind)
     for clip_id in part.clip_ids():
         # One update per clip: Python's per-call cost, not hashing, dominates at a million frames.

@@ -85,6 +85,8 @@ def read_file(path: str, limit: int) -> bytes:
             size = os.fstat(handle.fileno()).st_size
             check_file_size(path, size, limit)
             data = handle.read(size + 1)  # read(n) allocates n bytes first: never the limit itself
+    except LayoutError:  # the size check's own message (a LayoutError is an OSError too)
+        raise
     except OSError as err:
         raise _unreadable(path, err) from None
     if len(data) > size:

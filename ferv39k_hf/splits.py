@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -77,9 +77,17 @@ def carve_validation(records: List[ClipRecord], fraction: float, seed: int) -> T
     return train, validation
 
 
-def plan_splits(layout: Layout, *, validation_fraction: float = 0.0, seed: int = 0, on_error: str = "raise") -> SplitPlan:
-    """The records of each output split: train, [validation,] test."""
-    records, problems = read_split_records(layout, on_error=on_error)
+def plan_splits(layout: Layout, *, validation_fraction: float = 0.0, seed: int = 0, on_error: str = "raise",
+                lists: Optional[Any] = None) -> SplitPlan:
+    """The records of each output split: train, [validation,] test.
+
+    ``lists`` (a :class:`~ferv39k_hf.archive.lists.SplitLists`) replaces the
+    official split files with community split lists.
+    """
+    if lists is not None:
+        records, problems = lists.read(on_error=on_error)
+    else:
+        records, problems = read_split_records(layout, on_error=on_error)
     by_split: Dict[str, List[ClipRecord]] = {split: [] for split in SPLITS}
     for record in records:
         by_split[record.split].append(record)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .annotations import ClipRecord, Problem
+from .archive.listcheck import check_frame_counts
+from .archive.lists import open_lists
 from .clips import frame_problem, mp4_problem
 from .errors import LayoutError
 from .layout import FileRef, Layout, Part, find_layout
@@ -22,7 +24,8 @@ from .taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, offici
 
 @dataclass
 class Finding:
-    kind: str  # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry, count
+    kind: str  # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry,
+    # count, frame-count (a DFER-CLIP list's frame count the archive contradicts)
     reason: str
     clip_id: Optional[str] = None
     file: Optional[str] = None
@@ -44,6 +47,8 @@ class VerifyReport:
     counts: Dict[str, Dict[Tuple[str, str], int]] = field(default_factory=dict)
     clips_checked: int = 0
     frames_checked: int = 0
+    split_lists: Optional[List[Dict[str, str]]] = None  # the community lists read instead of the split files
+    frame_counts: Dict[str, int] = field(default_factory=dict, repr=False)  # clip id -> frames found (frame parts)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +63,7 @@ class VerifyReport:
             "expect_official": self.expect_official,
             "clips_checked": self.clips_checked,
             "frames_checked": self.frames_checked,
+            **({"split_lists": self.split_lists} if self.split_lists is not None else {}),
             "findings": [asdict(f) for f in self.findings],
             "counts": {
                 split: {f"{scene}/{word}": n for (scene, word), n in sorted(cells.items())}
@@ -68,6 +74,8 @@ class VerifyReport:
     def format(self, limit: int = 200) -> str:
         lines = [count_table(self.counts, self.expect_official), ""]
         lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({'full decode' if self.deep else 'marker check'})")
+        for entry in self.split_lists or ():
+            lines.append(f"{entry['split']} list: {entry['file']} ({entry['format']} format, sha256 {entry['sha256'][:16]}...)")
         if self.ok:
             lines.append(f"OK: no problems in {self.root}")
             return "\n".join(lines)
@@ -121,6 +129,7 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
         reason = "clip folder is empty" if kind == "empty-clip" else "clip folder is missing"
         report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
         return
+    report.frame_counts[record.clip_id] = len(refs)
     for ref in refs:
         problem = frame_problem(part, ref, deep)
         report.frames_checked += 1
@@ -149,22 +158,36 @@ def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyRepor
 
 
 def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expect_official: Optional[bool] = None,
-                   progress: bool = True) -> VerifyReport:
+                   progress: bool = True, train_list: Optional[str] = None, test_list: Optional[str] = None,
+                   list_format: Optional[str] = None) -> VerifyReport:
     """Check the archive at ``root``; see ``ferv39k-hf verify --help``.
 
     ``expect_official=None`` compares with the official counts when the split
     files list at least half of the official clips (a full download), and
-    not for samples and subsets.
+    not for samples and subsets. ``train_list`` and ``test_list`` check the
+    archive against community split lists instead of the split files (see
+    :func:`ferv39k_hf.archive.lists.open_lists`); a DFER-CLIP frame count the
+    archive contradicts is a ``frame-count`` finding.
+    Example: ``verify_archive("/data/FERV39k", train_list="train.csv", test_list="test.csv").ok``.
     """
     from tqdm.auto import tqdm
 
     layout: Layout = find_layout(root)
     part = layout.part(config)
-    records, problems = read_split_records(layout, on_error="skip")
+    lists = open_lists(train_list, test_list, list_format)
+    if lists is None:
+        records, problems = read_split_records(layout, on_error="skip")
+    else:
+        records, problems = lists.read(on_error="skip")
     if expect_official is None:
         expect_official = len(records) + len(problems) >= sum(OFFICIAL_SPLIT_TOTALS.values()) / 2
     report = VerifyReport(str(root), config, deep, expect_official)
     report.findings += [_problem_finding(p) for p in problems]
+    if lists is not None:
+        report.split_lists = lists.describe()
+        mismatches, _ = check_frame_counts(lists, layout, records)  # not checkable without face crops: nothing to say
+        report.findings += [Finding("frame-count", f"the list says {m.listed} frames, the archive holds {m.found} "
+                                    "(a build uses the archive's count)", m.clip_id, m.source, m.line) for m in mismatches]
     report.findings += [Finding("unsafe-entry", u.reason, None, f"{u.container}!{u.name}" if u.container else u.name)
                         for u in layout.unsafe]
     check = _check_video if config == "videos" else _check_frames
@@ -230,7 +253,8 @@ def run_verify_command(args: Any) -> int:
     if args.plot:  # before the (long) check, so that a refused path fails at once
         check_outside_archive(args.plot, args.root, "--plot")
     report = verify_archive(args.root, config=args.config, deep=args.deep,
-                            expect_official={"auto": None, "yes": True, "no": False}[args.official])
+                            expect_official={"auto": None, "yes": True, "no": False}[args.official],
+                            train_list=args.train_list, test_list=args.test_list, list_format=args.list_format)
     print(json.dumps(report.to_json(), indent=2) if args.json else report.format())
     if args.plot:
         plot_counts(report, args.plot)
