@@ -296,8 +296,10 @@ def load(
 
     Raises:
         ferv39k_hf.errors.LayoutError: no FERV39k part or split file under ``root``.
-        ferv39k_hf.archive.lists.ListError: a split list line that cannot be read,
-            or whose class disagrees with its clip's folder (file and line named).
+        ferv39k_hf.annotations.AnnotationError: a split list line that cannot be
+            read, or whose class disagrees with its clip's folder (file and line named).
+        ferv39k_hf.archive.lists.ListError: lists given wrongly (one without the
+            other) or a list whose format cannot be told from its content.
         ferv39k_hf.errors.BuildError: a damaged clip under ``on_error="raise"``
             (naming the clip, split file and line), or too little free disk.
 
