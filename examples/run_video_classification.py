@@ -237,7 +237,7 @@ class ClipViewTrainer(Trainer):
     """
 
     def get_train_dataloader(self):
-        if not isinstance(self.train_dataset, datasets.IterableDataset):
+        if not isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             return super().get_train_dataloader()
         args = self.args
         return streaming.StreamLoader(
@@ -309,6 +309,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     set_seed(training_args.seed)
 
     if data_args.streaming:
+        if training_args.do_train and str(getattr(training_args.eval_strategy, "value", "no")) != "no":
+            raise ValueError("--streaming scores the test split once, after training: pass --eval_strategy no")
         clips, counts = load_streams(data_args, training_args)
         training_args.max_steps = streamed_max_steps(training_args, data_args, counts)
     else:
@@ -316,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
             clips = load_clips(data_args)
     if data_args.eval_split not in clips:
         raise ValueError(f"the dataset has no {data_args.eval_split!r} split: {sorted(clips)}")
-    labels = next(iter(clips.values())).features["label"].names
+    labels = clips["train" if "train" in clips else data_args.eval_split].features["label"].names
 
     settings = processor_settings(model_args)
     config, model = build_model(model_args, data_args, labels, data_args.image_size or settings.get("size"))

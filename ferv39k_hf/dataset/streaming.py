@@ -153,9 +153,9 @@ def stream(
     Args:
         location: the built folder: a local path or an fsspec URL (``s3://bucket/ferv39k``).
         split: ``"train"``, ``"test"`` (or ``"validation"`` where the build has one).
-        shuffle_buffer: rows in the shuffle buffer (0: file order, for evaluation). Shards are
-            shuffled too; ``set_epoch(e)`` on the result (or on :class:`StreamLoader`) reseeds
-            both with ``seed + e``. Memory: about ``shuffle_buffer`` rows of JPEG frames per
+        shuffle_buffer: rows in the shuffle buffer (0: file order, for evaluation). The order of
+            the shards is shuffled too (unless ``max_rows`` is given); ``set_epoch(e)`` on the
+            result (or on :class:`StreamLoader`) reseeds both for epoch ``e``. Memory: about ``shuffle_buffer`` rows of JPEG frames per
             DataLoader worker (FERV39k faces: ~0.3 MB a row).
         seed: the shuffle's seed; give every rank the same one.
         rank, world_size: this process's share (``split_dataset_by_node``): whole shards when
@@ -165,7 +165,7 @@ def stream(
         storage_options: fsspec options for the storage, merged with :func:`storage_options_for`.
         card: the folder's card if already read (:func:`read_card`).
 
-    Returns an IterableDataset whose rows are dicts with ``clip_id``, ``scene``, ``scenario``,
+    Returns an IterableDataset (a torch one wrapping datasets' when shuffled) whose rows are dicts with ``clip_id``, ``scene``, ``scenario``,
     ``label``, ``num_frames`` and ``frames`` (a list of ``{"bytes", "path"}``). DataLoader workers
     each read whole shards of this rank's share. Nothing is written to the datasets cache.
 
@@ -186,19 +186,79 @@ def stream(
     if split not in files:
         raise StreamError(f"{where}: no split {split!r}; the card lists {sorted(files)}")
     options = storage_options_for(location, storage_options)
-    rows = datasets.load_dataset("parquet", data_files={split: files[split]}, split=split, streaming=True,
-                                 **({"storage_options": options} if options else {}))
-    rows = undecoded_frames(rows)
-    if max_rows is not None:
-        rows = rows.take(int(max_rows))
-    if shuffle_buffer > 0:
-        rows = rows.shuffle(seed=seed, buffer_size=int(shuffle_buffer))
     env_rank, env_world = node_of_environment()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
-    return split_dataset_by_node(rows, rank=rank, world_size=world_size) if world_size > 1 else rows
+
+    def rows_of(paths: List[str]):
+        rows = datasets.load_dataset("parquet", data_files={split: paths}, split=split, streaming=True,
+                                     **({"storage_options": options} if options else {}))
+        rows = undecoded_frames(rows)
+        if max_rows is not None:
+            rows = rows.take(int(max_rows))
+        return split_dataset_by_node(rows, rank=rank, world_size=world_size) if world_size > 1 else rows
+
+    if shuffle_buffer > 0:
+        return _ShuffledRows(rows_of, files[split], int(shuffle_buffer), int(seed), max_rows is None)
+    return rows_of(files[split])
+
+
+def _iterable_base():
+    import torch.utils.data
+
+    return torch.utils.data.IterableDataset
+
+
+class _ShuffledRows(_iterable_base()):
+    """A split's rows, files in a seeded order per epoch, then mixed in a buffer of rows.
+
+    ``datasets``' own shuffle buffer (5.x) copies the buffered rows through ``pyarrow.take`` over and
+    over, which for rows of tens of JPEGs costs more than the transform's crop; this keeps Python
+    rows in a list. Every rank draws the same file order (same seed and epoch), so
+    ``split_dataset_by_node`` still gives each a disjoint share; DataLoader workers each read
+    whole files of it and shuffle with their own stream ``(seed, epoch, worker)``.
+    """
+
+    def __init__(self, rows_of, files: List[str], buffer_size: int, seed: int, shuffle_files: bool):
+        self.rows_of, self.files, self.buffer_size, self.seed = rows_of, list(files), buffer_size, seed
+        self.shuffle_files, self.epoch = shuffle_files, 0
+        self._rows = rows_of(self.files)
+
+    @property
+    def features(self):
+        return self._rows.features
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.files)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the file order and the buffer's stream of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        import numpy as np
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        files = list(self.files)
+        if self.shuffle_files:  # not with max_rows: the first max_rows rows stay the same rows every epoch
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(files))
+            files = [files[i] for i in order]
+        rows = self._rows if files == self.files else self.rows_of(files)
+        rng = np.random.default_rng([self.seed, self.epoch, 0 if info is None else info.id + 1])
+        buffer: List[Any] = []
+        for row in rows:
+            if len(buffer) < self.buffer_size:
+                buffer.append(row)
+                continue
+            index = int(rng.integers(self.buffer_size))
+            yield buffer[index]
+            buffer[index] = row
+        rng.shuffle(buffer)
+        yield from buffer
 
 
 def steps_per_epoch(num_rows: int, world_size: int, batch_size: int, accumulation: int = 1) -> int:
