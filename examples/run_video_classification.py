@@ -7,7 +7,10 @@
         --per_device_train_batch_size 8 --learning_rate 5e-5 --num_train_epochs 3
 
 Data: a folder made by ``ferv39k-hf build`` (``--dataset_dir``) or a raw archive read
-through the package's builder (``--archive_dir``). Frames are sampled and normalised
+through the package's builder (``--archive_dir``). ``--streaming true`` reads the built
+folder's Parquet shards as they are, with no Arrow cache, from a local path or an fsspec
+URL (``s3://bucket/ferv39k``), each torchrun / accelerate process its own share
+(:mod:`ferv39k_hf.dataset.streaming`, docs/scale-out.md). Frames are sampled and normalised
 by :class:`ferv39k_hf.VideoClipTransform` with the mean, std and size of the model's
 image processor config (no torchvision needed). The checkpoint's ``id2label`` is the
 dataset's label order. Evaluation on ``test`` writes ``eval_war`` / ``eval_uar`` to
@@ -19,10 +22,12 @@ model card (docs/model-cards.md); ``--push_to_hub`` uploads the checkpoint (neve
 data). Runs unchanged under ``torchrun`` and ``accelerate launch``.
 """
 
+import csv
 import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -44,6 +49,7 @@ import ferv39k_hf
 import ferv39k_hf.sampling
 from ferv39k_hf import hub
 from ferv39k_hf.clip_presets import get_preset
+from ferv39k_hf.dataset import streaming
 from ferv39k_hf.metrics import average_views, clip_labels, score
 from ferv39k_hf.outdirs import check_outside_archive
 from ferv39k_hf.protocol import image_processor_config, write_processor_configs
@@ -76,7 +82,9 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
-    dataset_dir: Optional[str] = field(default=None, metadata={"help": "A folder made by 'ferv39k-hf build'."})
+    dataset_dir: Optional[str] = field(
+        default=None, metadata={"help": "A folder made by 'ferv39k-hf build': a local path or, with --streaming, an "
+                                        "fsspec URL (s3://bucket/ferv39k, gs://..., hf://datasets/ORG/NAME)."})
     archive_dir: Optional[str] = field(default=None, metadata={"help": "A raw FERV39k archive (read by the builder)."})
     dataset_config: str = field(default="faces", metadata={"help": "faces, scenes or videos."})
     label_order: str = field(default="alphabetical", metadata={"help": "With --archive_dir: alphabetical or dfew."})
@@ -97,6 +105,14 @@ class DataTrainingArguments:
                                         "else 1x1)."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only this many training clips."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only this many test clips."})
+    streaming: bool = field(
+        default=False, metadata={"help": "Read --dataset_dir's Parquet shards as a stream (no Arrow cache): each "
+                                         "torchrun/accelerate process reads its own shards, each DataLoader worker "
+                                         "whole shards of those. Without --max_steps, the steps per epoch come "
+                                         "from the card's row counts and the world size."})
+    shuffle_buffer: int = field(
+        default=1024, metadata={"help": "With --streaming: training rows held for shuffling (per DataLoader worker; "
+                                        "FERV39k faces rows are ~0.3 MB). Shards are shuffled too, per epoch."})
     finish_on_device: bool = field(
         default=False, metadata={"help": "DataLoader workers only sample and decode; crop, resize, flip and "
                                          "normalise run on the model's device (ferv39k_hf.DeviceFinish)."})
@@ -109,6 +125,12 @@ class DataTrainingArguments:
         preset = get_preset(self.sampling)
         if self.test_views is None:
             self.test_views = f"{preset.temporal_views}x{preset.spatial_views}" if preset else "1x1"
+        if self.streaming and self.dataset_dir is None:
+            raise ValueError("--streaming reads a built folder: pass --dataset_dir (made by 'ferv39k-hf build')")
+        if self.dataset_dir and streaming.is_remote(self.dataset_dir) and not self.streaming:
+            raise ValueError(f"--dataset_dir {self.dataset_dir} is a URL: pass --streaming true to read it")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"--shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         views = self.test_views.lower().split("x")
         if len(views) != 2 or not all(v.isdigit() and int(v) > 0 for v in views):
             raise ValueError(f"--test_views must look like 2x2, got {self.test_views!r}")
@@ -126,6 +148,31 @@ def load_clips(data_args: DataTrainingArguments) -> datasets.DatasetDict:
         clips = ferv39k_hf.load(data_args.archive_dir, config=data_args.dataset_config, label_order=data_args.label_order,
                                 validation_fraction=data_args.validation_fraction)
     return ferv39k_hf.undecoded_frames(clips)
+
+
+def load_streams(data_args: DataTrainingArguments, training_args: TrainingArguments):
+    """This process's share of the training and evaluation splits as streams, and the card's rows per split."""
+    card = streaming.read_card(data_args.dataset_dir)
+    data_args.dataset_config = card.get("ferv39k_config", data_args.dataset_config)
+    data_args.label_order = card.get("ferv39k_label_order", data_args.label_order)
+    counts = streaming.card_row_counts(card, f"{data_args.dataset_dir}/README.md")
+    node = dict(rank=training_args.process_index, world_size=training_args.world_size, card=card)
+    clips = {data_args.eval_split: streaming.stream(data_args.dataset_dir, data_args.eval_split,
+                                                    max_rows=data_args.max_eval_samples, **node)}
+    if training_args.do_train:
+        clips["train"] = streaming.stream(data_args.dataset_dir, "train", shuffle_buffer=data_args.shuffle_buffer,
+                                          seed=training_args.seed, max_rows=data_args.max_train_samples, **node)
+    return clips, counts
+
+
+def streamed_max_steps(training_args: TrainingArguments, data_args: DataTrainingArguments, counts) -> int:
+    """--max_steps, or --num_train_epochs passes over the fewest rows any rank gets (card row counts)."""
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    rows = min(counts["train"], data_args.max_train_samples or counts["train"])
+    per_epoch = streaming.steps_per_epoch(rows, training_args.world_size, training_args.per_device_train_batch_size,
+                                          training_args.gradient_accumulation_steps)
+    return max(1, int(np.ceil(training_args.num_train_epochs * per_epoch)))
 
 
 def processor_settings(model_args: ModelArguments) -> Dict[str, Any]:
@@ -204,8 +251,18 @@ class ClipViewTrainer(Trainer):
     """Trainer whose evaluation averages the softmax of a clip's views before anything is gathered.
 
     Averaging inside the step keeps one prediction per clip, so distributed
-    evaluation gathers and trims clips, not views.
+    evaluation gathers and trims clips, not views. A streamed training split is
+    already this rank's share, so its DataLoader is not sharded again by accelerate.
     """
+
+    def get_train_dataloader(self):
+        if not isinstance(self.train_dataset, torch.utils.data.IterableDataset):
+            return super().get_train_dataloader()
+        args = self.args
+        return streaming.StreamLoader(
+            self.train_dataset, batch_size=getattr(self, "_train_batch_size", args.train_batch_size),
+            collate_fn=self.data_collator, num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory, prefetch_factor=args.dataloader_prefetch_factor)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         view_clip_index = inputs.pop("view_clip_index", None)
@@ -261,7 +318,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
     for data_dir in (data_args.archive_dir, data_args.dataset_dir):  # checkpoints never go into the data
-        if data_dir:
+        if data_dir and not streaming.is_remote(data_dir):
             check_outside_archive(training_args.output_dir, data_dir, "--output_dir")
     training_args.remove_unused_columns = False  # the transform needs the frames column
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
@@ -270,11 +327,17 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     setup_logging(training_args)
     set_seed(training_args.seed)
 
-    with training_args.main_process_first(desc="loading FERV39k"):
-        clips = load_clips(data_args)
+    if data_args.streaming:
+        if training_args.do_train and str(getattr(training_args.eval_strategy, "value", "no")) != "no":
+            raise ValueError("--streaming scores the test split once, after training: pass --eval_strategy no")
+        clips, counts = load_streams(data_args, training_args)
+        training_args.max_steps = streamed_max_steps(training_args, data_args, counts)
+    else:
+        with training_args.main_process_first(desc="loading FERV39k"):
+            clips = load_clips(data_args)
     if data_args.eval_split not in clips:
         raise ValueError(f"the dataset has no {data_args.eval_split!r} split: {sorted(clips)}")
-    labels = clips["train"].features["label"].names
+    labels = clips["train" if "train" in clips else data_args.eval_split].features["label"].names
 
     settings = processor_settings(model_args)
     preset = get_preset(data_args.sampling)
@@ -290,19 +353,26 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     train_transform = ferv39k_hf.VideoClipTransform(train=True, **common)
     eval_transform = ferv39k_hf.VideoClipTransform(train=False, temporal_views=data_args.temporal_views,
                                                    spatial_views=data_args.spatial_views, **common)
-    train_split = _subset(clips["train"], data_args.max_train_samples, training_args.seed)
-    eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
-    scorer = ClipScorer(eval_split["scene"], labels)
     if data_args.finish_on_device:  # batches reach the model as uint8 frames, boxes and flips
         train_transform.device_finish().attach(model)
+    if data_args.streaming:  # rows reach the collator as they are; the transform runs on the whole batch
+        train_split, eval_split = clips.get("train"), clips[data_args.eval_split]
+        scorer = ClipScorer([], labels)
+        collator = streaming.StreamCollator(train_transform)
+    else:
+        train_split = _subset(clips["train"], data_args.max_train_samples, training_args.seed)
+        train_split = train_split.with_transform(train_transform)
+        eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
+        scorer = ClipScorer(eval_split["scene"], labels)
+        collator = ClipCollator(eval_transform)
 
     trainer = ClipViewTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_split.with_transform(train_transform) if training_args.do_train else None,
-        eval_dataset=eval_split if training_args.do_eval else None,
+        train_dataset=train_split if training_args.do_train else None,
+        eval_dataset=eval_split if training_args.do_eval and not data_args.streaming else None,
         processing_class=_image_processor(protocol),
-        data_collator=ClipCollator(eval_transform),
+        data_collator=collator,
         compute_metrics=scorer,
     )
     if training_args.do_train:
@@ -311,7 +381,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-    metrics = evaluate_and_report(trainer, eval_split, scorer, data_args, protocol) if training_args.do_eval else {}
+    if not training_args.do_eval:
+        metrics = {}
+    elif data_args.streaming:
+        expected = min(counts[data_args.eval_split], data_args.max_eval_samples or counts[data_args.eval_split])
+        metrics = evaluate_streamed(trainer, eval_split, eval_transform, scorer, data_args, protocol, expected)
+    else:
+        metrics = evaluate_and_report(trainer, eval_split, scorer, data_args, protocol)
     if trainer.is_world_process_zero() and training_args.do_train:
         card = _model_card(model_args, data_args, training_args, labels, protocol, scorer.last)
         Path(training_args.output_dir, "README.md").write_text(card, encoding="utf-8")
@@ -319,6 +395,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         write_processor_configs(training_args.output_dir, protocol, config.model_type, image=False)
         if push_to_hub:
             _push(training_args, hub_token)
+    if data_args.streaming and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # ranks leave together and shut gloo/nccl down before exit: a rank that left while another still wrote
+        # the card was seen to abort in the process group's destructor ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return metrics
 
 
@@ -333,11 +414,61 @@ def clip_protocol(config, data_args: DataTrainingArguments, mean, std) -> Dict[s
 def evaluate_and_report(trainer, eval_split, scorer, data_args, protocol) -> Dict[str, float]:
     """Score ``eval_split``: eval_war/eval_uar into all_results.json, the full breakdown into eval_per_scene.json."""
     metrics = trainer.evaluate(eval_split, metric_key_prefix="eval")
+    _save_eval(trainer, metrics, len(eval_split), scorer, data_args, protocol)
+    return metrics
+
+
+def _save_eval(trainer, metrics, num_clips, scorer, data_args, protocol) -> None:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     if trainer.is_world_process_zero():
-        report = {"split": data_args.eval_split, "num_clips": len(eval_split), "protocol": protocol, **scorer.last}
+        report = {"split": data_args.eval_split, "num_clips": num_clips, "protocol": protocol, **scorer.last}
         Path(trainer.args.output_dir, "eval_per_scene.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, protocol, expected) -> Dict[str, float]:
+    """Score a streamed split: every rank its own share, the clips gathered once each; writes what
+    :func:`evaluate_and_report` writes, plus eval_predictions.csv (one row per clip, with the rank that scored it)."""
+    args, rank, start = trainer.args, trainer.args.process_index, time.time()
+    loader = streaming.StreamLoader(eval_stream, batch_size=args.per_device_eval_batch_size,
+                                    num_workers=args.dataloader_num_workers,
+                                    collate_fn=streaming.StreamCollator(eval_transform, keep=("clip_id", "scene")))
+    trainer.model.eval()  # the unwrapped model: ranks run different numbers of batches, so no collectives
+    clips, losses = [], []
+    for batch in loader:
+        clip_ids, scenes = batch.pop("clip_id"), batch.pop("scene")
+        rows = batch["pixel_values"].shape[0]
+        loss, logprobs, labels = trainer.prediction_step(trainer.model, dict(batch), prediction_loss_only=False)
+        losses.append((float(loss) * rows, rows))
+        for clip in zip(clip_ids, scenes, labels.tolist(), logprobs.float().cpu().tolist()):
+            clips.append((*clip, rank))
+    clips, losses = streaming.gather_across_ranks(clips), streaming.gather_across_ranks(losses)
+    ranks_of: Dict[str, List[int]] = {}
+    for clip in clips:
+        ranks_of.setdefault(clip[0], []).append(clip[4])
+    for clip_id, ranks in ranks_of.items():
+        if len(ranks) > 1:
+            raise RuntimeError(f"clip {clip_id} of {data_args.eval_split} was scored {len(ranks)} times (ranks {ranks})")
+    if len(clips) != expected:
+        raise RuntimeError(f"the {data_args.eval_split} split has {expected} clips by its card, but the ranks "
+                           f"scored {len(clips)}: the stream lost clips")
+    clips.sort()
+    scorer.scenes = [clip[1] for clip in clips]
+    prediction = transformers.EvalPrediction(predictions=np.array([clip[3] for clip in clips]),
+                                             label_ids=np.array([clip[2] for clip in clips]))
+    runtime = time.time() - start
+    metrics = {"eval_loss": sum(l for l, _ in losses) / max(1, sum(n for _, n in losses)),
+               **{f"eval_{key}": value for key, value in scorer(prediction).items()},
+               "eval_runtime": round(runtime, 4), "eval_samples_per_second": round(len(clips) / runtime, 3)}
+    trainer.log(metrics)
+    _save_eval(trainer, metrics, len(clips), scorer, data_args, protocol)
+    if trainer.is_world_process_zero():
+        with open(Path(args.output_dir, "eval_predictions.csv"), "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["clip_id", "scene", "label", "prediction", "rank"])
+            names = scorer.labels
+            for clip_id, scene, label, logprob, by in clips:
+                writer.writerow([clip_id, scene, names[label], names[int(np.argmax(logprob))], by])
     return metrics
 
 
