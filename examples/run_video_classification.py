@@ -448,7 +448,8 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
         ranks_of.setdefault(clip[0], []).append(clip[4])
     for clip_id, ranks in ranks_of.items():
         if len(ranks) > 1:
-            raise RuntimeError(f"clip {clip_id} of {data_args.eval_split} was scored {len(ranks)} times (ranks {ranks})")
+            raise RuntimeError(f"clip {clip_id} of {data_args.eval_split} was scored {len(ranks)} times "
+                               f"(ranks {ranks})")
     if len(clips) != expected:
         raise RuntimeError(f"the {data_args.eval_split} split has {expected} clips by its card, but the ranks "
                            f"scored {len(clips)}: the stream lost clips")

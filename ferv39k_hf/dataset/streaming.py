@@ -72,7 +72,8 @@ def _join(location: str, *parts: str) -> str:
     return os.path.join(os.fspath(location), *parts)
 
 
-def read_card(location: "os.PathLike[str] | str", storage_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def read_card(location: "os.PathLike[str] | str",
+              storage_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The YAML front matter of ``location/README.md`` (a built folder's card), read through fsspec.
 
     Returns the metadata dict (``configs``, ``dataset_info``, ``ferv39k_config``, ...). Raises
@@ -155,8 +156,8 @@ def stream(
         split: ``"train"``, ``"test"`` (or ``"validation"`` where the build has one).
         shuffle_buffer: rows in the shuffle buffer (0: file order, for evaluation). The order of
             the shards is shuffled too (unless ``max_rows`` is given); ``set_epoch(e)`` on the
-            result (or on :class:`StreamLoader`) reseeds both for epoch ``e``. Memory: about ``shuffle_buffer`` rows of JPEG frames per
-            DataLoader worker (FERV39k faces: ~0.3 MB a row).
+            result (or on :class:`StreamLoader`) reseeds both for epoch ``e``. Memory: about
+            ``shuffle_buffer`` rows of JPEG frames per DataLoader worker (FERV39k faces: ~0.3 MB a row).
         seed: the shuffle's seed; give every rank the same one.
         rank, world_size: this process's share (``split_dataset_by_node``): whole shards when
             their number divides by ``world_size``, else every ``world_size``-th row of each.
@@ -165,9 +166,10 @@ def stream(
         storage_options: fsspec options for the storage, merged with :func:`storage_options_for`.
         card: the folder's card if already read (:func:`read_card`).
 
-    Returns an IterableDataset (a torch one wrapping datasets' when shuffled) whose rows are dicts with ``clip_id``, ``scene``, ``scenario``,
-    ``label``, ``num_frames`` and ``frames`` (a list of ``{"bytes", "path"}``). DataLoader workers
-    each read whole shards of this rank's share. Nothing is written to the datasets cache.
+    Returns an IterableDataset (a torch one wrapping datasets' when shuffled) whose rows are dicts
+    with ``clip_id``, ``scene``, ``scenario``, ``label``, ``num_frames`` and ``frames`` (a list of
+    ``{"bytes", "path"}``). DataLoader workers each read whole shards of this rank's share.
+    Nothing is written to the datasets cache.
 
     Example::
 
