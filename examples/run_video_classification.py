@@ -130,8 +130,10 @@ def processor_settings(model_args: ModelArguments) -> Dict[str, Any]:
 def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, labels: List[str], size: Optional[int]):
     """Config with the dataset's labels and the clip shape, and the model (pretrained body, new head)."""
     id2label = dict(enumerate(labels))
+    # problem_type stated up front: left None, the model's loss sets it on the first call, and under
+    # --torch_compile that change of the config forces a recompile at the second step
     label_kwargs = dict(id2label=id2label, label2id={n: i for i, n in id2label.items()},
-                        finetuning_task="video-classification")
+                        finetuning_task="video-classification", problem_type="single_label_classification")
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     pretrained = model_args.model_name_or_path and not model_args.from_scratch
     if pretrained:
