@@ -171,6 +171,15 @@ def _check_label_order(checkpoint_config, labels: List[str]) -> None:
             "build the dataset with the checkpoint's --label-order, or pass --from_scratch to train a new model")
 
 
+def _pixels_in_model_dtype(model, args, kwargs):
+    """Forward pre-hook: float32 clips cast to the dtype of the model's weights, as a bf16 checkpoint (loaded
+    in bf16 by transformers 5) needs; float32 weights, under --bf16's autocast too, take them unchanged."""
+    pixels = kwargs.get("pixel_values")
+    if pixels is None or not pixels.is_floating_point() or pixels.dtype == model.dtype:
+        return None
+    return args, {**kwargs, "pixel_values": pixels.to(model.dtype)}
+
+
 class ClipCollator:
     """Stacks transformed training rows; runs the evaluation transform (and its views) on raw rows."""
 
@@ -275,7 +284,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
     scorer = ClipScorer(eval_split["scene"], labels)
     if data_args.finish_on_device:  # batches reach the model as uint8 frames, boxes and flips
-        train_transform.device_finish().attach(model)
+        train_transform.device_finish().attach(model)  # finished in the dtype of the model's weights
+    else:
+        model.register_forward_pre_hook(_pixels_in_model_dtype, with_kwargs=True)
 
     trainer = ClipViewTrainer(
         model=model,

@@ -217,3 +217,24 @@ def test_example_warns_that_fsdp_on_cpu_processes_is_ddp(built_faces, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "--fsdp was given, but accelerate runs this cpu job as MULTI_CPU" in done.stdout + done.stderr
     assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 2
+
+
+@pytest.mark.parametrize("on_device", ["false", "true"])
+def test_a_bf16_checkpoint_trains_and_scores_on_both_paths(built_faces, tmp_path, on_device):
+    """transformers 5 loads a checkpoint saved in bf16 as bf16: the CPU path's float32 clips are cast to it,
+    DeviceFinish finishes in it (before, the CPU path failed with a float/BFloat16 mismatch)."""
+    from transformers import AutoModelForVideoClassification
+
+    checkpoint = _tiny_checkpoint(tmp_path / "tiny")
+    model = AutoModelForVideoClassification.from_pretrained(checkpoint).to(torch.bfloat16)
+    model.save_pretrained(checkpoint)
+    if AutoModelForVideoClassification.from_pretrained(checkpoint).dtype != torch.bfloat16:
+        pytest.skip("this transformers loads checkpoints in float32 (transformers 4): nothing to cast")
+    out = tmp_path / "run"
+    metrics = _example().main([
+        "--model_name_or_path", str(checkpoint), "--dataset_dir", str(built_faces), "--output_dir", str(out),
+        "--report_to", "none", "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", "--do_train",
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--do_eval", "--max_eval_samples", "8",
+        "--test_views", "2x1", "--finish_on_device", on_device])
+    assert 0 <= metrics["eval_war"] <= 1
+    assert json.loads((out / "all_results.json").read_text())["train_loss"] > 0
