@@ -524,18 +524,25 @@ class DeviceFinish:
     of float32 clips of the frames' size), one call turns them into the usual
     (N, T, 3, S, S) ``pixel_values``, the crop resized in float with the same
     antialiased bilinear filter, so values match the CPU path's to within its
-    uint8 rounding (one grey level). :meth:`attach` does it inside a model's forward::
-
-        train_tf = VideoClipTransform(train=True, on_device=True)
-        finish = train_tf.device_finish()
-        finish.attach(model)   # the Trainer's batches now finish on the model's device
+    uint8 rounding (one grey level).
 
     The whole batch is finished at once: each clip's crop, resize and flip is a
     pair of filter matrices built from the boxes on the device, applied with two
     batched matrix products, so there is no loop over clips, no shape that depends
     on a box and no read-back to the host. Under ``torch.compile`` (the Trainer's
     ``--torch_compile``), which traces the attached hook with the model, it is one
-    graph without breaks whose shapes change only with the batch size.
+    graph without breaks whose shapes change only with the batch size (see
+    docs/compile-and-sharding.md).
+
+    :meth:`attach` does it inside a model's forward::
+
+        train_tf = VideoClipTransform(train=True, on_device=True)
+        finish = train_tf.device_finish()
+        finish.attach(model)   # the Trainer's batches now finish on the model's device
+
+    Args:
+        size: output height and width S (the transform's ``size``).
+        mean, std: per-channel normalisation of [0, 1] pixels, as the transform's.
     """
 
     def __init__(self, size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
