@@ -299,8 +299,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     )
     if training_args.fsdp and not getattr(trainer, "is_fsdp_enabled", True):
         # accelerate turns FSDP on only for accelerators: on CPU processes --fsdp quietly becomes DDP
+        engine = getattr(trainer.accelerator.distributed_type, "value", "?")
         logger.warning("--fsdp was given, but accelerate runs this %s job as %s: the model is replicated, not "
-                       "sharded", training_args.device.type, getattr(trainer.accelerator.distributed_type, "value", "?"))
+                       "sharded", training_args.device.type, engine)
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
