@@ -159,6 +159,8 @@ def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, la
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub_kwargs)
     else:
         model = AutoModelForVideoClassification.from_config(config)
+    # float32 clips of the CPU path in the weights' dtype (on_device batches: DeviceFinish finishes in it)
+    model.register_forward_pre_hook(_pixels_in_model_dtype, with_kwargs=True)
     return config, model
 
 
@@ -284,9 +286,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     eval_split = _subset(clips[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
     scorer = ClipScorer(eval_split["scene"], labels)
     if data_args.finish_on_device:  # batches reach the model as uint8 frames, boxes and flips
-        train_transform.device_finish().attach(model)  # finished in the dtype of the model's weights
-    else:
-        model.register_forward_pre_hook(_pixels_in_model_dtype, with_kwargs=True)
+        train_transform.device_finish().attach(model)
 
     trainer = ClipViewTrainer(
         model=model,
