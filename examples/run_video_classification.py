@@ -196,8 +196,10 @@ def processor_settings(model_args: ModelArguments) -> Dict[str, Any]:
 def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, labels: List[str], size: Optional[int]):
     """Config with the dataset's labels and the clip shape, and the model (pretrained body, new head)."""
     id2label = dict(enumerate(labels))
+    # problem_type stated up front: left None, the model's loss sets it on the first call, and under
+    # --torch_compile that change of the config forces a recompile at the second step
     label_kwargs = dict(id2label=id2label, label2id={n: i for i, n in id2label.items()},
-                        finetuning_task="video-classification")
+                        finetuning_task="video-classification", problem_type="single_label_classification")
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     pretrained = model_args.model_name_or_path and not model_args.from_scratch
     if pretrained:
@@ -223,6 +225,8 @@ def build_model(model_args: ModelArguments, data_args: DataTrainingArguments, la
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub_kwargs)
     else:
         model = AutoModelForVideoClassification.from_config(config)
+    # float32 clips of the CPU path in the weights' dtype (on_device batches: DeviceFinish finishes in it)
+    model.register_forward_pre_hook(_pixels_in_model_dtype, with_kwargs=True)
     return config, model
 
 
@@ -233,6 +237,15 @@ def _check_label_order(checkpoint_config, labels: List[str]) -> None:
         raise ValueError(
             f"the checkpoint's classes are in the order {theirs} but the dataset's are {labels}: "
             "build the dataset with the checkpoint's --label-order, or pass --from_scratch to train a new model")
+
+
+def _pixels_in_model_dtype(model, args, kwargs):
+    """Forward pre-hook: float32 clips cast to the dtype of the model's weights, as a bf16 checkpoint (loaded
+    in bf16 by transformers 5) needs; float32 weights, under --bf16's autocast too, take them unchanged."""
+    pixels = kwargs.get("pixel_values")
+    if pixels is None or not pixels.is_floating_point() or pixels.dtype == model.dtype:
+        return None
+    return args, {**kwargs, "pixel_values": pixels.to(model.dtype)}
 
 
 class ClipCollator:
@@ -375,6 +388,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         data_collator=collator,
         compute_metrics=scorer,
     )
+    if training_args.fsdp and not getattr(trainer, "is_fsdp_enabled", True):
+        # accelerate turns FSDP on only for accelerators: on CPU processes --fsdp quietly becomes DDP
+        engine = getattr(trainer.accelerator.distributed_type, "value", "?")
+        logger.warning("--fsdp was given, but accelerate runs this %s job as %s: the model is replicated, not "
+                       "sharded", training_args.device.type, engine)
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
