@@ -1,0 +1,1 @@
+"""Turning clip records into datasets: the builder, the Parquet export and its shards, cards, the private push."""
