@@ -95,7 +95,7 @@ class _Folder(NamedTuple):
 
 def _folder(stem: str, folder: str) -> Optional[_Folder]:
     """The last part-folder component decides; the zip's own name counts as a folder above all. None: hidden."""
-    parts = components(folder)
+    parts = [p for p in folder.split("/") if p not in ("", ".")] if "\\" not in folder else components(folder)
     if any(is_hidden(p) for p in parts):
         return None
     names = [stem] + parts
@@ -174,8 +174,9 @@ class _Collector:
         """Members ``at`` onwards of ``chunk``, all in ``folder``, with these basenames."""
         frames = self._frame_folders[folder] if folder in self._frame_folders else self._frame_folder(folder)
         first = 0
-        if frames is not None and bases[0] == "":  # the clip folder's own entry
-            self._member(chunk.names[at], int(chunk.external_attr[at]), chunk.numbers, at, kept)
+        if frames is not None and bases[0] == "":  # the clip folder's own entry: it notes the clip
+            key, place = frames
+            self._clip(key, place, key[2] + "/", False)
             first = 1
         count = len(bases) - first
         if frames is not None and count:
