@@ -128,15 +128,16 @@ CHILD = {
                            "found = layout.find_layout(sys.argv[1])\nseconds = time.perf_counter() - t\n"
                            "part = found.part('faces')\nids = part.clip_ids()\n"
                            "frames = sum(len(part.frames(i)) for i in ids[::97])\n"
-                           "_report(seconds=seconds, clips=len(ids), sampled_frames=frames)\n",
+                           "_report(seconds=seconds, clips=len(ids), sampled_frames=frames, module=layout.__file__)\n",
 }
 
 
 def run_child(method: str, root: Path, zip_path: Path, pythonpath: str) -> Dict:
     """One measurement in a fresh interpreter; its JSON line (seconds, peak_mb, ...)."""
     env = dict(os.environ, PYTHONPATH=pythonpath)
+    # run from the checkout: "python -c" puts the working folder first on sys.path, before PYTHONPATH
     done = subprocess.run([sys.executable, "-c", CHILD[method], str(root), str(zip_path)], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, cwd=pythonpath)
     if done.returncode != 0:
         raise SystemExit(f"{method} child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -151,6 +152,8 @@ def measure(root: Path, zip_path: Path, rounds: int, compare: List[str]) -> Dict
     for _ in range(rounds):
         for label, method, path in methods:
             result = run_child(method, root, zip_path, path)
+            if "module" in result and not result["module"].startswith(path + os.sep):
+                raise SystemExit(f"{label} imported {result['module']}, not the code under {path}")
             kept = best.setdefault(label, dict(result))
             kept["seconds"] = min(kept["seconds"], result["seconds"])
             kept["peak_mb"] = min(kept["peak_mb"], result["peak_mb"])

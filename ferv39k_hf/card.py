@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Sequence
 import datasets
 import yaml
 
+from .dataset.shards import shard_note
 from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {
@@ -131,6 +132,8 @@ ds = datasets.load_dataset("path/to/this/folder")            # or streaming=True
 List = getattr(datasets, "List", datasets.Sequence)         # datasets < 4 calls it Sequence
 ds = ds.cast_column("frames", List(datasets.Image(decode=False)))  # decode only sampled frames
 ```
+
+{shard_note(shards)}
 
 Columns: `clip_id` (`Scene/Emotion/NNNN`, the unique key), `scene` (22 classes), `scenario` (4),
 `label` (7), `num_frames`, and `{'video' if config == 'videos' else 'frames'}`.

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from datasets.distributed import split_dataset_by_node
 
-from ferv39k_hf.dataset.shards import deal_rows, shard_bounds, shard_count, shard_step
+from ferv39k_hf.dataset.shards import deal_rows, shard_bounds, shard_count, shard_step, whole_shard_ranks
 from ferv39k_hf.export import ROWS_PER_SHARD
 
 FULL_SIZE = {"train": 31_088, "test": 7_847}  # FERV39k's official clips per split (facts, section 3)
@@ -26,6 +26,7 @@ def test_full_size_splits_give_whole_shards_to_1_to_32_ranks():
             if count > 32:  # no more shards than the target size and the 32 ranks need
                 assert math.ceil(rows / (count - 32)) > target, (config, split, count)
     assert shard_count(31_088, ROWS_PER_SHARD["faces"]) == 32  # 971 or 972 clips each, about 290 MB
+    assert whole_shard_ranks(32) == [1, 2, 4, 8, 16, 32] and whole_shard_ranks(24) == [1, 2, 4, 8]
     assert shard_count(7_847, ROWS_PER_SHARD["faces"]) == 32
 
 
@@ -73,9 +74,10 @@ def _clips_by_shard(folder, files):
 
 
 def test_a_streamed_build_splits_into_whole_shards_for_2_4_and_8_ranks(built_faces):
-    card = _card_files(built_faces)
+    card, text = _card_files(built_faces), (built_faces / "README.md").read_text()
     streamed = datasets.load_dataset(str(built_faces), streaming=True, columns=["clip_id"])
     for split, files in card.items():
+        assert f"- `{split}`: {len(files)} shard(s), whole shards for 1, 2, 4, 8" in text  # the card says so
         by_shard = _clips_by_shard(built_faces, files)
         sizes = [len(clips) for clips in by_shard.values()]
         assert len(files) % 8 == 0 and max(sizes) - min(sizes) <= 1, (split, sizes)

@@ -96,7 +96,7 @@ class _Folder(NamedTuple):
 def _folder(stem: str, folder: str) -> Optional[_Folder]:
     """The last part-folder component decides; the zip's own name counts as a folder above all. None: hidden."""
     parts = [p for p in folder.split("/") if p not in ("", ".")] if "\\" not in folder else components(folder)
-    if any(is_hidden(p) for p in parts):
+    if "/." in "/" + "/".join(parts) or "__MACOSX" in parts:  # a hidden component (is_hidden), at C speed
         return None
     names = [stem] + parts
     for at in range(len(names) - 1, -1, -1):

@@ -24,7 +24,7 @@ count alone: the same split gives the same shards on any machine.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, TypeVar
+from typing import List, Mapping, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -90,3 +90,32 @@ def deal_rows(records: Sequence[T], target_rows: int) -> List[Sequence[T]]:
     Example: ``[len(s) for s in deal_rows(list(range(7_847)), 1024)]`` is 32 numbers, each 245 or 246.
     """
     return [records[start:stop] for start, stop in shard_bounds(len(records), shard_count(len(records), target_rows))]
+
+
+def whole_shard_ranks(count: int) -> List[int]:
+    """The world sizes among 1, 2, 4, ..., 32 that give each rank whole shards of a split of ``count`` shards.
+
+    Example: ``whole_shard_ranks(32) == [1, 2, 4, 8, 16, 32]``, ``whole_shard_ranks(8) == [1, 2, 4, 8]``.
+    """
+    return [ranks for ranks in (1, 2, 4, 8, 16, MOST_RANKS) if count % ranks == 0]
+
+
+def shard_note(shards: Mapping[str, Sequence[str]]) -> str:
+    """The dataset card's paragraph on how the splits divide among ranks and workers (Markdown).
+
+    Args:
+        shards: split -> its shard files, as the card's ``configs:`` lists them.
+    """
+    lines = [
+        "Each split is cut into shards that ranks share whole: `datasets.distributed.split_dataset_by_node` gives "
+        "each rank `n_shards / world_size` whole files when the world size divides the shard count (other world "
+        "sizes make every rank read every file and keep its share of the rows). DataLoader workers always get "
+        "whole files; use a worker count that divides a rank's files.",
+        "",
+    ]
+    for split, files in shards.items():
+        ranks = ", ".join(str(r) for r in whole_shard_ranks(len(files)))
+        lines.append(f"- `{split}`: {len(files)} shard(s), whole shards for {ranks} rank(s)")
+    lines += ["", "A split gets a multiple of 32 shards from 2,048 clips and of 8 from 8 clips; one of fewer than 8 "
+                  "clips gets 1, 2 or 4 shards, the most that still hold a clip each."]
+    return "\n".join(lines)
