@@ -185,3 +185,25 @@ def test_seeded_damage_is_refused_or_read_as_zipfile_reads_it(tmp_path):
         assert numbers[good].tolist() == want_numbers[good].tolist()
         agreed += 1
     assert agreed > 100  # most single-byte damage leaves a readable directory
+
+
+def test_fullsize_bench_runs_end_to_end_at_a_small_scale(tmp_path):
+    """bench/fullsize.py at 0.1% of the clips: the zip it writes has the planned members, and discovery finds every clip."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from ferv39k_hf.synthetic import plan_sample
+
+    spec = importlib.util.spec_from_file_location("fullsize", Path(__file__).parent.parent / "bench" / "fullsize.py")
+    fullsize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fullsize)
+    out = tmp_path / "fullsize.json"
+    assert fullsize.main(["--scale", "0.001", "--rounds", "1", "--workdir", str(tmp_path), "--json", str(out)]) == 0
+    methods = json.loads(out.read_text())["methods"]
+    plan = plan_sample(scale=0.001)
+    frames = sum(clip.num_frames for clip in plan.clips)
+    assert methods["find_layout"]["clips"] == len(plan.clips)
+    assert frames < methods["infolist"]["members"] < frames + 4 * len(plan.clips)  # frames and folder entries
+    assert all(row["peak_mb"] > 0 and row["seconds"] > 0 for row in methods.values())
+    assert not (tmp_path / "FERV39k").exists()  # the archive is removed unless --keep
