@@ -13,7 +13,6 @@ from typing import Dict, List, Mapping, Sequence
 import datasets
 import yaml
 
-from .dataset.shards import shard_note
 from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {
@@ -90,6 +89,8 @@ def render_card(
     command: str,
 ) -> str:
     """The whole README.md of a built folder."""
+    from .dataset.shards import shard_note  # here, not above: card.py's imports are shared work in progress
+
     counts = {split: sum(class_counts[split].values()) for split in shards}
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     words = label_names(label_order)
