@@ -89,7 +89,7 @@ def render_card(
     command: str,
 ) -> str:
     """The whole README.md of a built folder."""
-    from .dataset.shards import shard_note  # here, not above: card.py's imports are shared work in progress
+    from .dataset.shards import shard_note
 
     counts = {split: sum(class_counts[split].values()) for split in shards}
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
