@@ -67,18 +67,21 @@ def read_directory(fd: int, size: int) -> Iterator[DirectoryChunk]:
         names = [n for chunk in read_directory(fd, os.fstat(fd).st_size) for n in chunk.names]
     """
     start, length, concat = _locate(fd, size)
-    done = 0
+    done, chunk = 0, CHUNK_BYTES
     while done < length:
-        want = min(CHUNK_BYTES, length - done)
+        want = min(chunk, length - done)
         buf = os.pread(fd, want, start + done)
         if len(buf) != want:
             raise ZipDirectoryError("Truncated central directory")
         last = done + want == length
         positions, used = _records(buf, last)
         if not len(positions):
-            raise ZipDirectoryError("Truncated central directory")
+            if last:
+                raise ZipDirectoryError("Truncated central directory")
+            chunk *= 2  # a record longer than the chunk: read more at once
+            continue
         yield _decode(buf, positions, concat, size)
-        done += used
+        done, chunk = done + used, CHUNK_BYTES
 
 
 def _locate(fd: int, size: int) -> Tuple[int, int, int]:
