@@ -89,9 +89,9 @@ def render_card(
     command: str,
 ) -> str:
     """The whole README.md of a built folder."""
+    counts = {split: sum(class_counts[split].values()) for split in shards}
     from .dataset.shards import shard_note
 
-    counts = {split: sum(class_counts[split].values()) for split in shards}
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     words = label_names(label_order)
     label_rows = [[i, w] for i, w in enumerate(words)]

@@ -1,1 +1,1 @@
-"""Finding the parts of an archive: folders, zips and their central directories, split files."""
+"""Find the parts of an archive, read its split files and the community split lists, verify it."""
