@@ -1,1 +1,1 @@
-"""Turning clip records into datasets: the builder, the Parquet export and its shards, cards, the private push."""
+"""Datasets side of the package: the builder, the Parquet export, dataset cards and streaming reads of a build."""
