@@ -106,6 +106,8 @@ def render_card(
     split lists the folder was built from, in the YAML (``ferv39k_split_lists``) and the body.
     """
     counts = {split: sum(class_counts[split].values()) for split in shards}
+    from .dataset.shards import shard_note
+
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     if split_lists:
         meta["ferv39k_split_lists"] = [dict(entry) for entry in split_lists]
@@ -153,6 +155,8 @@ ds = datasets.load_dataset("path/to/this/folder")            # or streaming=True
 List = getattr(datasets, "List", datasets.Sequence)         # datasets < 4 calls it Sequence
 ds = ds.cast_column("frames", List(datasets.Image(decode=False)))  # decode only sampled frames
 ```
+
+{shard_note(shards)}
 
 Columns: `clip_id` (`Scene/Emotion/NNNN`, the unique key), `scene` (22 classes), `scenario` (4),
 `label` (7), `num_frames`, and `{'video' if config == 'videos' else 'frames'}`.

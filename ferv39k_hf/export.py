@@ -3,7 +3,10 @@
 Rows come from the builder's own pieces (:func:`~ferv39k_hf.builder.clip_features`,
 :class:`~ferv39k_hf.clips.ClipReader`, :func:`~ferv39k_hf.builder.make_example`)
 and go straight into Parquet shards, without an Arrow cache in between.
-Shards have a fixed number of clips, so the output is byte-identical for any
+A split's shard count and the clips of each shard follow from its clip count
+alone (:mod:`ferv39k_hf.dataset.shards`: a multiple of 32 shards for a split
+of 2,048 clips or more, of 8 from 8 clips, so that ranks and DataLoader
+workers get whole shards), so the output is byte-identical for any
 ``num_proc``, and each shard's name carries a hash of its content: datasets
 caches a folder by its card's YAML, and new content must mean a new YAML.
 """
@@ -32,6 +35,7 @@ from .archive.lists import open_lists
 from .builder import clip_features, make_example, read_or_skip
 from .card import render_card
 from .clips import ClipReader, FrameBatch
+from .dataset.shards import deal_rows
 from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from .errors import BuildError
 from .layout import Layout, find_layout
@@ -39,13 +43,13 @@ from .outdirs import check_build_out, discard_partial, place_build, seal_build, 
 from .splits import plan_splits
 from .taxonomy import DEFAULT_LABEL_ORDER, SCENE_TO_SCENARIO
 
-# Clips per shard (fixed, so output never depends on the number of workers):
+# The most clips per shard (the count then rounds up to what ranks divide; see dataset.shards):
 # about 300 MB of face crops, fewer of the larger scene frames and videos.
 ROWS_PER_SHARD = {"faces": 1024, "scenes": 256, "videos": 512}
 ROWS_PER_GROUP = 32  # Parquet row group: the unit of streaming reads
-# A row group ends early past this many frame bytes (Arrow binary offsets are 32-bit);
-# face crops come to about 10 MB per group.
-_MAX_GROUP_BYTES = 1 << 30
+# A row group ends early past this many frame or video bytes, so that a streaming reader holds at most
+# about this much per group whatever the clips hold; face crops come to about 10 MB per group.
+_MAX_GROUP_BYTES = 64 << 20
 _METADATA_COLUMNS = ["clip_id", "scene", "scenario", "label", "num_frames"]
 
 
@@ -137,6 +141,7 @@ class _ShardWriter:
         """Rows as Python objects: videos, and frames by reference."""
         config = self.options["config"]
         rows: List[Dict[str, Any]] = []
+        nbytes = 0
         for record in task.records:
             row = self._read_row(self.reader, record, result)
             _count(progress)
@@ -144,9 +149,11 @@ class _ShardWriter:
                 continue
             _update_digest(digest, row, config)
             rows.append(row)
-            if len(rows) == ROWS_PER_GROUP:
+            nbytes += sum(len(item["bytes"] or b"") for item in ([row["video"]] if config == "videos" else row["frames"]))
+            if len(rows) == ROWS_PER_GROUP or nbytes >= _MAX_GROUP_BYTES:
                 writer.write_table(rows_to_table(rows, self.schema, config))
                 rows.clear()
+                nbytes = 0
         if rows:
             writer.write_table(rows_to_table(rows, self.schema, config))
 
@@ -285,12 +292,11 @@ def _write_in_worker(task: ShardTask) -> ShardResult:
 
 
 def plan_shards(records: Dict[str, List[ClipRecord]], config: str) -> List[ShardTask]:
+    """Each split's records dealt into shards that ranks and workers can share whole (see dataset.shards)."""
     tasks = []
-    size = ROWS_PER_SHARD[config]
     for split, recs in records.items():
-        total = max(1, -(-len(recs) // size))
-        for index in range(total):
-            tasks.append(ShardTask(split, index, total, recs[index * size:(index + 1) * size]))
+        shards = deal_rows(recs, ROWS_PER_SHARD[config])
+        tasks.extend(ShardTask(split, index, len(shards), list(part)) for index, part in enumerate(shards))
     return tasks
 
 

@@ -24,8 +24,8 @@ from .layout import Layout
 # The modules whose code decides what a row holds. Hashing their source means
 # an upgrade (or a local edit) that could change rows is never served an old
 # cache, without anyone having to remember to bump a number.
-ROW_MODULES = ("annotations", "archive.lists", "builder", "clips", "export", "layout", "splits", "taxonomy", "video",
-               "ziparchive")
+ROW_MODULES = ("annotations", "archive.lists", "archive.zipdir", "archive.zipindex", "builder", "clips", "export",
+               "layout", "splits", "taxonomy", "video", "ziparchive")
 
 
 def _source_digest(modules: tuple = ROW_MODULES) -> str:

@@ -21,11 +21,11 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import ziparchive
 from .annotations import decode_split_text
+from .archive.zipindex import ZipClip, index_zip
 from .errors import LayoutError
 from .taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
-from .ziparchive import (FIELDS, PART_KINDS, VIDEO_SUFFIX, SplitKey, ZipClip, components, folder_kind,
-                         is_frame, is_hidden, is_video, natural_key, sort_frame_names,
-                         split_file_key)
+from .ziparchive import (PART_KINDS, VIDEO_SUFFIX, SplitKey, components, folder_kind, is_frame, is_hidden,
+                         is_video, natural_key, sort_frame_names, split_file_key)
 
 __all__ = ["ByteSink", "FileRef", "Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
 _MAX_DEPTH = 16  # how deep to look for part folders below the root
@@ -229,10 +229,10 @@ class Part:
             folder = os.path.join(self._folders[index], *clip_id.split("/")[:2], name)
             self._scan_folder(folder, found, unsafe)
         for clip in self._in_zips.get(clip_id, ()):
-            for i, base in enumerate(clip.names):
+            sizes, crcs = clip.info[:, 2].tolist(), clip.info[:, 3].tolist()  # Python ints: they are hashed
+            for base, size, crc in zip(clip.names, sizes, crcs):
                 if base not in found:
-                    found[base] = FileRef(clip.container, clip.prefix + base, clip.info[i * FIELDS + 2],
-                                          clip.info[i * FIELDS + 3])
+                    found[base] = FileRef(clip.container, clip.prefix + base, size, crc)
         frames = [found[base] for base in sort_frame_names(list(found))]
         return frames, unsafe
 
@@ -270,7 +270,8 @@ class Part:
             except OSError:
                 continue
         for clip in self._in_zips.get(clip_id, ()):
-            return FileRef(clip.container, clip.prefix + clip.names[0], clip.info[2], clip.info[3])
+            _, _, size, crc, _, _ = clip.member_info(0)
+            return FileRef(clip.container, clip.prefix + clip.names[0], size, crc)
         return None
 
     def clip_files(self, clip_id: str) -> List[FileRef]:
@@ -317,9 +318,9 @@ class Part:
         clip_id = "/".join(parts[:2] + [os.path.splitext(parts[-1])[0]] if self.kind == "videos" else parts[:3])
         for clip in self._in_zips.get(clip_id, ()):
             if clip.container == ref.container and ref.name.startswith(clip.prefix):
-                base = ref.name[len(clip.prefix):]
-                if base in clip.names:
-                    return clip, clip.names.index(base)
+                index = clip.position(ref.name[len(clip.prefix):])
+                if index >= 0:
+                    return clip, index
         raise LayoutError(f"{ref.display}: not a {self.folder} member found by discovery; it is not read")
 
 
@@ -473,7 +474,7 @@ class _Finder:
             self.splits.setdefault(key, []).append(FileRef(None, entry.path, entry.stat().st_size))
 
     def add_zip(self, path: str) -> None:
-        index = ziparchive.index_zip(path)
+        index = index_zip(path)
         self.unsafe.extend(UnsafeEntry(path, name, reason) for name, reason in index.unsafe)
         for key, name, info in index.splits:
             self.splits.setdefault(key, []).append(FileRef(path, name, info[2]))

@@ -3,13 +3,13 @@
 A drive download of FERV39k may stay zipped. Its face crops alone are about a
 million members; a ``zipfile.ZipFile`` keeps a ``ZipInfo`` object per member
 (hundreds of bytes each) in every process that opens it. So the central
-directory is read once, at discovery, into small per-clip arrays, and a member
-is read later with one ``os.pread`` of its local header and data, from a file
-descriptor cached per process. Nothing is ever extracted or written.
+directory is read once, at discovery (:mod:`ferv39k_hf.archive.zipindex`), into
+one small record per clip (its names as one string, its numbers as one array),
+and a member is read later with one ``os.pread`` of its local header and data,
+from a file descriptor cached per process. Nothing is ever extracted or written.
 
 The path rules (part folder names, split file names, frame order) live here
-because folders and zips share them and :mod:`ferv39k_hf.layout` imports this
-module.
+because folders and zips share them, and so do the reads of one member.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import struct
 import threading
 import zipfile
 import zlib
-from array import array
-from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, Hashable, List, NamedTuple, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from .archive.zipdir import BAD_ENTRY, DUPLICATE_NAME, FIELDS  # noqa: F401  (the numbers read_member takes)
 from .errors import LayoutError
 from .taxonomy import PART_FOLDERS, SCENES
 
@@ -94,11 +93,8 @@ def is_video(name: str) -> bool:
     return name.lower().endswith(VIDEO_SUFFIX) and not is_hidden(name)
 
 
-# One member's numbers, as stored in the central directory.
-FIELDS = 6  # header_offset, compress_size, file_size, crc, compress_type, flag_bits
-# Bits above the zip's own 16 flag bits, set while indexing: such a member is damaged, never read.
-BAD_ENTRY = 1 << 16  # offsets or sizes that cannot be right (a truncated or spliced zip)
-DUPLICATE_NAME = 1 << 17  # the zip holds more than one member of this name
+# One member's numbers (FIELDS of them: header_offset, compress_size, file_size, crc, compress_type,
+# flag_bits) and the flags BAD_ENTRY and DUPLICATE_NAME (bits above the zip's own 16) come from zipdir.
 
 # The most bytes one file may hold before it counts as damaged or hostile (a zip bomb declares or
 # inflates to gigabytes): a face crop is about 10 KB, a scene frame under 1 MB, a clip's mp4 a few MB,
@@ -108,173 +104,6 @@ MAX_VIDEO_BYTES = 512 << 20
 MAX_SPLIT_FILE_BYTES = 64 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's sizeFileHeader layout, 30 bytes
 _LOCAL_SIGNATURE = b"PK\x03\x04"
-_DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
-
-
-class ZipClip(NamedTuple):
-    """The members of one clip folder (or one mp4) inside one zip."""
-
-    container: str  # absolute path of the zip
-    prefix: str  # member name of the folder holding the files, with its trailing separator
-    names: Tuple[str, ...]  # member basenames: the clip's frames, or the one mp4
-    info: array  # FIELDS numbers per member, in the order of names
-
-    def member_info(self, index: int) -> Tuple[int, ...]:
-        return tuple(self.info[index * FIELDS:(index + 1) * FIELDS])
-
-
-def unsafe_reason(name: str, external_attr: int) -> Optional[str]:
-    """Why a member must never be read or written, or None for an ordinary member."""
-    if stat.S_ISLNK(external_attr >> 16):
-        return "symbolic link entry"
-    if name.startswith(("/", "\\")):
-        return "absolute path"
-    if name[1:2] == ":" and _DRIVE_LETTER.match(name):
-        return "drive letter in the path"
-    if ".." in name and ".." in name.replace("\\", "/").split("/"):
-        return "'..' component in the path"  # without one, a relative path cannot climb out
-    return None
-
-
-class ClipCollector:
-    """Gathers members into ZipClips while a zip's central directory is read."""
-
-    def __init__(self, container: str):
-        self.container = container
-        self._open: Dict[Hashable, list] = {}  # key -> [prefix, names, numbers]
-        self._basenames: Dict[str, str] = {}  # interned: frame names repeat across clips
-
-    def add(self, key: Hashable, prefix: str, basename: Optional[str] = None,
-            info: Optional[Tuple[int, ...]] = None) -> None:
-        """Note a member of clip ``key`` stored as prefix + basename; basename None notes only the clip."""
-        entry = self._open.get(key)
-        if entry is None:
-            entry = self._open[key] = [prefix, [], array("Q")]
-        if basename is not None:
-            if not entry[1]:
-                entry[0] = prefix  # a file's own prefix is what reads need; a folder entry's may differ
-            if basename in entry[1]:  # the same name twice: neither copy can be trusted
-                info = info[:FIELDS - 1] + (info[FIELDS - 1] | DUPLICATE_NAME,)
-                first = entry[1].index(basename) * FIELDS + FIELDS - 1
-                entry[2][first] |= DUPLICATE_NAME
-            entry[1].append(self._basenames.setdefault(basename, basename))
-            entry[2].extend(info)
-
-    def clips(self) -> Dict[Hashable, ZipClip]:
-        return {key: ZipClip(self.container, prefix, tuple(names), _compact(numbers))
-                for key, (prefix, names, numbers) in self._open.items()}
-
-
-def _compact(numbers: array) -> array:
-    """32-bit storage when every number fits (all but zips over 4 GiB): halves the index."""
-    if numbers and max(numbers) < 2 ** 32 and array("I").itemsize == 4:
-        return array("I", numbers)
-    return numbers
-
-
-@dataclass
-class ZipIndex:
-    """What one zip holds, by the path rules."""
-
-    clips: Dict[str, Dict[str, List[ZipClip]]] = field(default_factory=dict)  # kind -> clip id -> clips
-    places: Dict[str, List[str]] = field(default_factory=dict)  # kind -> "zip!folder" where the part is
-    splits: List[Tuple[SplitKey, str, Tuple[int, ...]]] = field(default_factory=list)  # key, name, info
-    unsafe: List[Tuple[str, str]] = field(default_factory=list)  # name, reason
-
-
-class _Folder(NamedTuple):
-    """Where a member folder sits in the archive; computed once per folder, not per member."""
-
-    kind: Optional[str]  # the part it is in (faces, scenes, videos), or None
-    below: Tuple[str, ...]  # its components below the part folder
-    clip_id: str  # "Scene/Emotion/NNNN" when it is a clip folder or inside one, else ""
-    clip_folder: str  # that clip folder's member path, normalised
-    place: str  # the part folder's member path, normalised
-
-
-def _folder(stem: str, folder: str) -> Optional[_Folder]:
-    """The last part-folder component decides; the zip's own name counts as a folder above all. None: hidden."""
-    parts = components(folder)
-    if any(is_hidden(p) for p in parts):
-        return None
-    names = [stem] + parts
-    for at in range(len(names) - 1, -1, -1):
-        kind = folder_kind(names[at])
-        if kind:
-            break
-    else:
-        return _Folder(None, (), "", "", "")
-    below = tuple(names[at + 1:])
-    kind = kind if kind in PART_KINDS else None
-    clip_id = "/".join(below[:3]) if len(below) >= 3 else ""
-    clip_folder = "/".join(parts[:len(parts) - len(below) + 3]) if clip_id else ""
-    return _Folder(kind, below, clip_id, clip_folder, "/".join(parts[:at]))
-
-
-def index_zip(path: str) -> ZipIndex:
-    """Read one zip's central directory into per-clip entries, split files and unsafe members."""
-    _drop_stale_handle(path)
-    try:
-        archive = zipfile.ZipFile(path)
-        size = os.fstat(archive.fp.fileno()).st_size
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as err:
-        raise LayoutError(f"{path}: cannot read the zip file ({err})") from None
-    stem = os.path.splitext(os.path.basename(path))[0]
-    collectors = {kind: ClipCollector(path) for kind in PART_KINDS}
-    places: Dict[str, Set[str]] = {kind: set() for kind in PART_KINDS}
-    folders: Dict[str, Optional[_Folder]] = {}
-    index = ZipIndex()
-    with archive:
-        for info in archive.infolist():
-            name = info.filename
-            reason = unsafe_reason(name, info.external_attr)
-            if reason is not None:
-                index.unsafe.append((name, reason))
-                continue
-            normal = name.replace("\\", "/") if "\\" in name else name
-            folder, _, base = (normal, "", "") if normal.endswith("/") else normal.rpartition("/")
-            where = folders[folder] if folder in folders else folders.setdefault(folder, _folder(stem, folder))
-            if where is None or is_hidden(base):
-                continue
-            numbers = _member_numbers(info, size)
-            key = split_file_key(base) if base else None
-            if key is not None:
-                index.splits.append((key, name, numbers))
-            if where.kind is not None and _add_member(where, name, base, numbers, collectors[where.kind]):
-                places[where.kind].add(where.place)
-    for kind, collector in collectors.items():
-        clips = collector.clips()
-        if clips:
-            index.places[kind] = [f"{path}!{place}" for place in sorted(places[kind])]
-            by_id = index.clips[kind] = {}
-            for (clip_id, _), clip in clips.items():
-                by_id.setdefault(clip_id, []).append(clip)
-    return index
-
-
-def _member_numbers(info: zipfile.ZipInfo, zip_size: int) -> Tuple[int, ...]:
-    """The FIELDS numbers of one member; a member whose directory entry cannot be right is marked BAD_ENTRY."""
-    numbers = (info.header_offset, info.compress_size, info.file_size, info.CRC, info.compress_type, info.flag_bits)
-    if min(numbers) < 0 or info.header_offset + info.compress_size > zip_size or max(numbers) >= 2 ** 63:
-        return (0, 0, 0, 0, 0, info.flag_bits & 0xFFFF | BAD_ENTRY)
-    return numbers
-
-
-def _add_member(where: _Folder, name: str, base: str, numbers: Tuple[int, ...], collector: ClipCollector) -> bool:
-    """File one member under its clip: Scene/Emotion/NNNN/<frame> or Scene/Emotion/NNNN.mp4."""
-    prefix = name[:len(name) - len(base)]
-    if where.kind == "videos":
-        if len(where.below) != 2 or not is_video(base):
-            return False
-        clip_id = f"{where.below[0]}/{where.below[1]}/{os.path.splitext(base)[0]}"
-        collector.add((clip_id, name), prefix, base, numbers)
-    elif not where.clip_id:
-        return False
-    elif len(where.below) == 3 and is_frame(base):
-        collector.add((where.clip_id, where.clip_folder), prefix, base, numbers)
-    else:  # the clip folder exists, with no frame in this member
-        collector.add((where.clip_id, where.clip_folder), where.clip_folder + "/")
-    return True
 
 
 # Per-process handles: a descriptor or ZipFile inherited over fork belongs to the
