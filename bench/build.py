@@ -48,7 +48,7 @@ threading.Thread(target=_sample, daemon=True).start()
 CHILD_BUILD = _SAMPLER + r"""
 import json, os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[4])})
-from ferv39k_hf.export import build_dataset_folder
+from ferv39k_hf.dataset.export import build_dataset_folder
 started = time.perf_counter()
 build_dataset_folder(sys.argv[1], sys.argv[2], overwrite=True, frames=sys.argv[3])
 PEAK[0] = max(PEAK[0], _anon_mb())

@@ -8,7 +8,7 @@ dummy bytes each, since discovery reads only the central directory. The split
 files go beside it, unzipped. Then, each in a fresh child process, best of
 ``--rounds`` interleaved rounds:
 
-- ``import``: Python importing ferv39k_hf.layout and nothing else (the fixed cost);
+- ``import``: Python importing ferv39k_hf.archive.layout and nothing else (the fixed cost);
 - ``infolist``: ``zipfile.ZipFile(zip).infolist()``, the baseline every zipfile-based discovery pays;
 - ``find_layout``: the package's discovery of the whole archive;
 - ``find_layout@PATH`` for each ``--compare PATH``: the same with another checkout's package (e.g. the code before).
@@ -119,12 +119,12 @@ _PEAK = "import json, time\n" \
         "    print(json.dumps(fields))\n"
 
 CHILD = {
-    "import": _PEAK + "import time\nt = time.perf_counter()\nimport ferv39k_hf.layout\n"
+    "import": _PEAK + "import time\nt = time.perf_counter()\nimport ferv39k_hf.archive.layout\n"
                       "_report(seconds=time.perf_counter() - t)\n",
     "infolist": _PEAK + "import sys, time, zipfile\nt = time.perf_counter()\n"
                         "n = len(zipfile.ZipFile(sys.argv[2]).infolist())\n"
                         "_report(seconds=time.perf_counter() - t, members=n)\n",
-    "find_layout": _PEAK + "import sys, time\nimport ferv39k_hf.layout as layout\nt = time.perf_counter()\n"
+    "find_layout": _PEAK + "import sys, time\nimport ferv39k_hf.archive.layout as layout\nt = time.perf_counter()\n"
                            "found = layout.find_layout(sys.argv[1])\nseconds = time.perf_counter() - t\n"
                            "part = found.part('faces')\nids = part.clip_ids()\n"
                            "frames = sum(len(part.frames(i)) for i in ids[::97])\n"

@@ -149,7 +149,7 @@ def sample_train_split(clips: Optional[int] = None) -> Iterator[Any]:
     import datasets
 
     from ferv39k_hf import undecoded_frames
-    from ferv39k_hf.export import build_dataset_folder
+    from ferv39k_hf.dataset.export import build_dataset_folder
     from ferv39k_hf.synthetic import write_sample_archive
 
     with tempfile.TemporaryDirectory(prefix="ferv39k-gpu-step-") as tmp:

@@ -87,7 +87,7 @@ def prepare_inputs(args: argparse.Namespace, workdir: Path):
         write_sample_archive(archive, scale=args.scale, seed=0, parts=("faces",))
     dataset = Path(args.dataset) if args.dataset else None
     if dataset is None:
-        from ferv39k_hf.export import build_dataset_folder
+        from ferv39k_hf.dataset.export import build_dataset_folder
 
         dataset = workdir / "ferv39k"
         print(f"building the faces dataset folder {dataset} ...", flush=True)
@@ -97,7 +97,7 @@ def prepare_inputs(args: argparse.Namespace, workdir: Path):
 
 def clip_folders(archive: Path, clip_ids: Sequence[str]) -> List[str]:
     """The unpacked face-crop folder of each clip (the baseline reads these)."""
-    from ferv39k_hf.layout import find_layout
+    from ferv39k_hf.archive.layout import find_layout
 
     part = find_layout(archive).part("faces")
     folders = []
@@ -117,8 +117,8 @@ def folder_baseline(folders: Sequence[str], num_frames: int, size: int, train: b
     import torch
     from PIL import Image
 
-    from ferv39k_hf.sampling import sample_indices
-    from ferv39k_hf.transforms import IMAGENET_MEAN, IMAGENET_STD, random_resized_box
+    from ferv39k_hf.clips.sampling import sample_indices
+    from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, random_resized_box
 
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -158,7 +158,7 @@ def _resize_short_centre_crop(image, size: int):
 
 def sampled_frame_bytes(dataset, num_frames: int, sampling: str) -> List[List[bytes]]:
     """The encoded bytes of each clip's distinct sampled frames (eval sampling), read before timing."""
-    from ferv39k_hf.sampling import sample_indices
+    from ferv39k_hf.clips.sampling import sample_indices
 
     clips = []
     for row in dataset:
@@ -196,7 +196,7 @@ def transform_loader(dataset, transform, batch_size: int) -> Callable[[], None]:
     with ``dataloader_num_workers=0`` and ``data_collator=collate_clips``."""
     from torch.utils.data import DataLoader
 
-    from ferv39k_hf.transforms import collate_clips
+    from ferv39k_hf.clips.collate import collate_clips
 
     loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size, collate_fn=collate_clips)
 
@@ -269,11 +269,11 @@ def dataloader_clips_per_second(dataset, transform, batch_size: int, workers: in
 
 def kernel_state() -> str:
     """Whether the C kernel is built, and whether its AVX2 or its portable passes run."""
-    from ferv39k_hf.transforms import fused_kernel_available
+    from ferv39k_hf.clips.geometry import fused_kernel_available
 
     if not fused_kernel_available():
         return "NOT built: the loader runs its torch path"
-    from ferv39k_hf import _fused
+    from ferv39k_hf.clips import _fused
 
     return "built, AVX2 passes" if _fused.simd() else "built, portable passes (no AVX2 here)"
 
@@ -282,8 +282,8 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_di
     import datasets
 
     from ferv39k_hf import VideoClipTransform, undecoded_frames
-    from ferv39k_hf.transforms import fused_kernel_available
-    from ferv39k_hf.video import simplejpeg_available
+    from ferv39k_hf.clips.geometry import fused_kernel_available
+    from ferv39k_hf.clips.video import simplejpeg_available
 
     all_cpus = os.sched_getaffinity(0)
     cpu = pin_to_one_cpu(args.cpu)
@@ -294,7 +294,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_di
     decoders = ["pil"] + (["simplejpeg"] if simplejpeg_available() else [])
     n = len(clips)
     print(f"{n} clips, {sum(map(len, frame_bytes))} sampled frames, pinned to CPU {cpu}, "
-          f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf._fused) "
+          f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf.clips._fused) "
           f"{kernel_state()}\n", flush=True)
 
     rows = []
@@ -330,7 +330,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_di
     print_targets(rows)
     workers = []
     if args.workers > 0:
-        from ferv39k_hf.transforms import collate_clips
+        from ferv39k_hf.clips.collate import collate_clips
 
         with cpus(all_cpus):
             for size in args.sizes:

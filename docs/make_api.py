@@ -66,6 +66,33 @@ SECTIONS: List[Section] = [
         "The published counts, written once here; every document refers to them.",
     ),
     Section(
+        "Frame samplers and codebase presets", "ferv39k_hf.clips.sampling",
+        ["sample_indices", "sample_views", "segment_indices", "window_indices", "dfer_clip_indices",
+         "mae_dfer_indices", "mae_dfer_views"],
+        "Which frames of a clip to use (numpy only). `dfer-clip` and `mae-dfer` reproduce those codebases' "
+        "loaders index for index ([sampling.md](sampling.md)).",
+    ),
+    Section(
+        "Clip presets", "ferv39k_hf.clips.presets", ["ClipPreset", "get_preset"],
+        "The rest of a codebase's clip protocol: input size, test views, crop, rotation, flip, normalisation.",
+    ),
+    Section(
+        "Split lists of other codebases", "ferv39k_hf.archive.lists",
+        ["detect_format", "parse_list_text", "open_lists", "ferv39k_hf.archive.listwriter:write_lists"],
+        "Official, DFER-CLIP, MAE-DFER and S2D lists, read and written ([split-lists.md](split-lists.md)).",
+    ),
+    Section(
+        "Streaming", "ferv39k_hf.dataset.streaming",
+        ["stream", "read_card", "card_row_counts", "steps_per_epoch", "is_remote", "storage_options_for"],
+        "A built folder, local or behind an fsspec URL, as an IterableDataset split by node "
+        "([scale-out.md](scale-out.md)).",
+    ),
+    Section(
+        "Checkpoint configs", "ferv39k_hf.clips.protocol",
+        ["image_processor_config", "video_processor_config", "write_processor_configs"],
+        "The clip protocol where transformers' processors read it ([model-cards.md](model-cards.md)).",
+    ),
+    Section(
         "Scoring", "ferv39k_hf.metrics", [], "WAR, UAR and their breakdowns, numpy only.", all_of_module=True,
     ),
 ]
@@ -294,8 +321,13 @@ def documented_names() -> List[str]:
         listed = list(section.names)
         if section.all_of_module:
             listed += [n for n in _module_all(section.module) if n not in listed]
-        names += [f"{section.module}.{name}" for name in listed]
+        names += [".".join(_where(section.module, name)) for name in listed]
     return names
+
+
+def _where(module: str, name: str) -> tuple:
+    """(module, name) of a section's entry: ``module:name`` names its own module."""
+    return tuple(name.split(":")) if ":" in name else (module, name)
 
 
 def _leftovers() -> List[str]:
@@ -333,7 +365,7 @@ def render() -> str:
         if section.all_of_module:
             listed += [n for n in _module_all(section.module) if n not in listed]
         for name in listed:
-            out += entry(section.module, name) + [""]
+            out += entry(*_where(section.module, name)) + [""]
     if leftovers:
         out += ["## Other public names", ""]
         for dotted in leftovers:

@@ -24,9 +24,9 @@ from transformers import AutoConfig, AutoModelForVideoClassification
 from transformers.image_processing_utils import ImageProcessingMixin
 
 from ferv39k_hf import VideoClipTransform
-from ferv39k_hf.layout import natural_key
+from ferv39k_hf.archive.layout import natural_key
 from ferv39k_hf.metrics import average_views
-from ferv39k_hf.outdirs import OutputRefused, check_outside_archive
+from ferv39k_hf.archive.outdirs import OutputRefused, check_outside_archive
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}

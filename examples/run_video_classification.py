@@ -46,13 +46,13 @@ from transformers import (
 )
 
 import ferv39k_hf
-import ferv39k_hf.sampling
-from ferv39k_hf import hub
-from ferv39k_hf.clip_presets import get_preset
+import ferv39k_hf.clips.sampling
+from ferv39k_hf.dataset import hub
+from ferv39k_hf.clips.presets import get_preset
 from ferv39k_hf.dataset import streaming
 from ferv39k_hf.metrics import average_views, clip_labels, score
-from ferv39k_hf.outdirs import check_outside_archive
-from ferv39k_hf.protocol import image_processor_config, write_processor_configs
+from ferv39k_hf.archive.outdirs import check_outside_archive
+from ferv39k_hf.clips.protocol import image_processor_config, write_processor_configs
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ class DataTrainingArguments:
     def __post_init__(self):
         if (self.dataset_dir is None) == (self.archive_dir is None):
             raise ValueError("pass exactly one of --dataset_dir (a built folder) or --archive_dir (a raw archive)")
-        if self.sampling not in ferv39k_hf.sampling.SAMPLINGS:
-            raise ValueError(f"--sampling must be one of {ferv39k_hf.sampling.SAMPLINGS}, got {self.sampling!r}")
+        if self.sampling not in ferv39k_hf.clips.sampling.SAMPLINGS:
+            raise ValueError(f"--sampling must be one of {ferv39k_hf.clips.sampling.SAMPLINGS}, got {self.sampling!r}")
         preset = get_preset(self.sampling)
         if self.test_views is None:
             self.test_views = f"{preset.temporal_views}x{preset.spatial_views}" if preset else "1x1"
@@ -501,7 +501,7 @@ def _push(training_args: TrainingArguments, token: Optional[str]) -> None:
 
 def _image_processor(protocol: Dict[str, Any]):
     """The image processor saved with the checkpoint: mean, std, size and the whole clip protocol, for
-    predict.py, the video-classification pipeline and the Hub (ferv39k_hf.protocol.image_processor_config)."""
+    predict.py, the video-classification pipeline and the Hub (ferv39k_hf.clips.protocol.image_processor_config)."""
     try:
         from transformers import VideoMAEImageProcessorPil as Processor  # transformers 5: no torchvision needed
     except ImportError:  # transformers 4

@@ -11,23 +11,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .taxonomy import CLASS_WORDS, DFEW_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
+from ferv39k_hf.taxonomy import CLASS_WORDS, DFEW_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first use so that importing the
 # package stays light.
 _LAZY = {
-    "Ferv39k": "builder",
-    "Ferv39kConfig": "builder",
-    "load": "builder",
-    "find_layout": "layout",
-    "ClipRecord": "annotations",
-    "VideoClipTransform": "transforms",
-    "DeviceFinish": "transforms",
-    "undecoded_frames": "transforms",
-    "collate_clips": "transforms",
-    "fused_kernel_available": "transforms",
+    "Ferv39k": "dataset.builder",
+    "Ferv39kConfig": "dataset.builder",
+    "load": "dataset.builder",
+    "find_layout": "archive.layout",
+    "ClipRecord": "archive.annotations",
+    "VideoClipTransform": "clips.transforms",
+    "DeviceFinish": "clips.device",
+    "undecoded_frames": "clips.columns",
+    "collate_clips": "clips.collate",
+    "fused_kernel_available": "clips.geometry",
     "metrics": None,
 }
 

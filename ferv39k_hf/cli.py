@@ -12,10 +12,10 @@ import os
 import sys
 from typing import List, Optional
 
-from .archive.listwriter import add_lists_command
-from .archive.lists import add_list_options
-from .errors import Ferv39kError
-from .taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.archive.listwriter import add_lists_command
+from ferv39k_hf.archive.lists import add_list_options
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
@@ -210,27 +210,27 @@ def describe_failure(err: BaseException) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "sample":
-        from .synthetic import run_sample_command
+        from ferv39k_hf.synthetic import run_sample_command
 
         return run_sample_command(args)
     if args.command == "build":
-        from .export import run_build_command
+        from ferv39k_hf.dataset.export import run_build_command
 
         return run_build_command(args)
     if args.command == "verify":
-        from .verify import run_verify_command
+        from ferv39k_hf.archive.verify import run_verify_command
 
         return run_verify_command(args)
     if args.command == "lists":
-        from .archive.listwriter import run_lists_command
+        from ferv39k_hf.archive.listwriter import run_lists_command
 
         return run_lists_command(args)
     if args.command == "push":
-        from .hub import run_push_command
+        from ferv39k_hf.dataset.hub import run_push_command
 
         return run_push_command(args)
     if args.command == "score":
-        from .metrics.report import run_score_command
+        from ferv39k_hf.metrics.report import run_score_command
 
         return run_score_command(args)
     raise AssertionError(args.command)

@@ -26,9 +26,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import synthetic_faces as faces
-from .errors import BuildError
-from .taxonomy import CLASS_WORDS, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS, official_counts
+from ferv39k_hf import synthetic_faces as faces
+from ferv39k_hf.errors import BuildError
+from ferv39k_hf.taxonomy import CLASS_WORDS, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS, official_counts
 
 # 1% of the official counts per cell, at least one clip each: 486 clips.
 DEFAULT_SCALE = 0.01

@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from .taxonomy import SCENE_TO_SCENARIO, SCENES
+from ferv39k_hf.taxonomy import SCENE_TO_SCENARIO, SCENES
 
 Color = Tuple[int, int, int]
 

@@ -34,7 +34,7 @@ def sample_archive(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_faces(tmp_path_factory, sample_archive):
     """`ferv39k-hf build` of the sample archive, faces config, default options."""
-    from ferv39k_hf.export import build_dataset_folder
+    from ferv39k_hf.dataset.export import build_dataset_folder
 
     out = tmp_path_factory.mktemp("built") / "ferv39k"
     build_dataset_folder(sample_archive, out, config="faces")

@@ -8,8 +8,8 @@ import datasets
 import pytest
 
 import ferv39k_hf
-from ferv39k_hf.annotations import parse_split_text
-from ferv39k_hf.export import build_dataset_folder
+from ferv39k_hf.archive.annotations import parse_split_text
+from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.taxonomy import SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 
 # datasets >= 4 spells a variable-length list List, older releases Sequence
@@ -228,7 +228,7 @@ def test_scenes_and_videos_configs(sample_archive, tmp_path, config):
                 assert [f["bytes"] for f in row["frames"]] == [f.read_bytes() for f in files]
                 assert row["num_frames"] == len(files)
             else:
-                from ferv39k_hf.video import count_frames
+                from ferv39k_hf.clips.video import count_frames
 
                 data = (folder / (row["clip_id"] + ".mp4")).read_bytes()
                 assert row["video"]["bytes"] == data

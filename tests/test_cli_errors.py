@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf import ziparchive
+from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.cli import DEBUG_ENV, main
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.synthetic import write_sample_archive
@@ -119,12 +119,12 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 
 
 def test_a_bug_is_one_line_that_says_how_to_see_more(monkeypatch, small, capsys):
-    import ferv39k_hf.verify
+    import ferv39k_hf.archive.verify
 
     def broken(*args, **kwargs):
         raise KeyError("planted")
 
-    monkeypatch.setattr(ferv39k_hf.verify, "verify_archive", broken)
+    monkeypatch.setattr(ferv39k_hf.archive.verify, "verify_archive", broken)
     line = _fails_in_one_line(capsys, ["verify", str(small)])
     assert "unexpected KeyError: 'planted'" in line and "--debug" in line
 

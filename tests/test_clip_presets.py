@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferv39k_hf import transforms
-from ferv39k_hf.clip_presets import CLIP_PRESETS, dfer_clip_box, get_preset, rotate_frames
-from ferv39k_hf.sampling import dfer_clip_indices, mae_dfer_views
-from ferv39k_hf.transforms import VideoClipTransform
+from ferv39k_hf.clips import transforms
+from ferv39k_hf.clips.presets import CLIP_PRESETS, dfer_clip_box, get_preset, rotate_frames
+from ferv39k_hf.clips.sampling import dfer_clip_indices, mae_dfer_views
+from ferv39k_hf.clips.transforms import VideoClipTransform
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), decoder="pil")
 

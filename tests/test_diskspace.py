@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf import diskspace, export
-from ferv39k_hf.builder import load
+from ferv39k_hf.dataset import diskspace
+
+from ferv39k_hf.dataset import export
+from ferv39k_hf.dataset.builder import load
 from ferv39k_hf.cli import main
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.layout import find_layout
-from ferv39k_hf.splits import plan_splits
+from ferv39k_hf.archive.layout import find_layout
+from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.synthetic import write_sample_archive
 
 
@@ -108,7 +110,7 @@ def test_a_load_that_cannot_fit_in_datasets_cache_is_refused(small, small_disk):
 
 def test_a_load_whose_disk_fills_midway_names_the_figures(small, small_disk, monkeypatch):
     disk = small_disk(160)
-    from ferv39k_hf.builder import Ferv39k
+    from ferv39k_hf.dataset.builder import Ferv39k
 
     generate = Ferv39k._generate_examples
 

@@ -14,8 +14,8 @@ import datasets
 import pytest
 
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.export import build_dataset_folder
-from ferv39k_hf.verify import verify_archive
+from ferv39k_hf.dataset.export import build_dataset_folder
+from ferv39k_hf.archive.verify import verify_archive
 
 # datasets >= 4 spells a variable-length list List, older releases Sequence
 UNDECODED_FRAMES = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))
@@ -200,7 +200,7 @@ def _tree_bytes(folder: Path):
 
 
 def test_builds_are_byte_identical_whatever_num_proc(sample_archive, built_faces, tmp_path, monkeypatch):
-    import ferv39k_hf.export as export
+    import ferv39k_hf.dataset.export as export
 
     # Several shards per split, so that workers really share the work.
     monkeypatch.setitem(export.ROWS_PER_SHARD, "faces", 64)
@@ -215,7 +215,7 @@ def test_builds_are_byte_identical_whatever_num_proc(sample_archive, built_faces
 
 def test_killed_build_leaves_old_folder_or_nothing(sample_archive, built_faces, tmp_path):
     script = (
-        "import sys, ferv39k_hf.export as e; e.ROWS_PER_SHARD['faces'] = 8; "
+        "import sys, ferv39k_hf.dataset.export as e; e.ROWS_PER_SHARD['faces'] = 8; "
         "e.build_dataset_folder(sys.argv[1], sys.argv[2], overwrite=True)"
     )
     for existing in (False, True):

@@ -16,11 +16,11 @@ import datasets
 import pytest
 
 import ferv39k_hf
-from ferv39k_hf import fingerprint
+from ferv39k_hf.dataset import fingerprint
 from ferv39k_hf.cli import main as cli_main
-from ferv39k_hf.fingerprint import archive_fingerprint
-from ferv39k_hf.layout import find_layout
-from ferv39k_hf.splits import plan_splits
+from ferv39k_hf.dataset.fingerprint import archive_fingerprint
+from ferv39k_hf.archive.layout import find_layout
+from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.synthetic import write_sample_archive
 
 SCRIPT_DIR = Path(__file__).resolve().parents[1] / "loading_script" / "ferv39k"
@@ -186,10 +186,10 @@ def test_a_new_builder_version_renames_the_shards(tmp_path, monkeypatch):
 _LOAD_WITH_SCRIPT = r"""
 import hashlib, json, sys
 import datasets
-import ferv39k_hf.fingerprint
+import ferv39k_hf.dataset.fingerprint
 script, root, cache, clip_id, version = sys.argv[1:6]
 if version:
-    ferv39k_hf.fingerprint.BUILDER_VERSION = version
+    ferv39k_hf.dataset.fingerprint.BUILDER_VERSION = version
 ds = datasets.load_dataset(script, "faces", data_dir=root, trust_remote_code=True, cache_dir=cache)
 train = ds["train"].cast_column("frames", datasets.Sequence(datasets.Image(decode=False)))
 frame = train[train["clip_id"].index(clip_id)]["frames"][0]["bytes"]

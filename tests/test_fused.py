@@ -1,4 +1,4 @@
-"""The C kernel (ferv39k_hf._fused): torch's antialiased bilinear resize, the flip and the
+"""The C kernel (ferv39k_hf.clips._fused): torch's antialiased bilinear resize, the flip and the
 normalisation in one pass, checked against torch in float64, and its place in VideoClipTransform."""
 
 import platform
@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ferv39k_hf import transforms
-from ferv39k_hf.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoClipTransform
+from ferv39k_hf.clips import geometry
+from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD
+from ferv39k_hf.clips.transforms import VideoClipTransform
 
 from test_transforms import clip_bytes, frames_batch
 
@@ -22,10 +23,10 @@ BIAS = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 def test_the_extension_is_built_where_a_c_compiler_is():
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         pytest.skip("no C compiler here: the install falls back to the torch path")
-    assert transforms.fused_kernel_available(), "setup.py builds ferv39k_hf._fused wherever a C compiler is found"
+    assert geometry.fused_kernel_available(), "setup.py builds ferv39k_hf.clips._fused wherever a C compiler is found"
 
 
-fused = pytest.importorskip("ferv39k_hf._fused")
+fused = pytest.importorskip("ferv39k_hf.clips._fused")
 
 
 def reference(frames, indices, box, flip, size):
@@ -217,8 +218,8 @@ def test_the_transform_uses_it_and_agrees_with_the_torch_path():
 def test_without_the_extension_the_torch_path_runs(monkeypatch):
     batch = frames_batch([clip_bytes(12, seed=4)])
     expected = VideoClipTransform(8, 40, seed=0, fused=False)(batch)["pixel_values"]
-    monkeypatch.setattr(transforms, "_fused", None)
-    assert not transforms.fused_kernel_available()
+    monkeypatch.setattr(geometry, "_fused", None)
+    assert not geometry.fused_kernel_available()
     fallback = VideoClipTransform(8, 40, seed=0)
     assert not fallback.fused
     assert torch.equal(fallback(batch)["pixel_values"], expected)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf import ziparchive
+from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.export import build_dataset_folder
+from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.synthetic import write_sample_archive
-from ferv39k_hf.verify import verify_archive
+from ferv39k_hf.archive.verify import verify_archive
 
 LIMIT = 1 << 20  # the frame limit these tests set, so that a bomb is cheap to make
 
@@ -176,7 +176,7 @@ def test_a_3_gib_zip_bomb_is_named_within_bounded_memory(zipped, tmp_path):
 
 
 def test_line_numbers_count_lines_as_an_editor_does():
-    from ferv39k_hf.annotations import parse_split_text
+    from ferv39k_hf.archive.annotations import parse_split_text
 
     text = "Action/Angry/0000 Angry\x0c\r\nAction/Angry/0001 An\x1cgry\nAction/Angry/0002 Angry\rAction/Angry/x Angry\n"
     records, problems = parse_split_text(text, split="train", source="train_All.csv")

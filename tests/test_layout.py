@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf import ziparchive
-from ferv39k_hf.annotations import parse_split_text
+from ferv39k_hf.archive import ziparchive
+from ferv39k_hf.archive.annotations import parse_split_text
 from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.layout import ByteSink, FileRef, find_layout, natural_key
+from ferv39k_hf.archive.files import ByteSink, FileRef
+from ferv39k_hf.archive.layout import find_layout, natural_key
 
 DRIVE = "drive-download-20220301T093512Z"
 CLIPS = ["Crime/Angry/0000", "Crime/Angry/0001", "Action/Happy/0000", "War/Sad/0003"]
@@ -332,7 +333,7 @@ def test_unreadable_folder_outside_a_part_is_reported_inside_a_part_is_an_error(
         return real_scandir(path)
 
     # the layout module's own `os`: datasets 2.14 swaps it for a patched copy once this package's builder has run
-    monkeypatch.setattr(sys.modules["ferv39k_hf.layout"].os, "scandir", scandir)
+    monkeypatch.setattr(sys.modules["ferv39k_hf.archive.layout"].os, "scandir", scandir)
     with pytest.raises(LayoutError, match=r"Action/Happy: cannot list the folder \(Permission denied\)"):
         find_layout(tmp_path)
     (tmp_path / "2_ClipsforFaceCrop/Action/Happy").rename(tmp_path / "2_ClipsforFaceCrop/Action/Glad")

@@ -10,18 +10,18 @@ import pytest
 import yaml
 
 import ferv39k_hf
-from ferv39k_hf.annotations import AnnotationError
+from ferv39k_hf.archive.annotations import AnnotationError
 from ferv39k_hf.archive.listwriter import MARKER, REPORT, write_lists
 from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, detect_format, open_lists, parse_list_text
 from ferv39k_hf.cli import main
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.export import build_dataset_folder
-from ferv39k_hf.fingerprint import archive_fingerprint
-from ferv39k_hf.layout import find_layout
-from ferv39k_hf.outdirs import OutputRefused
+from ferv39k_hf.dataset.export import build_dataset_folder
+from ferv39k_hf.dataset.fingerprint import archive_fingerprint
+from ferv39k_hf.archive.layout import find_layout
+from ferv39k_hf.archive.outdirs import OutputRefused
 from ferv39k_hf.synthetic import write_sample_archive
 from ferv39k_hf.taxonomy import CLASS_WORDS, DFEW_ORDER
-from ferv39k_hf.verify import verify_archive
+from ferv39k_hf.archive.verify import verify_archive
 
 FOREIGN = "/mnt/somebody/else/FERV39K/2_ClipsforFaceCrop"
 
@@ -345,7 +345,7 @@ def test_lists_refuses_or_skips_a_damaged_clip(small_archive, tmp_path):
 
 
 def test_list_files_are_size_bounded_like_split_files(tmp_path, monkeypatch):
-    from ferv39k_hf import ziparchive
+    from ferv39k_hf.archive import ziparchive
     from ferv39k_hf.errors import LayoutError
 
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"

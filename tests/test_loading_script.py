@@ -47,7 +47,7 @@ def _fingerprints(ds):
 
 def test_the_script_is_a_thin_shim():
     source = (SCRIPT_DIR / "ferv39k.py").read_text()
-    assert "from ferv39k_hf.builder import" in source
+    assert "from ferv39k_hf.dataset.builder import" in source
     code_lines = [line for line in source.splitlines() if line.strip() and not line.strip().startswith(("#", '"'))]
     assert len(code_lines) < 10, "the script must delegate to the package builder, not reimplement it"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf import outdirs
+from ferv39k_hf.archive import outdirs
 from ferv39k_hf.cli import main as cli_main
-from ferv39k_hf.outdirs import MARKER, OutputRefused
+from ferv39k_hf.archive.outdirs import MARKER, OutputRefused
 from ferv39k_hf.synthetic import write_sample_archive
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -204,7 +204,7 @@ def test_overwrite_replaces_an_earlier_build(archive, tmp_path, capsys):
 
 def test_out_changed_during_the_build_is_kept_and_the_new_build_left_beside_it(archive, tmp_path, monkeypatch,
                                                                                capsys):
-    import ferv39k_hf.export as export
+    import ferv39k_hf.dataset.export as export
 
     out = tmp_path / "ferv39k"
     build(archive, out)
@@ -252,7 +252,7 @@ def test_old_copy_that_changed_after_renaming_is_kept(archive, tmp_path, monkeyp
 
 _HANG = """
 import sys, time
-import ferv39k_hf.export as export, ferv39k_hf.outdirs as outdirs
+import ferv39k_hf.dataset.export as export, ferv39k_hf.archive.outdirs as outdirs
 def hang(*args):
     print("ready", flush=True)
     time.sleep(300)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from ferv39k_hf.sampling import (
+from ferv39k_hf.clips.sampling import (
     pad_indices,
     sample_indices,
     sample_views,
@@ -150,6 +150,6 @@ def test_dispatchers_match_the_samplers():
 
 
 def test_sampling_needs_numpy_only():
-    code = "import sys, ferv39k_hf.sampling; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    code = "import sys, ferv39k_hf.clips.sampling; print('torch' in sys.modules, 'PIL' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ferv39k_hf.sampling import (
+from ferv39k_hf.clips.sampling import (
     SAMPLINGS,
     dfer_clip_indices,
     mae_dfer_indices,
@@ -206,7 +206,7 @@ def test_presets_are_named_samplings_and_need_a_generator_to_train():
 
 
 def test_where_the_package_samplers_agree_and_differ_as_documented():
-    from ferv39k_hf.sampling import segment_indices, window_indices, window_views
+    from ferv39k_hf.clips.sampling import segment_indices, window_indices, window_views
 
     for n in LENGTHS:
         # docs/sampling.md: segment's test indices are DFER-CLIP's, window's 2 views are MAE-DFER's
@@ -224,9 +224,9 @@ def test_where_the_package_samplers_agree_and_differ_as_documented():
 def test_docstring_examples_hold():
     import doctest
 
-    import ferv39k_hf.clip_presets
-    import ferv39k_hf.sampling
+    import ferv39k_hf.clips.presets
+    import ferv39k_hf.clips.sampling
 
-    for module in (ferv39k_hf.sampling, ferv39k_hf.clip_presets):
+    for module in (ferv39k_hf.clips.sampling, ferv39k_hf.clips.presets):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

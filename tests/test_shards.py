@@ -10,7 +10,7 @@ import yaml
 from datasets.distributed import split_dataset_by_node
 
 from ferv39k_hf.dataset.shards import deal_rows, shard_bounds, shard_count, shard_step, whole_shard_ranks
-from ferv39k_hf.export import ROWS_PER_SHARD
+from ferv39k_hf.dataset.export import ROWS_PER_SHARD
 
 FULL_SIZE = {"train": 31_088, "test": 7_847}  # FERV39k's official clips per split (facts, section 3)
 SIZES = [*range(0, 300), *range(2_000, 2_100), 5_000, 7_847, 31_088, 38_935, 100_003]
@@ -127,16 +127,17 @@ def test_dataloader_workers_of_one_rank_get_whole_shards(built_faces):
 
 
 def test_row_groups_stay_small_for_streaming_reads(built_faces, tmp_path, monkeypatch):
-    import ferv39k_hf.export as export
+    import ferv39k_hf.dataset.export as export
+    import ferv39k_hf.dataset.shardwriter as shardwriter
     from ferv39k_hf.synthetic import write_sample_archive
 
     for shard in (built_faces / "data" / "faces").glob("*.parquet"):
         meta = pq.ParquetFile(shard).metadata
-        assert all(meta.row_group(i).num_rows <= export.ROWS_PER_GROUP for i in range(meta.num_row_groups))
+        assert all(meta.row_group(i).num_rows <= shardwriter.ROWS_PER_GROUP for i in range(meta.num_row_groups))
     # A byte bound far below 32 clips of frames: groups end as soon as they pass it.
     root = tmp_path / "FERV39k"
     write_sample_archive(root, scale=0.001, parts=["faces"], scenes=["Action", "Crime"])
-    monkeypatch.setattr(export, "_MAX_GROUP_BYTES", 200_000)
+    monkeypatch.setattr(shardwriter, "_MAX_GROUP_BYTES", 200_000)
     export.build_dataset_folder(root, tmp_path / "out")
     for shard in (tmp_path / "out" / "data" / "faces").glob("*.parquet"):
         table = pq.read_table(shard)

@@ -12,8 +12,14 @@ import pytest
 import torch
 import torch.multiprocessing as torch_mp
 
-from ferv39k_hf import _main_batches, _pickle_watch, _shared_batches
-from ferv39k_hf.transforms import VideoClipTransform, collate_clips, undecoded_frames
+from ferv39k_hf.clips import _main_batches
+
+from ferv39k_hf.clips import _pickle_watch
+
+from ferv39k_hf.clips import _shared_batches
+from ferv39k_hf.clips.collate import collate_clips
+from ferv39k_hf.clips.columns import undecoded_frames
+from ferv39k_hf.clips.transforms import VideoClipTransform
 from test_transforms import small_dataset
 
 reuse_possible = _main_batches.release_follows_storage() and _pickle_watch.watching()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ferv39k_hf import cli, synthetic
-from ferv39k_hf.annotations import parse_split_text
+from ferv39k_hf.archive.annotations import parse_split_text
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.synthetic import (
     DEFAULT_SCALE,

@@ -189,7 +189,8 @@ def test_dataloader_workers_feed_training_and_score_like_the_main_process(run_sc
                                                                          tmp_path, monkeypatch, on_device):
     """Two DataLoader workers (whose batches travel in reused shared memory) train, and evaluate to the same
     scores as the main process alone."""
-    from ferv39k_hf import _main_batches, _shared_batches
+    from ferv39k_hf.clips import _main_batches
+    from ferv39k_hf.clips import _shared_batches
 
     monkeypatch.setattr(_shared_batches, "claims", collections.Counter())
     trained = tmp_path / "trained"

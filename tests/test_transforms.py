@@ -9,18 +9,14 @@ import torch
 from PIL import Image
 
 import ferv39k_hf
-from ferv39k_hf import transforms, video
-from ferv39k_hf.sampling import segment_indices, segment_views
-from ferv39k_hf.transforms import (
-    IMAGENET_MEAN,
-    DeviceFinish,
-    collate_clips,
-    IMAGENET_STD,
-    VideoClipTransform,
-    random_resized_box,
-    short_side_boxes,
-    undecoded_frames,
-)
+from ferv39k_hf.clips import columns, transforms
+from ferv39k_hf.clips import video
+from ferv39k_hf.clips.sampling import segment_indices, segment_views
+from ferv39k_hf.clips.collate import collate_clips
+from ferv39k_hf.clips.columns import undecoded_frames
+from ferv39k_hf.clips.device import DeviceFinish
+from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, random_resized_box, short_side_boxes
+from ferv39k_hf.clips.transforms import VideoClipTransform
 
 DECODERS = ["pil"] + (["simplejpeg"] if video.simplejpeg_available() else [])
 
@@ -374,9 +370,9 @@ def test_undecoded_frames_on_dataset_dict_and_iterable():
 
 def test_without_image_decoding_keeps_every_container_form():
     image = datasets.Image()
-    assert transforms._without_image_decoding([image]) == [datasets.Image(decode=False)]
-    assert transforms._without_image_decoding({"a": image})["a"].decode is False
-    sequence = transforms._without_image_decoding(datasets.Sequence(image))
+    assert columns._without_image_decoding([image]) == [datasets.Image(decode=False)]
+    assert columns._without_image_decoding({"a": image})["a"].decode is False
+    sequence = columns._without_image_decoding(datasets.Sequence(image))
     assert sequence.feature.decode is False and type(sequence) is type(datasets.Sequence(image))
 
 

@@ -7,8 +7,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..annotations import ClipRecord
-from .lists import SplitLists
+from ferv39k_hf.archive.annotations import ClipRecord
+from ferv39k_hf.archive.lists import SplitLists
 
 
 # -- frame counts a DFER-CLIP list claims -----------------------------------------------

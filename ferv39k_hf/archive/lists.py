@@ -14,8 +14,8 @@ s2d            header ``path,id``, then ``Scene/Emotion/NNNN,<id>``  alphabetica
 A clip is found by the trailing ``Scene/Emotion/NNNN`` of its path, whatever the
 prefix; every line's class (word or id) must agree with that ``Emotion`` folder.
 A DFER-CLIP frame count is kept aside and compared with the archive, never used.
-Every line becomes a :class:`~ferv39k_hf.annotations.ClipRecord` or a
-:class:`~ferv39k_hf.annotations.Problem` naming the file and line.
+Every line becomes a :class:`~ferv39k_hf.archive.annotations.ClipRecord` or a
+:class:`~ferv39k_hf.archive.annotations.Problem` naming the file and line.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..annotations import AnnotationError, ClipRecord, Problem, decode_split_text, find_duplicates
-from ..errors import Ferv39kError
-from ..taxonomy import CLASS_WORDS, DFEW_ORDER, SCENES, SPLITS
+from ferv39k_hf.archive.annotations import AnnotationError, ClipRecord, Problem, decode_split_text, find_duplicates
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.taxonomy import CLASS_WORDS, DFEW_ORDER, SCENES, SPLITS
 
 FORMATS: Tuple[str, ...] = ("official", "dfer-clip", "mae-dfer", "s2d")
 
@@ -305,8 +305,8 @@ def open_lists(train_list: Optional[str], test_list: Optional[str], list_format:
     Files larger than a split file may be (64 MiB) are refused unread.
     Example: ``open_lists("train.csv", "test.csv", "s2d")``.
     """
-    from ..layout import read_file
-    from ..ziparchive import MAX_SPLIT_FILE_BYTES
+    from ferv39k_hf.archive.files import read_file
+    from ferv39k_hf.archive.ziparchive import MAX_SPLIT_FILE_BYTES
 
     if train_list is None and test_list is None:
         if list_format is not None:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..annotations import ClipRecord
-from ..errors import BuildError
-from ..outdirs import MARKER as BUILD_MARKER
-from ..outdirs import OutputRefused, check_outside_archive
-from .lists import FILE_NAMES, FORMATS, ListError, open_lists, render_lines
+from ferv39k_hf.archive.annotations import ClipRecord
+from ferv39k_hf.errors import BuildError
+from ferv39k_hf.archive.outdirs import MARKER as BUILD_MARKER
+from ferv39k_hf.archive.outdirs import OutputRefused, check_outside_archive
+from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, open_lists, render_lines
 
 MARKER = ".ferv39k-hf-lists.json"
 TOOL = "ferv39k-hf lists"
@@ -152,9 +152,9 @@ def write_lists(root: Any, out: Any, *, fmt: str, prefix: Optional[str] = None, 
 
         write_lists("/data/FERV39k", "annotation", fmt="dfer-clip", prefix="/data/FERV39k/2_ClipsforFaceCrop")
     """
-    from ..layout import find_layout
-    from ..splits import read_split_records
-    from ..verify import verify_archive
+    from ferv39k_hf.archive.layout import find_layout
+    from ferv39k_hf.archive.splits import read_split_records
+    from ferv39k_hf.archive.verify import verify_archive
 
     if fmt not in FORMATS:
         raise ListError(f"unknown list format {fmt!r}; choose one of {', '.join(FORMATS)}")

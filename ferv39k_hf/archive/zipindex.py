@@ -1,7 +1,7 @@
 """One zip's members filed under their clips at discovery, with one small record per clip, not per member.
 
 The central directory comes from :mod:`.zipdir` in chunks; the path rules of
-:mod:`ferv39k_hf.ziparchive` place each member (a clip's frame, a clip's mp4, a
+:mod:`ferv39k_hf.archive.ziparchive` place each member (a clip's frame, a clip's mp4, a
 split file, or nothing), and members that must never be read are listed as
 unsafe. A clip keeps its member names as one string and their numbers as one
 array, so a zip of a million frames costs tens of megabytes, not hundreds.
@@ -21,10 +21,10 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
-from ..errors import LayoutError
-from ..ziparchive import (PART_KINDS, SplitKey, _drop_stale_handle, components, folder_kind,
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.archive.ziparchive import (PART_KINDS, SplitKey, _drop_stale_handle, components, folder_kind,
                           is_frame, is_hidden, is_video, split_file_key)
-from .zipdir import DUPLICATE_NAME, FIELDS, DirectoryChunk, ZipDirectoryError, read_directory
+from ferv39k_hf.archive.zipdir import DUPLICATE_NAME, FIELDS, DirectoryChunk, ZipDirectoryError, read_directory
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _RPARTITION_SLASH = methodcaller("rpartition", "/")

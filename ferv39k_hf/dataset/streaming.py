@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from ..errors import Ferv39kError
+from ferv39k_hf.errors import Ferv39kError
 
 __all__ = ["StreamError", "is_remote", "storage_options_for", "read_card", "card_row_counts", "split_files",
            "node_of_environment", "stream", "steps_per_epoch", "StreamCollator", "StreamLoader",
@@ -179,7 +179,7 @@ def stream(
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from ..transforms import undecoded_frames
+    from ferv39k_hf.clips.columns import undecoded_frames
 
     location = os.fspath(location)
     where = _join(location, "README.md")
@@ -288,7 +288,7 @@ class StreamCollator:
         self.transform, self.keep = transform, tuple(keep)
 
     def __call__(self, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-        from .. import _shared_batches
+        from ferv39k_hf.clips import _shared_batches
 
         columns = {key: [row[key] for row in rows] for key in rows[0]}
         batch = dict(self.transform(columns))

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .comparison import Comparison, compare, mcnemar_exact
-from .published import PUBLISHED, PublishedResult, published_table
-from .report import compare_files, score_file
-from .scoring import (
+from ferv39k_hf.metrics.comparison import Comparison, compare, mcnemar_exact
+from ferv39k_hf.metrics.published import PUBLISHED, PublishedResult, published_table
+from ferv39k_hf.metrics.report import compare_files, score_file
+from ferv39k_hf.metrics.scoring import (
     NUM_CLASSES,
     ScoringError,
-    average_views,
     bootstrap_ci,
     class_recalls,
-    clip_labels,
     confusion_matrix,
     plot_confusion_matrix,
     resolve_class_words,
-    scenes_from_clip_ids,
     score,
     war_uar,
 )
+from ferv39k_hf.metrics.views import average_views, clip_labels, scenes_from_clip_ids
 
 # The path of the evaluate metric module shipped with the package: evaluate.load(WAR_UAR) works offline.
 WAR_UAR: str = str(Path(__file__).resolve().parent / "war_uar" / "war_uar.py")

@@ -22,8 +22,8 @@ from typing import Tuple
 
 import numpy as np
 
-from .resampling import ResamplingError, check_settings, percentile_interval, resample_cells
-from .scoring import NUM_CLASSES, ScoringError, _paired
+from ferv39k_hf.metrics.resampling import ResamplingError, check_settings, percentile_interval, resample_cells
+from ferv39k_hf.metrics.scoring import NUM_CLASSES, ScoringError, _paired
 
 Interval = Tuple[float, float]
 

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import Ferv39kError
-from ..taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
 
 ID_COLUMNS = ("clip_id", "clip")
 PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
@@ -222,7 +222,7 @@ def read_predictions(path, label_order: Optional[str] = None) -> PredictionFile:
 
 
 def _split_files(folder: Path, split: str) -> List[Path]:
-    from ..hub import read_card_metadata
+    from ferv39k_hf.dataset.hub import read_card_metadata
 
     if not folder.is_dir():
         raise PredictionFileError(f"{folder} is not a folder (give --dataset a folder made by 'ferv39k-hf build')")

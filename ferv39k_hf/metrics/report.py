@@ -14,12 +14,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import Ferv39kError
-from ..taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
-from .comparison import compare
-from .predictions import PredictionFileError, check_same_clips, pair, read_predictions, read_split
-from .published import published_table
-from .scoring import score
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
+from ferv39k_hf.metrics.comparison import compare
+from ferv39k_hf.metrics.predictions import PredictionFileError, check_same_clips, pair, read_predictions, read_split
+from ferv39k_hf.metrics.published import published_table
+from ferv39k_hf.metrics.scoring import score
 
 DEFAULT_RESAMPLES = 10_000
 CONFIDENCE = 0.95

@@ -15,7 +15,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import Ferv39kError
+from ferv39k_hf.errors import Ferv39kError
 
 
 class ResamplingError(Ferv39kError, ValueError):

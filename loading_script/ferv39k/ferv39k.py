@@ -8,7 +8,7 @@ download the archive by hand (it is licence-gated), then::
     datasets.load_dataset("loading_script/ferv39k", "faces", data_dir="/data/FERV39k", trust_remote_code=True)
 """
 
-from ferv39k_hf.builder import Ferv39k as _PackageBuilder
+from ferv39k_hf.dataset.builder import Ferv39k as _PackageBuilder
 
 
 class Ferv39k(_PackageBuilder):

@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import BuildError
+from ferv39k_hf.errors import BuildError
 
 MARKER = ".ferv39k-hf-build.json"
 TOOL = "ferv39k-hf build"
@@ -98,7 +98,7 @@ def write_marker(folder: Path, files: List[str], *, writer: bool) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from ferv39k_hf import __version__
 
     return __version__
 

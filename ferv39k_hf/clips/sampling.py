@@ -4,7 +4,7 @@ Every sampler maps a clip length ``num_frames`` (n) and a clip length to produce
 ``clip_len`` (T) to an int64 array of T frame indices in ``[0, n)``, in temporal
 order. They are pure functions of their arguments and a ``numpy.random.Generator``
 (only training samplers draw from it), so each can be tested alone and composed
-by :mod:`ferv39k_hf.transforms`.
+by :mod:`ferv39k_hf.clips.transforms`.
 
 - :func:`segment_indices`: T equal segments over the whole clip; a random frame of
   each segment in training, the segment centre at test (TSN style). Its test
@@ -18,7 +18,7 @@ by :mod:`ferv39k_hf.transforms`.
 - :func:`dfer_clip_indices`, :func:`mae_dfer_indices`, :func:`mae_dfer_views`: the
   ``"dfer-clip"`` and ``"mae-dfer"`` presets, index for index what those codebases'
   FERV39k loaders pick (``docs/sampling.md``); the rest of each preset (size, views,
-  augmentation) is in :mod:`ferv39k_hf.clip_presets`.
+  augmentation) is in :mod:`ferv39k_hf.clips.presets`.
 
 Clips shorter than T are padded by repeating their last frame (about 10% of
 FERV39k's face-crop clips have fewer than 16 frames). This module needs numpy only.

@@ -15,19 +15,19 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import datasets
 
-from . import fingerprint
-from .annotations import ClipRecord, Problem
-from .archive.listcheck import check_frame_counts
-from .archive.lists import FORMATS as LIST_FORMATS
-from .archive.lists import ListError, SplitLists, open_lists
-from .clips import ClipDamaged, ClipReader
-from .diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
-from .errors import BuildError
-from .fingerprint import RELEASE, archive_fingerprint
-from .layout import Layout, find_layout
-from .outdirs import check_outside_archive
-from .splits import plan_splits
-from .taxonomy import (
+from ferv39k_hf.dataset import fingerprint
+from ferv39k_hf.archive.annotations import ClipRecord, Problem
+from ferv39k_hf.archive.listcheck import check_frame_counts
+from ferv39k_hf.archive.lists import FORMATS as LIST_FORMATS
+from ferv39k_hf.archive.lists import ListError, SplitLists, open_lists
+from ferv39k_hf.archive.clipfiles import ClipDamaged, ClipReader
+from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
+from ferv39k_hf.errors import BuildError
+from ferv39k_hf.dataset.fingerprint import RELEASE, archive_fingerprint
+from ferv39k_hf.archive.layout import Layout, find_layout
+from ferv39k_hf.archive.outdirs import check_outside_archive
+from ferv39k_hf.archive.splits import plan_splits
+from ferv39k_hf.taxonomy import (
     CITATION,
     DEFAULT_LABEL_ORDER,
     HOMEPAGE,
@@ -116,7 +116,7 @@ class Ferv39kConfig(datasets.BuilderConfig):
         frames: ``"copy"`` stores the archive's JPEG bytes; ``"reference"`` only
             their paths (an unpacked archive on this machine).
         archive_fingerprint, builder_version: the cache key, filled in by
-            :class:`Ferv39k` from ``data_dir`` (see ``ferv39k_hf/fingerprint.py``).
+            :class:`Ferv39k` from ``data_dir`` (see ``ferv39k_hf/dataset/fingerprint.py``).
 
     Raises:
         ValueError: an unknown ``label_order`` or ``on_error``.
@@ -296,7 +296,7 @@ def load(
 
     Raises:
         ferv39k_hf.errors.LayoutError: no FERV39k part or split file under ``root``.
-        ferv39k_hf.annotations.AnnotationError: a split list line that cannot be
+        ferv39k_hf.archive.annotations.AnnotationError: a split list line that cannot be
             read, or whose class disagrees with its clip's folder (file and line named).
         ferv39k_hf.archive.lists.ListError: lists given wrongly (one without the
             other) or a list whose format cannot be told from its content.

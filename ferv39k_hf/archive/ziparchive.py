@@ -24,9 +24,9 @@ import zlib
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from .archive.zipdir import BAD_ENTRY, DUPLICATE_NAME, FIELDS  # noqa: F401  (the numbers read_member takes)
-from .errors import LayoutError
-from .taxonomy import PART_FOLDERS, SCENES
+from ferv39k_hf.archive.zipdir import BAD_ENTRY, DUPLICATE_NAME, FIELDS  # noqa: F401  (the numbers read_member takes)
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.taxonomy import PART_FOLDERS, SCENES
 
 PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
 FRAME_SUFFIXES = (".jpg", ".jpeg")

@@ -13,9 +13,10 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .annotations import ClipRecord
-from .errors import LayoutError
-from .layout import ByteSink, FileRef, Layout, Part, check_file_size
+from ferv39k_hf.archive.annotations import ClipRecord
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.archive.files import ByteSink, FileRef, check_file_size
+from ferv39k_hf.archive.layout import Layout, Part
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -89,7 +90,7 @@ def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[A
 
 class FrameBatch:
     """The frames of consecutive clips, packed: their bytes one after another in
-    one reusable :class:`~ferv39k_hf.layout.ByteSink`, with each frame's end
+    one reusable :class:`~ferv39k_hf.archive.files.ByteSink`, with each frame's end
     offset and path. What :meth:`ClipReader.read_into` fills and the Parquet
     export hands to Arrow without copying."""
 
@@ -202,7 +203,7 @@ class ClipReader:
         problem = mp4_problem(data[:16])
         if problem:
             raise ClipDamaged(f"video {self.part.relative_path(ref)}: {problem}")
-        from .video import count_frames
+        from ferv39k_hf.clips.video import count_frames
 
         try:
             num_frames = count_frames(data)

@@ -20,9 +20,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from .errors import Ferv39kError
-from .outdirs import MARKER
-from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.archive.outdirs import MARKER
+from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
 
 TERMS_REASON = (
     "FERV39k's terms of use forbid reproducing or distributing any portion of the data; a built copy may "

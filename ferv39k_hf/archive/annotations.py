@@ -11,8 +11,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .errors import Ferv39kError
-from .taxonomy import CLASS_WORDS, SCENE_TO_SCENARIO, SCENES
+from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.taxonomy import CLASS_WORDS, SCENE_TO_SCENARIO, SCENES
 
 _CLIP_NUMBER = re.compile(r"^\d+$")
 # Lines end where an editor ends them: str.splitlines() also breaks at form feeds, \x1c-\x1e and

@@ -2,7 +2,7 @@
 
 A preset is selected by its name as ``sampling=`` (``"dfer-clip"``, ``"mae-dfer"``)
 wherever the package samples clips. Its frame indices live in
-:mod:`ferv39k_hf.sampling`; this module holds the rest of the protocol, as read from
+:mod:`ferv39k_hf.clips.sampling`; this module holds the rest of the protocol, as read from
 each codebase's FERV39k loader (see ``docs/sampling.md`` for the sources):
 
 - ``dfer-clip`` (DFER-CLIP, ``dataloader/video_dataloader.py``): 224 x 224. Training
@@ -32,6 +32,8 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ferv39k_hf.clips.geometry import random_resized_box
 
 __all__ = ["ClipPreset", "CLIP_PRESETS", "get_preset", "dfer_clip_box", "rotate_frames"]
 
@@ -82,8 +84,6 @@ class ClipPreset:
         scale, ratio = scale or self.scale, ratio or self.ratio
         if self.crop == "dfer-clip":
             return dfer_clip_box(height, width, rng, self.size, scale, ratio)
-        from .transforms import random_resized_box  # torchvision's rule; transforms imports this module
-
         x0, y0, x1, y1 = random_resized_box(self.size, self.size, rng, scale, ratio)
         sy, sx = height / self.size, width / self.size  # from the resized square back to the source
         x0, x1 = int(round(x0 * sx)), max(int(round(x1 * sx)), int(round(x0 * sx)) + 1)

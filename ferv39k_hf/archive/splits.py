@@ -1,6 +1,6 @@
 """The split plan: which clip goes to which split, and which lines were refused.
 
-Reads the official split files through a :class:`~ferv39k_hf.layout.Layout`,
+Reads the official split files through a :class:`~ferv39k_hf.archive.layout.Layout`,
 keeps the first listing of each clip, and optionally carves a seeded,
 scene- and class-stratified validation split out of train.
 """
@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .annotations import AnnotationError, ClipRecord, Problem, find_duplicates, parse_split_text
-from .layout import Layout
-from .taxonomy import SPLITS
+from ferv39k_hf.archive.annotations import AnnotationError, ClipRecord, Problem, find_duplicates, parse_split_text
+from ferv39k_hf.archive.layout import Layout
+from ferv39k_hf.taxonomy import SPLITS
 
 
 @dataclass

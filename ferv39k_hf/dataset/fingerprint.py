@@ -18,22 +18,36 @@ from typing import Any, Optional
 
 import xxhash
 
-from . import __version__
-from .layout import Layout
+from ferv39k_hf import __version__
+from ferv39k_hf.archive.layout import Layout
 
 # The modules whose code decides what a row holds. Hashing their source means
 # an upgrade (or a local edit) that could change rows is never served an old
 # cache, without anyone having to remember to bump a number.
-ROW_MODULES = ("annotations", "archive.lists", "archive.zipdir", "archive.zipindex", "builder", "clips", "export",
-               "layout", "splits", "taxonomy", "video", "ziparchive")
+ROW_MODULES = (
+    "archive.annotations",
+    "archive.clipfiles",
+    "archive.files",
+    "archive.layout",
+    "archive.lists",
+    "archive.splits",
+    "archive.ziparchive",
+    "archive.zipdir",
+    "archive.zipindex",
+    "clips.video",
+    "dataset.builder",
+    "dataset.export",
+    "dataset.shardwriter",
+    "taxonomy",
+)
 
 
 def _source_digest(modules: tuple = ROW_MODULES) -> str:
     digest = hashlib.sha256()
     for name in modules:
-        spec = importlib.util.find_spec(f"{__package__}.{name}")
+        spec = importlib.util.find_spec(f"ferv39k_hf.{name}")
         if spec is None or spec.origin is None or not hasattr(spec.loader, "get_data"):
-            raise ImportError(f"{__package__}.{name}: module not found, so the builder version cannot be computed")
+            raise ImportError(f"ferv39k_hf.{name}: module not found, so the builder version cannot be computed")
         # The loader reads the .py file, the .pyc of a sourceless install, or a member of a zipped one.
         digest.update(name.encode() + b"\0" + spec.loader.get_data(spec.origin) + b"\0")
     return digest.hexdigest()[:12]
@@ -52,10 +66,10 @@ RELEASE = _release(__version__)  # what datasets.Version gets: it takes x.y.z on
 
 def archive_fingerprint(layout: Layout, kind: str, lists: Optional[Any] = None) -> str:
     """A hash of what a build of part ``kind`` reads: the split files' text, the part's clip ids,
-    and each clip file's identity (see :meth:`~ferv39k_hf.layout.FileRef.identity`); with ``lists``
+    and each clip file's identity (see :meth:`~ferv39k_hf.archive.files.FileRef.identity`); with ``lists``
     (a :class:`~ferv39k_hf.archive.lists.SplitLists`) also each list's format and content hash.
 
-    Files are listed by the part's own listing (:meth:`~ferv39k_hf.layout.Part.clip_files`),
+    Files are listed by the part's own listing (:meth:`~ferv39k_hf.archive.layout.Part.clip_files`),
     so the fingerprint covers exactly the files a build reads, duplicates resolved the same way.
     """
     digest = xxhash.xxh3_128()

@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import datasets
 import yaml
 
-from .taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS, SCENES, label_names
+from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {
     "copy": "Frames are the archive's own JPEG bytes, unchanged, in frame order.",
@@ -106,7 +106,7 @@ def render_card(
     split lists the folder was built from, in the YAML (``ferv39k_split_lists``) and the body.
     """
     counts = {split: sum(class_counts[split].values()) for split in shards}
-    from .dataset.shards import shard_note
+    from ferv39k_hf.dataset.shards import shard_note
 
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     if split_lists:

@@ -2,11 +2,11 @@
 
 Memory is reused in three places, each on a signal the package sets itself:
 
-- decode scratch (:class:`ferv39k_hf.video.Scratch`): an array is valid until the
+- decode scratch (:class:`ferv39k_hf.clips.video.Scratch`): an array is valid until the
   next request of its name in the same thread;
-- whole batches in the process that trains (:mod:`ferv39k_hf._main_batches`): free
+- whole batches in the process that trains (:mod:`ferv39k_hf.clips._main_batches`): free
   again when torch frees the storage of the tensor handed out;
-- DataLoader workers' shared memory (:mod:`ferv39k_hf._shared_batches`): a lease
+- DataLoader workers' shared memory (:mod:`ferv39k_hf.clips._shared_batches`): a lease
   that the main process ends when it frees the batch.
 
 ``FERV39K_HF_REUSE_MEMORY=0`` in the environment (read at each use, so set it

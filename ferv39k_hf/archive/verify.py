@@ -11,15 +11,16 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from .annotations import ClipRecord, Problem
-from .archive.listcheck import check_frame_counts
-from .archive.lists import open_lists
-from .clips import frame_problem, mp4_problem
-from .errors import LayoutError
-from .layout import FileRef, Layout, Part, find_layout
-from .outdirs import check_outside_archive
-from .splits import read_split_records
-from .taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
+from ferv39k_hf.archive.annotations import ClipRecord, Problem
+from ferv39k_hf.archive.listcheck import check_frame_counts
+from ferv39k_hf.archive.lists import open_lists
+from ferv39k_hf.archive.clipfiles import frame_problem, mp4_problem
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.archive.files import FileRef
+from ferv39k_hf.archive.layout import Layout, Part, find_layout
+from ferv39k_hf.archive.outdirs import check_outside_archive
+from ferv39k_hf.archive.splits import read_split_records
+from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
 
 
 @dataclass
@@ -147,7 +148,7 @@ def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyRepor
     report.frames_checked += 1
     problem = problem or mp4_problem(data[:16])
     if problem is None and deep:
-        from .video import count_frames
+        from ferv39k_hf.clips.video import count_frames
 
         try:
             count_frames(data)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import io
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from . import _reuse
-from .layout import read_file
-from .ziparchive import MAX_FRAME_BYTES
+from ferv39k_hf.clips import _reuse
+from ferv39k_hf.archive.files import read_file
+from ferv39k_hf.archive.ziparchive import MAX_FRAME_BYTES
 
 __all__ = [
     "read_video_frames",
@@ -219,7 +219,7 @@ class Scratch:
     decoded frames longer (across clips) must not take them from here. Reuse
     matters: a clip's frames are megabytes, beyond what malloc recycles, and every
     first touch of fresh pages costs a page fault. ``reuse=False`` (or the
-    environment switch of :mod:`ferv39k_hf._reuse`) gives fresh memory every time.
+    environment switch of :mod:`ferv39k_hf.clips._reuse`) gives fresh memory every time.
     """
 
     def __init__(self, reuse: bool = True):

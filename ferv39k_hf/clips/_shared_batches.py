@@ -6,11 +6,11 @@ every page of it: for float32 clips at 224 that costs a worker more than decodin
 them. Here a worker keeps a few buffers and writes a batch into one only when
 both sides have said they are done with it:
 
-- the lease: :func:`~ferv39k_hf.transforms.collate_clips` returns the batch as a
+- the lease: :func:`~ferv39k_hf.clips.transforms.collate_clips` returns the batch as a
   dict that, when the worker pickles it to send it, sets the buffer's flag in a
   small shared array to HELD and unpickles in the main process as a plain dict
   whose buffers' flags go back to FREE when torch frees the last tensor over them
-  there (a finalizer on the storage, see :mod:`ferv39k_hf._main_batches`);
+  there (a finalizer on the storage, see :mod:`ferv39k_hf.clips._main_batches`);
 - the worker: the buffer left it in that one send and in no other pickle; torch's
   use count of the storage may veto a reuse (a tensor of the worker still over it),
   never allow one.
@@ -24,7 +24,7 @@ out some other way (another collate function copied the rows, or sent them in
 another container). Every check of torch's behaviour runs in the process that
 relies on it (the main process: the finalizer and the reducer; the worker:
 ``_new_shared``, the use count, the reducer), and when one fails the reuse is off
-there: every batch then gets new memory, as torch gives it. :mod:`ferv39k_hf._reuse`
+there: every batch then gets new memory, as torch gives it. :mod:`ferv39k_hf.clips._reuse`
 is the public switch.
 """
 
@@ -38,7 +38,11 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
 
-from . import _main_batches, _pickle_watch, _reuse
+from ferv39k_hf.clips import _main_batches
+
+from ferv39k_hf.clips import _pickle_watch
+
+from ferv39k_hf.clips import _reuse
 
 __all__ = ["SLOTS", "batch_tensor", "shared_tensor", "lease", "claims"]
 

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from . import _reuse
+from ferv39k_hf.clips import _reuse
 
 __all__ = ["BatchPool", "release_follows_storage"]
 
