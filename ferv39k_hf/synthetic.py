@@ -325,9 +325,11 @@ def _rendered_clips(clips: Sequence[PlannedClip], seed: int, parts: Sequence[str
     if workers <= 1 or len(clips) < 8:
         yield from map(_Renderer(seed, parts).clip_files, clips)
         return
-    # fork starts workers at once and needs no importable __main__ (plain scripts work).
+    # Not fork: a worker forked while another thread of this process holds a lock (seen in CI: a
+    # Pillow call in a forked worker waited for ever after the process had run threaded code) never
+    # gets it. forkserver forks from a clean single-threaded server; spawn where it is missing.
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with context.Pool(workers, _start_worker, (seed, tuple(parts))) as pool:
         yield from pool.imap(_render_in_worker, clips, chunksize=2)
 
