@@ -174,8 +174,14 @@ def test_reuse_turns_itself_off_when_a_check_of_torch_fails(check, monkeypatch):
     assert not _shared_batches.claims, "no buffer was reused"
     if check in ("release", "reducer"):
         assert_same(epochs(clips(), hold=True), expected)
-    if check == "release":  # and in this process, every batch gets memory of its own
-        assert in_process()[2] == len(in_process(reuse_memory=False)[0])
+    if check == "release":  # and in this process, every batch gets memory of its own: the pool serves none
+        # (counted at the pool, not by distinct addresses: malloc may hand a freed batch's address to a new one)
+        pooled = []
+        take = _main_batches.BatchPool._take
+        monkeypatch.setattr(_main_batches.BatchPool, "_take",
+                            lambda self, nbytes: pooled.append(nbytes) or take(self, nbytes))
+        assert_same(in_process()[0], expected_in_process := in_process(reuse_memory=False)[0])
+        assert expected_in_process and not pooled, "a failed release check turns the in-process pool off"
 
 
 class SendTwice:

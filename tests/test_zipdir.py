@@ -150,7 +150,7 @@ def test_offsets_and_sizes_past_the_file_are_marked_bad(tmp_path):
     path = tmp_path / "lies.zip"
     path.write_bytes(raw_zip(members))
     numbers = ours(path)[1]
-    assert numbers[0, 5] & BAD_ENTRY == 0
+    assert int(numbers[0, 5]) & BAD_ENTRY == 0
     assert numbers[1].tolist() == [0, 0, 0, 0, 0, 1 | BAD_ENTRY]  # the encryption bit is kept
     assert numbers[2].tolist() == [0, 0, 0, 0, 0, BAD_ENTRY]
 
