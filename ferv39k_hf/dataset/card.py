@@ -25,6 +25,23 @@ _FRAMES_NOTE = {
 }
 
 
+def parse_front_matter(text: str, where: str) -> object:
+    """The parsed YAML front matter of a card's text (whatever YAML gives), or None when the text has none.
+
+    Raises ValueError naming ``where`` when the front matter is not closed by a ``---`` line or is
+    not YAML. The one reader of built cards' metadata, for the Hub push and for streaming.
+    """
+    if not text.startswith("---\n"):
+        return None
+    front, sep, _ = text[4:].partition("\n---")
+    if not sep:
+        raise ValueError(f"{where}: the YAML front matter is not closed by a '---' line")
+    try:
+        return yaml.safe_load(front)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{where}: unreadable YAML front matter: {err}") from None
+
+
 def card_metadata(
     config: str,
     features: datasets.Features,

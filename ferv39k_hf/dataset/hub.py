@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import yaml
-
 from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.archive.outdirs import MARKER
 from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
@@ -58,15 +56,12 @@ def read_card_metadata(folder: "os.PathLike[str] | str") -> Dict[str, Any]:
         text = card.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PushRefused(f"{folder} is not a folder built by 'ferv39k-hf build': {card} is missing") from None
-    if not text.startswith("---\n"):
-        return {}
-    front, sep, _ = text[4:].partition("\n---")
-    if not sep:
-        raise PushRefused(f"{card}: the YAML front matter is not closed by a '---' line")
+    from ferv39k_hf.dataset.card import parse_front_matter  # card.py imports datasets
+
     try:
-        meta = yaml.safe_load(front) or {}
-    except yaml.YAMLError as err:
-        raise PushRefused(f"{card}: unreadable YAML front matter: {err}") from None
+        meta = parse_front_matter(text, str(card))
+    except ValueError as err:
+        raise PushRefused(str(err)) from None
     return meta if isinstance(meta, dict) else {}
 
 

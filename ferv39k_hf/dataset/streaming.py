@@ -26,8 +26,6 @@ import os
 import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import yaml
-
 from ferv39k_hf.errors import Ferv39kError
 
 __all__ = ["StreamError", "is_remote", "storage_options_for", "read_card", "card_row_counts", "split_files",
@@ -88,15 +86,16 @@ def read_card(location: "os.PathLike[str] | str",
             text = handle.read()
     except FileNotFoundError:
         raise StreamError(f"{card} is missing: {location} is not a folder built by 'ferv39k-hf build'") from None
-    if not text.startswith("---\n"):
-        raise StreamError(f"{card}: no YAML front matter, so no list of the splits' files")
-    front, sep, _ = text[4:].partition("\n---")
+    from ferv39k_hf.dataset.card import parse_front_matter  # card.py imports datasets
+
     try:
-        meta = yaml.safe_load(front) if sep else None
-    except yaml.YAMLError as err:
-        raise StreamError(f"{card}: unreadable YAML front matter: {err}") from None
+        meta = parse_front_matter(text, card)
+    except ValueError as err:
+        raise StreamError(str(err)) from None
+    if meta is None:
+        raise StreamError(f"{card}: no YAML front matter, so no list of the splits' files")
     if not isinstance(meta, dict):
-        raise StreamError(f"{card}: the YAML front matter is not closed by a '---' line or is not a mapping")
+        raise StreamError(f"{card}: the YAML front matter is not a mapping")
     return meta
 
 
