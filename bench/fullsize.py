@@ -174,10 +174,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ferv39k-bench-fullsize-"))
     root = work / "FERV39k"
     zip_path = root / "2_ClipsforFaceCrop.zip"
+    mark = root / ".ferv39k-bench-fullsize"  # what this script made, and so may delete
+    if root.exists() and not mark.exists():
+        parser.error(f"{root} exists and was not written by this benchmark; choose another --workdir")
     try:
         if not (args.keep and zip_path.exists()):
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
+            mark.touch()
             started = time.perf_counter()
             shape = write_fullsize_zip(zip_path, scale=args.scale)
             write_split_files(root, scale=args.scale)
@@ -186,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"in {time.perf_counter() - started:.1f} s", flush=True)
         best = measure(root, zip_path, args.rounds, args.compare)
     finally:
-        if not args.keep:
+        if not args.keep and mark.exists():
             shutil.rmtree(work if not args.workdir else root, ignore_errors=True)
     base = best["infolist"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
