@@ -213,6 +213,35 @@ def test_builds_are_byte_identical_whatever_num_proc(sample_archive, built_faces
     assert first == second
 
 
+def test_build_workers_do_not_inherit_a_held_lock(sample_archive, tmp_path):
+    # A caller that has run threads (a notebook, a server) may hold a lock when the build starts its
+    # workers. A forked worker inherits the lock held and waits on it for ever; the build's workers must
+    # start clean. Here the worker's set-up is made to need a lock that a thread of the caller holds.
+    script = (
+        "import sys, threading, ferv39k_hf.dataset.export as e, ferv39k_hf.dataset.shardwriter as w\n"
+        "e.ROWS_PER_SHARD['faces'] = 64\n"
+        "held, taken = threading.Lock(), threading.Event()\n"
+        "def hold():\n"
+        "    with held:\n"
+        "        taken.set(); threading.Event().wait(600)\n"
+        "threading.Thread(target=hold, daemon=True).start(); taken.wait()\n"
+        "plain = w._ShardWriter.__init__\n"
+        "def needs_lock(self, *a):\n"
+        "    with held: plain(self, *a)\n"
+        "w._ShardWriter.__init__ = needs_lock\n"
+        "result = e.build_dataset_folder(sys.argv[1], sys.argv[2], num_proc=2)\n"
+        "print(sum(result.counts.values()))\n"
+    )
+    out = tmp_path / "ferv39k"
+    try:
+        done = subprocess.run([sys.executable, "-c", script, str(sample_archive), str(out)],
+                              capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("build workers hung on a lock held by a thread of the caller (were they forked?)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == len(_lines(sample_archive, "train")) + len(_lines(sample_archive, "test"))
+
+
 def test_killed_build_leaves_old_folder_or_nothing(sample_archive, built_faces, tmp_path):
     script = (
         "import sys, ferv39k_hf.dataset.export as e; e.ROWS_PER_SHARD['faces'] = 8; "

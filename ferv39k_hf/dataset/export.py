@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import os
 import shlex
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -83,7 +82,12 @@ def plan_shards(records: Dict[str, List[ClipRecord]], config: str) -> List[Shard
 def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: List[ShardTask], num_clips: int) -> List[ShardResult]:
     from tqdm.auto import tqdm
 
-    progress = multiprocessing.Value("q", 0)
+    # Not fork: a worker forked while another thread of the caller holds a lock (a notebook, a server, a
+    # test runner) waits for ever on its copy of that lock. forkserver forks from a clean single-threaded
+    # server; spawn where it is missing. Workers get the layout and options by pickle, not by inheritance.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    progress = context.Value("q", 0)
     bar = tqdm(total=num_clips, unit="clip", desc=f"build {options['config']}", disable=None)
     results: List[ShardResult] = []
     try:
@@ -93,7 +97,6 @@ def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: L
                 results.append(writer.write(task, progress))
                 bar.update(progress.value - bar.n)
         else:
-            context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
             with context.Pool(options["num_proc"], _init_worker, (layout, options, tmp_data, progress)) as pool:
                 pending = pool.imap(_write_in_worker, tasks)
                 for _ in tasks:

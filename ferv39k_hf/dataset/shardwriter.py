@@ -223,7 +223,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-# Worker-process state, set by _init_worker (fork or spawn).
+# Worker-process state, set by _init_worker in each forkserver (or spawn) worker.
 _WORKER: Dict[str, Any] = {}
 
 
