@@ -221,7 +221,8 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.005, 0.02, 0.05],
                         help="archive sizes as fractions of the official counts (default 0.005 0.02 0.05)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best counts (default 2)")
-    parser.add_argument("--workdir", help="where to write archives (default: a temporary folder)")
+    parser.add_argument("--workdir", help="the folder in which to make this run's own temporary folder, removed at "
+                        "the end (default: the system's temporary folder)")
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--plot", help="write a PNG of cost and memory against size here")
     parser.add_argument("--cpu", type=int, help="the CPU to pin to (default: the last one allowed)")
@@ -231,8 +232,11 @@ def main() -> None:
     if cpu not in allowed:
         raise SystemExit(f"CPU {cpu} is not available to this process (allowed: {allowed})")
     os.sched_setaffinity(0, {cpu})
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="ferv39k-bench-build-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    # A folder no one else can have made (mkdtemp creates it, and fails rather than reuse one): everything
+    # this run writes, and so everything it removes, is inside it.
+    work = Path(tempfile.mkdtemp(prefix="ferv39k-bench-build-", dir=args.workdir))
     rows = []
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, pinned to CPU {cpu}")
     header = f"{'scale':>6} {'clips':>6} {'source MB':>10} {'floor s':>8} {'build s':>8} {'ratio':>6} " \
@@ -247,8 +251,7 @@ def main() -> None:
                   f"{row['built_over_source']:>12} {row['reference_mb']:>7} {row['arrow_cache_mb']:>9} "
                   f"{row['pass_peak_mb']!s:>12}", flush=True)
     finally:  # archives and builds of several hundred MB each: gone even when a run fails or is interrupted
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print("ratio = build seconds / floor seconds (target <= 1.3), the floor writing each file as it is read "
           "and, stricter, batching its writes; built/source target <= 1.02")
     if args.json:
