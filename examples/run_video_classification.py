@@ -451,12 +451,21 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
     loader = streaming.StreamLoader(eval_stream, batch_size=args.per_device_eval_batch_size,
                                     num_workers=args.dataloader_num_workers,
                                     collate_fn=streaming.StreamCollator(eval_transform, keep=("clip_id", "scene")))
-    trainer.model.eval()  # the unwrapped model: ranks run different numbers of batches, so no collectives
+    # trainer.model is what Trainer's own evaluation runs: after training under FSDP the sharded wrapper, under
+    # DeepSpeed the module with ZeRO-3's gathering hooks, under DDP the plain module (DDP's forward may broadcast
+    # buffers). The first two all-gather parameters in every forward, and the ranks' shares may hold different
+    # numbers of batches (even none), so lockstep keeps all ranks stepping until the last one is done; the
+    # filler steps of a rank that ran out are run and discarded.
+    model = trainer.model
+    model.eval()
     clips, losses = [], []
-    for batch in loader:
-        clip_ids, scenes = batch.pop("clip_id"), batch.pop("scene")
-        rows = batch["pixel_values"].shape[0]
-        loss, logprobs, labels = trainer.prediction_step(trainer.model, dict(batch), prediction_loss_only=False)
+    for batch, real in streaming.lockstep(loader, lambda: _filler_batch(eval_transform)):
+        inputs = {key: value for key, value in batch.items() if key not in ("clip_id", "scene")}  # batch unchanged
+        rows = inputs["pixel_values"].shape[0]
+        loss, logprobs, labels = trainer.prediction_step(model, inputs, prediction_loss_only=False)
+        if not real:
+            continue
+        clip_ids, scenes = batch["clip_id"], batch["scene"]
         losses.append((float(loss) * rows, rows))
         for clip in zip(clip_ids, scenes, labels.tolist(), logprobs.float().cpu().tolist()):
             clips.append((*clip, rank))
@@ -489,6 +498,19 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
             for clip_id, scene, label, logprob, by in clips:
                 writer.writerow([clip_id, scene, names[label], names[int(np.argmax(logprob))], by])
     return metrics
+
+
+def _filler_batch(transform) -> Dict[str, Any]:
+    """One clip of zeros shaped as ``transform``'s batches (one view), for the steps of a rank whose share has
+    run out (:func:`ferv39k_hf.dataset.streaming.lockstep`); its outputs are never recorded."""
+    frames, size = transform.num_frames, transform.size
+    batch: Dict[str, Any] = {"labels": torch.zeros(1, dtype=torch.int64), "clip_id": ["<filler>"], "scene": [-1]}
+    if transform.on_device:  # uint8 frames, the whole frame as the crop, no flip (see DeviceFinish)
+        batch.update(pixel_values=torch.zeros((1, frames, size, size, 3), dtype=torch.uint8),
+                     crop_boxes=torch.tensor([[0, 0, size, size]]), flips=torch.zeros(1, dtype=torch.bool))
+    else:
+        batch["pixel_values"] = torch.zeros((1, frames, 3, size, size))
+    return batch
 
 
 def _push(training_args: TrainingArguments, token: Optional[str]) -> None:

@@ -135,6 +135,25 @@ def test_torchrun_two_processes_streaming_score_every_test_clip_once(tiny_checkp
     assert _arrow_files(cache) == [], "streaming wrote an Arrow cache"
 
 
+
+@pytest.mark.slow  # two processes start torch and transformers, as above
+def test_torchrun_streaming_eval_with_a_rank_holding_no_clip(tiny_checkpoints, built_faces, tmp_path):
+    """--max_eval_samples 1: rank 1's share is empty, so it steps through lockstep's filler (the example's batch
+    of zeros) while rank 0 scores the clip; the one clip is scored once, by rank 0, and both ranks finish."""
+    out = tmp_path / "uneven"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(EXAMPLES / "run_video_classification.py"), "--model_name_or_path",
+               str(tiny_checkpoints["videomae"]), "--dataset_dir", str(built_faces), "--streaming", "true",
+               "--do_eval", "--max_eval_samples", "1", "--test_views", "2x1", "--ddp_backend", "gloo",
+               *_common(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scored = _scored_clips(out)
+    assert [row["rank"] for row in scored] == ["0"], scored
+    assert scored[0]["clip_id"] == _map_split(built_faces, "test")["clip_id"][0]
+    assert json.loads((out / "eval_per_scene.json").read_text())["num_clips"] == 1
+
 @pytest.fixture
 def s3_server(monkeypatch):
     """A real S3 API (moto's server) on a free port of 127.0.0.1, with the AWS variables pointing at it."""

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from ferv39k_hf.errors import Ferv39kError
 
 __all__ = ["StreamError", "is_remote", "storage_options_for", "read_card", "card_row_counts", "split_files",
            "node_of_environment", "stream", "steps_per_epoch", "StreamCollator", "StreamLoader",
-           "gather_across_ranks"]
+           "gather_across_ranks", "lockstep"]
+
+Batch = TypeVar("Batch")
 
 
 class StreamError(Ferv39kError):
@@ -333,3 +335,70 @@ def gather_across_ranks(items: List[Any]) -> List[Any]:
     gathered: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, list(items))
     return [item for part in gathered for item in part]
+
+
+def _flag_device(dist: Any) -> Any:
+    """Where a tensor for a collective of the default process group lives: CPU for gloo (and mpi), the
+    current CUDA device for nccl, the current accelerator for other backends (xccl, hccl, ...)."""
+    import torch
+
+    backend = str(dist.get_backend()).lower()  # "gloo", "nccl", or a mix such as "cpu:gloo,cuda:nccl"
+    if "gloo" in backend or "mpi" in backend:
+        return torch.device("cpu")
+    if "nccl" in backend:
+        return torch.device("cuda", torch.cuda.current_device())
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None and accelerator.is_available():
+        return torch.device(accelerator.current_accelerator().type)  # no index: that type's current device
+    return torch.device("cpu")
+
+
+def lockstep(batches: Iterable[Batch], make_filler: Callable[[], Batch]) -> Iterator[Tuple[Batch, bool]]:
+    """``(batch, real)`` pairs such that every rank takes the same number of steps over its own ``batches``.
+
+    Ranks that each stream their own share (:func:`stream`) may hold different numbers of batches,
+    even none. A model whose forward runs collectives (FSDP, DeepSpeed ZeRO-3 all-gather their
+    parameters) hangs when one rank stops calling it while another goes on. With an initialised
+    ``torch.distributed`` of world size > 1, the ranks agree before every step whether any of them
+    still has a batch (one ``all_reduce`` of a one-element tensor: on the CPU for gloo, on the current
+    CUDA device for nccl). A rank that has run out yields a filler with ``real=False`` (its last real
+    batch, or ``make_filler()`` if it had none; called at most once), until no rank has a batch
+    left; run the model on it and discard its outputs. Without ``torch.distributed`` or with one
+    process, ``batches`` come as they are, all real, and nothing is exchanged.
+
+    Every rank must call this, and take every pair, for the same loop. A filler may be the same
+    object as the last real batch: do not change a batch in place while scoring it.
+
+    Example::
+
+        for batch, real in lockstep(loader, lambda: {"pixel_values": torch.zeros(1, 16, 3, 224, 224),
+                                                     "labels": torch.zeros(1, dtype=torch.int64)}):
+            outputs = model(**batch)
+            if real:
+                record(outputs)
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        for batch in batches:
+            yield batch, True
+        return
+    device, end = _flag_device(dist), object()
+    remaining: Optional[Iterator[Batch]] = iter(batches)
+    last: Any = end
+    while True:
+        batch = end if remaining is None else next(remaining, end)
+        if batch is end:
+            remaining = None  # not asked again once it has run out
+        flag = torch.tensor([0 if batch is end else 1], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # does any rank still have a batch?
+        if int(flag.item()) == 0:
+            return
+        if batch is not end:
+            last = batch
+            yield batch, True
+        else:
+            if last is end:
+                last = make_filler()
+            yield last, False
