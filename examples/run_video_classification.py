@@ -165,13 +165,18 @@ def load_streams(data_args: DataTrainingArguments, training_args: TrainingArgume
     return clips, counts
 
 
+def streamed_steps_per_epoch(training_args: TrainingArguments, data_args: DataTrainingArguments, counts) -> int:
+    """Optimizer steps in one epoch of every rank: its share of the card's train rows in full batches."""
+    rows = min(counts["train"], data_args.max_train_samples or counts["train"])
+    return streaming.steps_per_epoch(rows, training_args.world_size, training_args.per_device_train_batch_size,
+                                     training_args.gradient_accumulation_steps)
+
+
 def streamed_max_steps(training_args: TrainingArguments, data_args: DataTrainingArguments, counts) -> int:
     """--max_steps, or --num_train_epochs passes over the fewest rows any rank gets (card row counts)."""
     if training_args.max_steps > 0:
         return training_args.max_steps
-    rows = min(counts["train"], data_args.max_train_samples or counts["train"])
-    per_epoch = streaming.steps_per_epoch(rows, training_args.world_size, training_args.per_device_train_batch_size,
-                                          training_args.gradient_accumulation_steps)
+    per_epoch = streamed_steps_per_epoch(training_args, data_args, counts)
     return max(1, int(np.ceil(training_args.num_train_epochs * per_epoch)))
 
 
@@ -265,17 +270,51 @@ class ClipViewTrainer(Trainer):
 
     Averaging inside the step keeps one prediction per clip, so distributed
     evaluation gathers and trims clips, not views. A streamed training split is
-    already this rank's share, so its DataLoader is not sharded again by accelerate.
+    already this rank's share, so its DataLoader is not sharded again by accelerate; with
+    ``stream_steps_per_epoch`` every epoch of it is that many optimizer steps on every rank,
+    and a resumed run starts the stream at the epoch and batch the checkpoint stopped at.
     """
+
+    def __init__(self, *args, stream_steps_per_epoch: Optional[int] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stream_steps_per_epoch = stream_steps_per_epoch
+        self._stream_resume: Optional[tuple] = None
 
     def get_train_dataloader(self):
         if not isinstance(self.train_dataset, torch.utils.data.IterableDataset):
             return super().get_train_dataloader()
         args = self.args
-        return streaming.StreamLoader(
+        per_epoch = self.stream_steps_per_epoch
+        loader = streaming.StreamLoader(
             self.train_dataset, batch_size=getattr(self, "_train_batch_size", args.train_batch_size),
+            batches_per_epoch=per_epoch * args.gradient_accumulation_steps if per_epoch else None,
             collate_fn=self.data_collator, num_workers=args.dataloader_num_workers,
             pin_memory=args.dataloader_pin_memory, prefetch_factor=args.dataloader_prefetch_factor)
+        if self._stream_resume:
+            loader.resume_at(*self._stream_resume)
+        return loader
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """Trainer.train; resuming a streamed run, the stream itself skips what the checkpoint trained on.
+
+        Trainer's own skipping (accelerate's ``skip_first_batches``) rebuilds the DataLoader as a plain
+        one: the stream then lost its epoch (every resumed epoch read epoch 0's order) and its length.
+        """
+        self._stream_resume = None
+        if (resume_from_checkpoint and self.stream_steps_per_epoch and not self.args.ignore_data_skip
+                and isinstance(self.train_dataset, torch.utils.data.IterableDataset)):
+            checkpoint = resume_from_checkpoint
+            if isinstance(checkpoint, bool):
+                checkpoint = transformers.trainer_utils.get_last_checkpoint(self.args.output_dir)
+            state_file = Path(checkpoint or "", "trainer_state.json")
+            if checkpoint and state_file.is_file():
+                global_step = transformers.TrainerState.load_from_json(str(state_file)).global_step
+                epoch, steps = divmod(global_step, self.stream_steps_per_epoch)
+                self._stream_resume = (epoch, steps * self.args.gradient_accumulation_steps)
+                self.args.ignore_data_skip = True  # the stream skips, not Trainer
+                logger.info("resuming the stream at epoch %d after %d of its %d steps (global step %d, %s)",
+                            epoch, steps, self.stream_steps_per_epoch, global_step, state_file)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         view_clip_index = inputs.pop("view_clip_index", None)
@@ -345,6 +384,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
             raise ValueError("--streaming scores the test split once, after training: pass --eval_strategy no")
         clips, counts = load_streams(data_args, training_args)
         training_args.max_steps = streamed_max_steps(training_args, data_args, counts)
+        stream_steps = streamed_steps_per_epoch(training_args, data_args, counts) if training_args.do_train else None
     else:
         with training_args.main_process_first(desc="loading FERV39k"):
             clips = load_clips(data_args)
@@ -387,6 +427,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         processing_class=_image_processor(protocol),
         data_collator=collator,
         compute_metrics=scorer,
+        stream_steps_per_epoch=stream_steps if data_args.streaming else None,
     )
     if training_args.fsdp and not getattr(trainer, "is_fsdp_enabled", True):
         # accelerate turns FSDP on only for accelerators: on CPU processes --fsdp quietly becomes DDP

@@ -22,11 +22,14 @@ inside the DataLoader worker:
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from ferv39k_hf.errors import Ferv39kError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StreamError", "is_remote", "storage_options_for", "read_card", "card_row_counts", "split_files",
            "node_of_environment", "stream", "steps_per_epoch", "StreamCollator", "StreamLoader",
@@ -267,9 +270,11 @@ class _ShuffledRows(_iterable_base()):
 def steps_per_epoch(num_rows: int, world_size: int, batch_size: int, accumulation: int = 1) -> int:
     """Optimizer steps in one pass over ``num_rows`` split between ``world_size`` ranks.
 
-    Counts the rank with the fewest rows (``num_rows // world_size``) in full batches of
-    ``batch_size * accumulation``, at least 1, so no rank runs dry within an epoch.
-    Example: ``steps_per_epoch(31088, 8, 16)`` -> 242.
+    Counts ``num_rows // world_size`` rows in full batches of ``batch_size * accumulation``, at
+    least 1. A rank's share can be a few rows smaller (whole shards of unequal sizes) and gives
+    more batches than its rows fill (each DataLoader worker ends on a partial batch), so give
+    ``steps * accumulation`` to :class:`StreamLoader` as ``batches_per_epoch``: every rank then
+    runs exactly that many batches per epoch. Example: ``steps_per_epoch(31088, 8, 16)`` -> 242.
     """
     per_rank = num_rows // max(1, world_size)
     return max(1, per_rank // max(1, batch_size * accumulation))
@@ -309,18 +314,73 @@ class StreamLoader(_dataloader_base()):
 
     Trainer calls ``set_epoch`` on its training DataLoader each epoch. Workers are not kept
     between epochs (a persistent worker would keep the old epoch's seed).
+
+    ``batches_per_epoch`` (training under several processes: ``steps_per_epoch(...) *
+    accumulation``) makes every pass exactly that many batches, its ``len()``: the pass stops
+    there, so every rank runs the same batches per epoch and Trainer's epochs are the same
+    on all of them (its epoch-end logging and saving are collective). A share that gives fewer
+    batches (unequal shards, or one partial batch per worker) is read again from its start to
+    make up the rest, with a warning. :meth:`resume_at` starts an epoch's pass further on.
     """
 
-    def __init__(self, dataset: Any, **kwargs: Any):
+    def __init__(self, dataset: Any, batches_per_epoch: Optional[int] = None, **kwargs: Any):
         kwargs["persistent_workers"] = False
         if not kwargs.get("num_workers"):
             kwargs.pop("prefetch_factor", None)
         super().__init__(dataset, **kwargs)
+        if batches_per_epoch is not None and int(batches_per_epoch) < 1:
+            raise ValueError(f"batches_per_epoch must be at least 1, got {batches_per_epoch}")
+        self.batches_per_epoch = None if batches_per_epoch is None else int(batches_per_epoch)
+        self.epoch = 0
+        self._skip: Dict[int, int] = {}
+
+    def __len__(self) -> int:
+        if self.batches_per_epoch is None:
+            return super().__len__()  # a stream's TypeError: Trainer then relies on max_steps
+        return self.batches_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle the stream for ``epoch`` (``IterableDataset.set_epoch``)."""
+        self.epoch = int(epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next pass of ``epoch`` leave out its first ``batches`` batches (read, not yielded).
+
+        For resuming a run at the batch it stopped at: the batches are the same ones only with the
+        same seed, shuffle buffer, world size, batch size and number of workers.
+        """
+        if batches < 0 or (self.batches_per_epoch is not None and batches >= self.batches_per_epoch):
+            raise ValueError(f"cannot resume epoch {epoch} after {batches} batches: a pass has "
+                             f"{self.batches_per_epoch} batches")
+        self._skip[int(epoch)] = int(batches)
+
+    def __iter__(self):
+        epoch, skip, target = self.epoch, self._skip.pop(self.epoch, 0), self.batches_per_epoch
+        if target is None and not skip:
+            return super().__iter__()
+        return self._batches(epoch, skip, target)
+
+    def _batches(self, epoch: int, skip: int, target: Optional[int]):
+        index = passes = 0
+        while True:
+            passes, start = passes + 1, index
+            for batch in super().__iter__():
+                index += 1
+                if index > skip:
+                    yield batch
+                if target is not None and index >= target:
+                    return
+            if target is None:
+                return
+            if index == start:
+                raise StreamError(f"epoch {epoch}: this process's share of the stream gave no batch "
+                                  f"({index} of the {target} a pass must have)")
+            if passes == 1:
+                logger.warning("epoch %d: this process's share of the stream gave %d batches, fewer than the %d "
+                               "every process runs per epoch: it is read again from its start for the other %d",
+                               epoch, index, target, target - index)
 
 
 def gather_across_ranks(items: List[Any]) -> List[Any]:
