@@ -41,6 +41,7 @@ from transformers import (
     AutoModelForVideoClassification,
     HfArgumentParser,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -265,6 +266,22 @@ class ClipCollator:
         return self.eval_transform({key: [r[key] for r in rows] for key in rows[0]})
 
 
+STREAM_SETTINGS = "ferv39k_stream.json"  # in each checkpoint of a streamed run
+
+
+class _RecordStreamSettings(TrainerCallback):
+    """Writes the trainer's stream settings into each checkpoint it saves (process 0)."""
+
+    def __init__(self, trainer: "ClipViewTrainer"):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir, f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and folder.is_dir():
+            settings = json.dumps(self.trainer.current_stream_settings(), indent=2, sort_keys=True)
+            (folder / STREAM_SETTINGS).write_text(settings + "\n", encoding="utf-8")
+
+
 class ClipViewTrainer(Trainer):
     """Trainer whose evaluation averages the softmax of a clip's views before anything is gathered.
 
@@ -273,12 +290,42 @@ class ClipViewTrainer(Trainer):
     already this rank's share, so its DataLoader is not sharded again by accelerate; with
     ``stream_steps_per_epoch`` every epoch of it is that many optimizer steps on every rank,
     and a resumed run starts the stream at the epoch and batch the checkpoint stopped at.
+    Each checkpoint records the settings that decide which batches the stream gives
+    (``STREAM_SETTINGS``); a resume under other settings says which differ.
     """
 
-    def __init__(self, *args, stream_steps_per_epoch: Optional[int] = None, **kwargs):
+    def __init__(self, *args, stream_steps_per_epoch: Optional[int] = None,
+                 stream_settings: Optional[Dict[str, Any]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.stream_steps_per_epoch = stream_steps_per_epoch
         self._stream_resume: Optional[tuple] = None
+        self.stream_settings = stream_settings or {}
+        if stream_steps_per_epoch:
+            self.add_callback(_RecordStreamSettings(self))
+
+    def current_stream_settings(self) -> Dict[str, Any]:
+        """What decides the streamed batches of a step: these, and the data itself."""
+        args = self.args
+        return {"seed": args.seed, "world_size": args.world_size,
+                "per_device_train_batch_size": args.per_device_train_batch_size,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "dataloader_num_workers": args.dataloader_num_workers,
+                "steps_per_epoch": self.stream_steps_per_epoch, **self.stream_settings}
+
+    def _check_stream_settings(self, checkpoint: str) -> None:
+        recorded_file = Path(checkpoint, STREAM_SETTINGS)
+        if not recorded_file.is_file():
+            logger.warning("%s is missing: nothing says this checkpoint streamed with today's settings; the "
+                           "resumed epoch's batches are the stopped run's only if they are the same", recorded_file)
+            return
+        recorded, now = json.loads(recorded_file.read_text(encoding="utf-8")), self.current_stream_settings()
+        changed = [f"{key} {recorded.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(recorded) | set(now))
+                   if recorded.get(key) != now.get(key)]
+        if changed:
+            logger.warning("resuming with stream settings other than the checkpoint's (%s): %s. The rest of the "
+                           "epoch is read in another order, so some of its clips are trained on twice and others "
+                           "not at all in this epoch; resume with the checkpoint's settings to avoid it",
+                           recorded_file, "; ".join(changed))
 
     def get_train_dataloader(self):
         if not isinstance(self.train_dataset, torch.utils.data.IterableDataset):
@@ -314,6 +361,7 @@ class ClipViewTrainer(Trainer):
                 self.args.ignore_data_skip = True  # the stream skips, not Trainer
                 logger.info("resuming the stream at epoch %d after %d of its %d steps (global step %d, %s)",
                             epoch, steps, self.stream_steps_per_epoch, global_step, state_file)
+                self._check_stream_settings(checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -428,6 +476,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         data_collator=collator,
         compute_metrics=scorer,
         stream_steps_per_epoch=stream_steps if data_args.streaming else None,
+        stream_settings={"shuffle_buffer": data_args.shuffle_buffer, "max_train_samples": data_args.max_train_samples},
     )
     if training_args.fsdp and not getattr(trainer, "is_fsdp_enabled", True):
         # accelerate turns FSDP on only for accelerators: on CPU processes --fsdp quietly becomes DDP

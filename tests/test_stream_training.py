@@ -4,6 +4,7 @@ same one again for the same seed; the same batches per epoch on every rank; a re
 the interrupted one would have read."""
 
 import collections
+import json
 import logging
 
 import pytest
@@ -150,7 +151,8 @@ class _Recorder(torch.nn.Module):
         return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(run_script, built_faces, tmp_path):
+def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(run_script, built_faces, tmp_path,
+                                                                              caplog):
     from transformers import TrainingArguments
 
     ids = _train_ids(built_faces)
@@ -158,17 +160,18 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
     per_epoch = streaming.steps_per_epoch(len(ids), 1, batch, accumulation)  # 331 // 16 = 20
     max_steps, stop_at = 2 * per_epoch + 5, per_epoch + 7  # the checkpoint lies inside the second epoch
 
-    def run(resume=None):
+    def run(resume=None, workers=2):
         torch.manual_seed(0)
         model = _Recorder()
         args = TrainingArguments(
             output_dir=str(tmp_path / "run"), per_device_train_batch_size=batch, max_steps=max_steps,
             gradient_accumulation_steps=accumulation, save_strategy="steps", save_steps=stop_at,
             report_to="none", use_cpu=True, disable_tqdm=True, seed=0, remove_unused_columns=False,
-            dataloader_num_workers=2, logging_strategy="no")
+            dataloader_num_workers=workers, logging_strategy="no")
         train = streaming.stream(built_faces, "train", shuffle_buffer=16, seed=0)
         trainer = run_script.ClipViewTrainer(model=model, args=args, train_dataset=train,
-                                             data_collator=_Rows(ids), stream_steps_per_epoch=per_epoch)
+                                             data_collator=_Rows(ids), stream_steps_per_epoch=per_epoch,
+                                             stream_settings={"shuffle_buffer": 16})
         trainer.train(resume_from_checkpoint=resume)
         assert trainer.state.global_step == max_steps
         return model.seen
@@ -179,5 +182,17 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
     epoch1 = [c for b in whole[per_epoch * accumulation:2 * per_epoch * accumulation] for c in b]
     assert len(set(epoch0)) == len(epoch0) == per_epoch * accumulation * batch  # no clip twice in an epoch
     assert epoch0 != epoch1 and len(set(epoch1)) == len(epoch1)  # the second epoch has its own order
-    resumed = run(str(tmp_path / "run" / f"checkpoint-{stop_at}"))
+    checkpoint = tmp_path / "run" / f"checkpoint-{stop_at}"
+    recorded = json.loads((checkpoint / run_script.STREAM_SETTINGS).read_text())
+    assert recorded["dataloader_num_workers"] == 2 and recorded["steps_per_epoch"] == per_epoch
+    assert recorded["shuffle_buffer"] == 16
+    with caplog.at_level(logging.WARNING, logger=run_script.logger.name):
+        resumed = run(str(checkpoint))
     assert resumed == whole[stop_at * accumulation:]
+    assert "stream settings other than" not in caplog.text
+    # other settings give other batches: the resume goes on, saying which setting differs
+    with caplog.at_level(logging.WARNING, logger=run_script.logger.name):
+        elsewhere = run(str(checkpoint), workers=0)
+    assert "stream settings other than the checkpoint's" in caplog.text
+    assert "dataloader_num_workers 2 -> 0" in caplog.text
+    assert elsewhere != whole[stop_at * accumulation:]
