@@ -197,9 +197,17 @@ class SendTwice:
 
 
 @needs_reuse
-def test_a_buffer_a_worker_pickles_again_is_never_reused():
+@pytest.mark.parametrize("slow_count", [False, True])
+def test_a_buffer_a_worker_pickles_again_is_never_reused(slow_count, monkeypatch):
     keep = lambda batch: {"before": batch["before"]["pixel_values"], "now": batch["now"]["pixel_values"].clone()}
     expected = epochs(clips(reuse_memory=False), hold=True, collate=SendTwice(), workers=1, keep=keep)
+    if slow_count:
+        # The worker's queue pickles in a feeder thread while the worker's own thread looks for an idle
+        # buffer: a use count that takes 3 ms widens the window in which the second send of a buffer could
+        # drop it and let go of its batch between take's look at the buffer and its count (the forked
+        # worker inherits the patch)
+        count = _shared_batches._use_count
+        monkeypatch.setattr(_shared_batches, "_use_count", lambda storage: time.sleep(0.003) or count(storage))
     got = epochs(clips(), hold=True, collate=SendTwice(), workers=1, keep=keep)  # "before" held, "now" freed
     assert_same(got, expected)
 

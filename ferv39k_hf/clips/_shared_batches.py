@@ -21,11 +21,14 @@ leased buffer again (a queue or pipe to another process) or forks while it holds
 one sets the flag to KEPT: that buffer is never reused and its worker drops it.
 A worker drops a buffer that is pickled outside its lease, or that a batch takes
 out some other way (another collate function copied the rows, or sent them in
-another container). Every check of torch's behaviour runs in the process that
-relies on it (the main process: the finalizer and the reducer; the worker:
-``_new_shared``, the use count, the reducer), and when one fails the reuse is off
-there: every batch then gets new memory, as torch gives it. :mod:`ferv39k_hf.clips._reuse`
-is the public switch.
+another container). A worker pickles in its queue's feeder thread while its main
+thread looks for an idle buffer, so a pool's state changes under one lock and the
+use count is read under it too: a batch being pickled stays referenced until its
+pickling, which drops a buffer sent a second time, has ended. Every check of
+torch's behaviour runs in the process that relies on it (the main process: the
+finalizer and the reducer; the worker: ``_new_shared``, the use count, the
+reducer), and when one fails the reuse is off there: every batch then gets new
+memory, as torch gives it. :mod:`ferv39k_hf.clips._reuse` is the public switch.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import threading
 import weakref
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -120,6 +124,10 @@ class _Pool:
         self.pid = os.getpid()
         self.buffers: List[Optional[_Buffer]] = []
         self.flags = torch.zeros(SLOTS, dtype=torch.int32).share_memory_()
+        # the worker's thread (take, lease) and its queue's feeder thread (pickling, unsent) both change
+        # the buffers: without it, take could see a buffer before a second send drops it and its use count
+        # after that send let go of the batch, and hand out memory the main process still reads
+        self.lock = threading.RLock()
 
     def _idle(self, index: int) -> bool:
         buffer = self.buffers[index]
@@ -135,20 +143,28 @@ class _Pool:
     def unsent(self, index: int, buffer: _Buffer) -> None:
         """A leased batch died without being sent: its tensors may have left in another container, so
         its buffer is never reused."""
-        if self.buffers[index] is buffer and buffer.state == PENDING:
-            self.buffers[index] = None
+        if os.getpid() != self.pid:  # a process forked from the worker: not its pool
+            return
+        with self.lock:
+            if self.buffers[index] is buffer and buffer.state == PENDING:
+                self.buffers[index] = None
 
     def pickled(self, start: int, end: int) -> None:
         """Storage memory [start, end) is being pickled: a buffer's lease allows one send, any other
         means it left another way, and it is never reused."""
-        for index, buffer in enumerate(self.buffers):
-            if buffer is not None and buffer.start < end and start < buffer.end:
-                if buffer.sends > 0:
-                    buffer.sends -= 1
-                else:
-                    self.buffers[index] = None
+        with self.lock:
+            for index, buffer in enumerate(self.buffers):
+                if buffer is not None and buffer.start < end and start < buffer.end:
+                    if buffer.sends > 0:
+                        buffer.sends -= 1
+                    else:
+                        self.buffers[index] = None
 
     def take(self, numel: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        with self.lock:
+            return self._take(numel, dtype)
+
+    def _take(self, numel: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
         for index, buffer in enumerate(self.buffers):
             if buffer is not None and buffer.state == HANDED:  # went out another way: let it go
                 self.buffers[index] = None
@@ -213,11 +229,12 @@ def lease(batch: Dict[str, Any]) -> Dict[str, Any]:
     if pool is None or torch.utils.data.get_worker_info() is None:
         return batch
     keys = {}
-    for key, value in batch.items():
-        index = pool.index_of(value)
-        if index is not None and pool.buffers[index].state == HANDED:
-            pool.buffers[index].state = PENDING
-            keys[key] = index
+    with pool.lock:
+        for key, value in batch.items():
+            index = pool.index_of(value)
+            if index is not None and pool.buffers[index].state == HANDED:
+                pool.buffers[index].state = PENDING
+                keys[key] = index
     return _LeasedBatch(batch, pool, keys) if keys else batch
 
 
@@ -233,12 +250,13 @@ class _LeasedBatch(dict):
 
     def __reduce__(self):
         leases = []
-        for key, index in self._keys.items():
-            buffer = self._pool.buffers[index]
-            if buffer is not None and buffer.state == PENDING and self._pool.index_of(self.get(key)) == index:
-                self._pool.flags[index] = HELD  # before the main process can have it
-                buffer.state, buffer.sends = SENT, 1
-                leases.append((key, index))
+        with self._pool.lock:
+            for key, index in self._keys.items():
+                buffer = self._pool.buffers[index]
+                if buffer is not None and buffer.state == PENDING and self._pool.index_of(self.get(key)) == index:
+                    self._pool.flags[index] = HELD  # before the main process can have it
+                    buffer.state, buffer.sends = SENT, 1
+                    leases.append((key, index))
         return _claim, (dict(self), self._pool.flags, leases, self._pool.pid)
 
 
@@ -253,16 +271,23 @@ class _Lease:
         self.start = storage.data_ptr()
         self.end = self.start + storage.nbytes()
         self.kept = False
+        # keep (pickling, a fork) and release (a finalizer, in any thread) must not interleave: a release
+        # that read kept=False before a keep and wrote FREE after it would undo the keep
+        self.lock = threading.RLock()  # reentrant: a finalizer may run inside keep's tensor write
 
     def keep(self) -> None:
         """Another process may read this memory after this one is done with it: never free it."""
-        self.kept = True
-        self.flags[self.index] = KEPT
+        with self.lock:
+            self.kept = True
+            self.flags[self.index] = KEPT
 
     def release(self) -> None:  # the storage's finalizer: any thread; also runs in forked children
         _leases.discard(self)
-        if not self.kept and os.getpid() == self.pid:
-            self.flags[self.index] = FREE
+        if os.getpid() != self.pid:  # a forked child: its copy of the lock may have been taken at the fork
+            return
+        with self.lock:
+            if not self.kept:
+                self.flags[self.index] = FREE
 
 
 _leases: Set[_Lease] = set()
