@@ -348,6 +348,7 @@ class ClipViewTrainer(Trainer):
         one: the stream then lost its epoch (every resumed epoch read epoch 0's order) and its length.
         """
         self._stream_resume = None
+        skipping = self.args.ignore_data_skip
         if (resume_from_checkpoint and self.stream_steps_per_epoch and not self.args.ignore_data_skip
                 and isinstance(self.train_dataset, torch.utils.data.IterableDataset)):
             checkpoint = resume_from_checkpoint
@@ -362,7 +363,10 @@ class ClipViewTrainer(Trainer):
                 logger.info("resuming the stream at epoch %d after %d of its %d steps (global step %d, %s)",
                             epoch, steps, self.stream_steps_per_epoch, global_step, state_file)
                 self._check_stream_settings(checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.ignore_data_skip = skipping  # the caller's arguments as they were
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         view_clip_index = inputs.pop("view_clip_index", None)

@@ -174,6 +174,7 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
                                              stream_settings={"shuffle_buffer": 16})
         trainer.train(resume_from_checkpoint=resume)
         assert trainer.state.global_step == max_steps
+        assert args.ignore_data_skip is False  # the stream skipped, and the caller's arguments are as given
         return model.seen
 
     whole = run()
