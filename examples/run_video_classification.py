@@ -434,6 +434,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if data_args.streaming:
         if training_args.do_train and str(getattr(training_args.eval_strategy, "value", "no")) != "no":
             raise ValueError("--streaming scores the test split once, after training: pass --eval_strategy no")
+        if training_args.do_train and training_args.auto_find_batch_size:
+            raise ValueError("--streaming counts each epoch's batches from --per_device_train_batch_size, which "
+                             "--auto_find_batch_size would change mid-run: drop it and pass a batch size that fits")
         clips, counts = load_streams(data_args, training_args)
         training_args.max_steps = streamed_max_steps(training_args, data_args, counts)
         stream_steps = streamed_steps_per_epoch(training_args, data_args, counts) if training_args.do_train else None

@@ -86,6 +86,12 @@ def test_example_refuses_a_url_without_streaming_and_streaming_without_a_built_f
         run_script.DataTrainingArguments(archive_dir="FERV39k", streaming=True)
 
 
+def test_example_refuses_streamed_training_with_a_batch_size_it_would_change(run_script, built_faces, tmp_path):
+    with pytest.raises(ValueError, match="--auto_find_batch_size"):
+        run_script.main(["--model_name_or_path", "unused", "--dataset_dir", str(built_faces), "--streaming", "true",
+                         "--do_train", "--auto_find_batch_size", *_common(tmp_path / "out")])
+
+
 def test_streaming_trains_without_arrow_cache_and_scores_like_the_map_style_run(
         run_script, tiny_checkpoints, built_faces, tmp_path, monkeypatch):
     test_ids = _map_split(built_faces, "test")["clip_id"]
