@@ -8,16 +8,14 @@ batches finished by an attached :class:`ferv39k_hf.DeviceFinish` that picks its 
 embedding received, the losses, or the error, to ``OUT_DIR/rank-N.json``.
 """
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
 from ferv39k_hf import DeviceFinish
+from rank_report import write_and_leave
 
 
 def shard(model, version):
@@ -74,16 +72,7 @@ def main(out_dir):
     rank = dist.get_rank()
     report = {f"{version}/{mode}": run_case(version, mode, rank)
               for version in ("fsdp1", "fsdp2") for mode in ("auto", "float32", "cpu_path")}
-    Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(report))
-    dist.barrier()
-    dist.destroy_process_group()
-    # torch 2.13 on CPU: about one run in 60 of a script that only shards a model with FSDP1 over gloo, runs it
-    # and destroys the process group aborts in interpreter teardown after all of that ("terminate called
-    # without an active exception", exit -6), which torchrun reports as a failed run. The report is
-    # written and the group destroyed: leave without the teardown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    write_and_leave(out_dir, report)
 
 
 if __name__ == "__main__":

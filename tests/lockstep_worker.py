@@ -9,16 +9,14 @@ it took, how many were fillers, and the id and output of every item of its real 
 prevents; the process group's timeout is short, so that run fails rather than blocks).
 """
 
-import json
-import os
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from ferv39k_hf.dataset.streaming import lockstep
+from rank_report import write_and_leave
 
 CASES = {"3-vs-1": (3, 1), "2-vs-0": (2, 0), "0-vs-2": (0, 2), "2-vs-2": (2, 2)}
 BATCH, FEATURES = 2, 6
@@ -84,16 +82,7 @@ def main(out_dir, use_lockstep):
     rank = dist.get_rank()
     report = {f"{case}/{version}": run_case(case, version, rank, use_lockstep)
               for case in CASES for version in ("fsdp1", "fsdp2")}
-    Path(out_dir, f"rank-{rank}.json").write_text(json.dumps(report))
-    dist.barrier()
-    dist.destroy_process_group()
-    # torch 2.13 on CPU: about one run in 60 of a script that only shards a model with FSDP1 over gloo, runs it
-    # and destroys the process group aborts in interpreter teardown after all of that ("terminate called
-    # without an active exception", exit -6), which torchrun reports as a failed run. The report is
-    # written and the group destroyed: leave without the teardown.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    write_and_leave(out_dir, report)
 
 
 if __name__ == "__main__":
