@@ -349,7 +349,7 @@ class ClipViewTrainer(Trainer):
         """
         self._stream_resume = None
         skipping = self.args.ignore_data_skip
-        if (resume_from_checkpoint and self.stream_steps_per_epoch and not self.args.ignore_data_skip
+        if (resume_from_checkpoint and self.stream_steps_per_epoch and not skipping
                 and isinstance(self.train_dataset, torch.utils.data.IterableDataset)):
             checkpoint = resume_from_checkpoint
             if isinstance(checkpoint, bool):

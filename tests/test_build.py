@@ -201,7 +201,8 @@ def test_card_declares_configs_counts_and_terms(built_faces):
 
 
 def test_card_loading_snippet_runs(built_faces):
-    """The card's Python snippet, as written, on the installed datasets release (CI runs the newest and the floor, 2.18.0)."""
+    """The card's Python snippet, as written, on the installed datasets release (CI runs the newest and the
+    floor, 2.18.0)."""
     text = (built_faces / "README.md").read_text()
     snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
     namespace = {}
