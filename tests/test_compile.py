@@ -6,12 +6,13 @@ and graph break are dynamo's, the same whatever backend then compiles the graphs
 marked slow (each compile takes tens of seconds on two cores).
 """
 
-import importlib.util
+import runpy
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -120,10 +121,8 @@ def test_attached_finish_hands_a_bf16_model_bf16_clips():
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("example_compile", ROOT / "examples" / "run_video_classification.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The example's ``main`` and arguments, loaded through runpy (it imports its pieces from ferv39k_hf.training)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "examples" / "run_video_classification.py")))
 
 
 def _tiny_checkpoint(folder):
@@ -143,7 +142,7 @@ def _tiny_checkpoint(folder):
 def train_compiled(built_faces, out, on_device, backend, monkeypatch):
     """Two epochs of batches 4, 4, 2 under --torch_compile: the first batch compiles, the smaller last batch
     may compile once more (torch then marks the batch size dynamic); any other compile fails the run."""
-    example = _example()
+    import ferv39k_hf.training as training
 
     class FailOnRecompile(transformers.TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -153,11 +152,12 @@ def train_compiled(built_faces, out, on_device, backend, monkeypatch):
         def on_train_end(self, args, state, control, **kwargs):
             torch.compiler.set_stance("default")
 
-    class Trainer(example.ClipViewTrainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, callbacks=[FailOnRecompile()], **kwargs)
+    class Trainer(training.ClipViewTrainer):
+        def __init__(self, *args, callbacks=(), **kwargs):
+            super().__init__(*args, callbacks=[*callbacks, FailOnRecompile()], **kwargs)
 
-    monkeypatch.setattr(example, "ClipViewTrainer", Trainer)
+    monkeypatch.setattr(training, "ClipViewTrainer", Trainer)  # before the example imports it
+    example = _example()
     torch.compiler.reset()
     try:
         example.main(["--model_name_or_path", str(_tiny_checkpoint(out / "tiny")), "--dataset_dir", str(built_faces),

@@ -118,16 +118,14 @@ def test_a_one_process_group_exchanges_nothing(monkeypatch):
 def test_the_examples_filler_is_shaped_like_a_streamed_eval_batch(built_faces, on_device):
     """run_video_classification.py's filler (for a rank whose share has no batch): the keys, dtypes and per-clip
     shapes of the eval transform's streamed batches, one view; on_device fillers finish to (1, T, 3, S, S)."""
-    from test_training import _example
-
     import ferv39k_hf
+    from ferv39k_hf.training import filler_batch
 
-    example = _example("run_video_classification")
     transform = ferv39k_hf.VideoClipTransform(train=False, num_frames=4, size=32, temporal_views=1,
                                               spatial_views=1, on_device=on_device)
     collate = streamloader.StreamCollator(transform, keep=("clip_id", "scene"))
     rows = list(streaming.stream(built_faces, "test", max_rows=2))
-    real, filler = collate(rows), example._filler_batch(transform)
+    real, filler = collate(rows), filler_batch(transform)
     assert set(filler) == set(real)
     for key, value in real.items():
         if isinstance(value, list):

@@ -6,15 +6,16 @@ folder before and after, so any write, move or delete anywhere in it fails the t
 """
 
 import hashlib
-import importlib.util
 import json
 import os
+import runpy
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -372,10 +373,8 @@ def test_load_refuses_a_cache_inside_the_archive(archive, tmp_path, monkeypatch)
 
 
 def _example(name):
-    spec = importlib.util.spec_from_file_location(f"safety_example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The example's ``main`` through runpy, without running it."""
+    return SimpleNamespace(**runpy.run_path(str(EXAMPLES / f"{name}.py")))
 
 
 def test_examples_refuse_outputs_inside_the_data(archive, tmp_path, capsys):

@@ -15,8 +15,6 @@ from ferv39k_hf.training import streamloader
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
-from test_training import run_script  # noqa: E402,F401
-
 
 @pytest.fixture(scope="module")
 def built_dfew(tmp_path_factory, sample_archive):
@@ -152,9 +150,10 @@ class _Recorder(torch.nn.Module):
         return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(run_script, built_faces, tmp_path,
-                                                                              caplog):
+def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(built_faces, tmp_path, caplog):
     from transformers import TrainingArguments
+
+    from ferv39k_hf.training import STREAM_SETTINGS, ClipViewTrainer
 
     ids = _train_ids(built_faces)
     batch, accumulation = 8, 2
@@ -170,7 +169,7 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
             report_to="none", use_cpu=True, disable_tqdm=True, seed=0, remove_unused_columns=False,
             dataloader_num_workers=workers, logging_strategy="no")
         train = streaming.stream(built_faces, "train", shuffle_buffer=16, seed=0)
-        trainer = run_script.ClipViewTrainer(model=model, args=args, train_dataset=train,
+        trainer = ClipViewTrainer(model=model, args=args, train_dataset=train,
                                              data_collator=_Rows(ids), stream_steps_per_epoch=per_epoch,
                                              stream_settings={"shuffle_buffer": 16})
         trainer.train(resume_from_checkpoint=resume)
@@ -185,15 +184,15 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
     assert len(set(epoch0)) == len(epoch0) == per_epoch * accumulation * batch  # no clip twice in an epoch
     assert epoch0 != epoch1 and len(set(epoch1)) == len(epoch1)  # the second epoch has its own order
     checkpoint = tmp_path / "run" / f"checkpoint-{stop_at}"
-    recorded = json.loads((checkpoint / run_script.STREAM_SETTINGS).read_text())
+    recorded = json.loads((checkpoint / STREAM_SETTINGS).read_text())
     assert recorded["dataloader_num_workers"] == 2 and recorded["steps_per_epoch"] == per_epoch
     assert recorded["shuffle_buffer"] == 16
-    with caplog.at_level(logging.WARNING, logger=run_script.logger.name):
+    with caplog.at_level(logging.WARNING, logger="ferv39k_hf.training.trainer"):
         resumed = run(str(checkpoint))
     assert resumed == whole[stop_at * accumulation:]
     assert "stream settings other than" not in caplog.text
     # other settings give other batches: the resume goes on, saying which setting differs
-    with caplog.at_level(logging.WARNING, logger=run_script.logger.name):
+    with caplog.at_level(logging.WARNING, logger="ferv39k_hf.training.trainer"):
         elsewhere = run(str(checkpoint), workers=0)
     assert "stream settings other than the checkpoint's" in caplog.text
     assert "dataloader_num_workers 2 -> 0" in caplog.text

@@ -1,4 +1,5 @@
-"""examples/run_video_classification.py and examples/predict.py end to end, on the built sample.
+"""examples/run_video_classification.py and examples/predict.py end to end, on the built sample (each example's
+``main`` run through runpy: the pieces it uses are ferv39k_hf.training's, tested through the package).
 
 Tiny random VideoMAE and TimeSformer checkpoints (hidden size 32, 2 layers,
 32x32 input, 4 frames) stand in for the Hub's, each saved with an image
@@ -7,12 +8,13 @@ processor config whose mean, std and size the script must pick up.
 
 import collections
 import csv
-import importlib.util
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,10 +43,8 @@ FROM_SCRATCH = [
 
 
 def _example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The example's names (``main``, its argument dataclasses) as runpy gives them, without running ``main``."""
+    return SimpleNamespace(**runpy.run_path(str(EXAMPLES / f"{name}.py")))
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +268,7 @@ def test_from_scratch_config_overrides_through_the_builder_in_dfew_order(run_scr
     assert json.loads((out / "eval_per_scene.json").read_text())["num_clips"] == 16
 
 
-def test_a_checkpoint_in_another_label_order_is_refused(run_script, tiny_checkpoints, tmp_path):
+def test_a_checkpoint_in_another_label_order_is_refused(tiny_checkpoints, tmp_path):
     from transformers import AutoConfig
 
     folder = tmp_path / "dfew-checkpoint"
@@ -276,10 +276,10 @@ def test_a_checkpoint_in_another_label_order_is_refused(run_script, tiny_checkpo
     config.id2label = dict(enumerate(DFEW_ORDER))
     config.label2id = {w: i for i, w in config.id2label.items()}
     config.save_pretrained(folder)
-    model_args = run_script.ModelArguments(model_name_or_path=str(folder))
-    data_args = run_script.DataTrainingArguments(dataset_dir=str(tmp_path))
+    from ferv39k_hf.training import build_model
+
     with pytest.raises(ValueError, match="another order|in the order"):
-        run_script.build_model(model_args, data_args, list(CLASS_WORDS), 32)
+        build_model(list(CLASS_WORDS), model_name_or_path=str(folder), image_size=32)
 
 
 def test_torchrun_two_cpu_processes(tiny_checkpoints, built_faces, tmp_path):
