@@ -130,7 +130,7 @@ def plot_training(output_dir: "os.PathLike[str] | str", log_history: Sequence[Di
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     _curve(left, loss, "training loss", "loss")
     for key, points in scores.items():
-        _curve(right, points, key.replace("eval_", "").upper(), "test score")
+        _curve(right, points, key.replace("eval_", "").upper(), "evaluation score")
     right.set_ylim(0, 1)
     right.legend(loc="lower right")
     figure.tight_layout()
