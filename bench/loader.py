@@ -215,7 +215,8 @@ def streaming_loader(dataset_dir: Path, clips: int, transform, batch_size: int) 
     buffer), which a real epoch of thousands of rows per process pays once."""
     import itertools
 
-    from ferv39k_hf.dataset.streaming import StreamCollator, StreamLoader, stream
+    from ferv39k_hf.dataset.streaming import stream
+    from ferv39k_hf.training.streamloader import StreamCollator, StreamLoader
 
     rows = stream(dataset_dir, "train", shuffle_buffer=1024, seed=0)
     loader = StreamLoader(rows, batch_size=batch_size, collate_fn=StreamCollator(transform))

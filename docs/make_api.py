@@ -83,10 +83,14 @@ SECTIONS: List[Section] = [
     ),
     Section(
         "Streaming", "ferv39k_hf.dataset.streaming",
-        ["stream", "read_card", "card_row_counts", "steps_per_epoch", "is_remote", "storage_options_for",
-         "lockstep"],
+        ["stream", "read_card", "card_row_counts", "is_remote", "storage_options_for"],
         "A built folder, local or behind an fsspec URL, as an IterableDataset split by node "
         "([scale-out.md](scale-out.md)).",
+    ),
+    Section(
+        "Streamed loaders", "ferv39k_hf.training.streamloader",
+        ["steps_per_epoch", "StreamCollator", "StreamLoader", "gather_across_ranks", "lockstep"],
+        "The torch side of a stream: batches, equal epochs on every rank, lockstep evaluation of sharded models.",
     ),
     Section(
         "Checkpoint configs", "ferv39k_hf.clips.protocol",

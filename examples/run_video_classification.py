@@ -51,6 +51,7 @@ import ferv39k_hf.clips.sampling
 from ferv39k_hf.dataset import hub
 from ferv39k_hf.clips.presets import get_preset
 from ferv39k_hf.dataset import streaming
+from ferv39k_hf.training import streamloader
 from ferv39k_hf.metrics import average_views, clip_labels, score
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.clips.protocol import image_processor_config, write_processor_configs
@@ -169,7 +170,7 @@ def load_streams(data_args: DataTrainingArguments, training_args: TrainingArgume
 def streamed_steps_per_epoch(training_args: TrainingArguments, data_args: DataTrainingArguments, counts) -> int:
     """Optimizer steps in one epoch of every rank: its share of the card's train rows in full batches."""
     rows = min(counts["train"], data_args.max_train_samples or counts["train"])
-    return streaming.steps_per_epoch(rows, training_args.world_size, training_args.per_device_train_batch_size,
+    return streamloader.steps_per_epoch(rows, training_args.world_size, training_args.per_device_train_batch_size,
                                      training_args.gradient_accumulation_steps)
 
 
@@ -332,7 +333,7 @@ class ClipViewTrainer(Trainer):
             return super().get_train_dataloader()
         args = self.args
         per_epoch = self.stream_steps_per_epoch
-        loader = streaming.StreamLoader(
+        loader = streamloader.StreamLoader(
             self.train_dataset, batch_size=getattr(self, "_train_batch_size", args.train_batch_size),
             batches_per_epoch=per_epoch * args.gradient_accumulation_steps if per_epoch else None,
             collate_fn=self.data_collator, num_workers=args.dataloader_num_workers,
@@ -466,7 +467,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     if data_args.streaming:  # rows reach the collator as they are; the transform runs on the whole batch
         train_split, eval_split = clips.get("train"), clips[data_args.eval_split]
         scorer = ClipScorer([], labels)
-        collator = streaming.StreamCollator(train_transform)
+        collator = streamloader.StreamCollator(train_transform)
     else:
         train_split = _subset(clips["train"], data_args.max_train_samples, training_args.seed)
         train_split = train_split.with_transform(train_transform)
@@ -545,9 +546,9 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
     """Score a streamed split: every rank its own share, the clips gathered once each; writes what
     :func:`evaluate_and_report` writes, plus eval_predictions.csv (one row per clip, with the rank that scored it)."""
     args, rank, start = trainer.args, trainer.args.process_index, time.time()
-    loader = streaming.StreamLoader(eval_stream, batch_size=args.per_device_eval_batch_size,
+    loader = streamloader.StreamLoader(eval_stream, batch_size=args.per_device_eval_batch_size,
                                     num_workers=args.dataloader_num_workers,
-                                    collate_fn=streaming.StreamCollator(eval_transform, keep=("clip_id", "scene")))
+                                    collate_fn=streamloader.StreamCollator(eval_transform, keep=("clip_id", "scene")))
     # trainer.model is what Trainer's own evaluation runs: after training under FSDP the sharded wrapper, under
     # DeepSpeed the module with ZeRO-3's gathering hooks, under DDP the plain module (DDP's forward may broadcast
     # buffers). The first two all-gather parameters in every forward, and the ranks' shares may hold different
@@ -556,7 +557,7 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
     model = trainer.model
     model.eval()
     clips, losses = [], []
-    for batch, real in streaming.lockstep(loader, lambda: _filler_batch(eval_transform)):
+    for batch, real in streamloader.lockstep(loader, lambda: _filler_batch(eval_transform)):
         inputs = {key: value for key, value in batch.items() if key not in ("clip_id", "scene")}  # batch unchanged
         rows = inputs["pixel_values"].shape[0]
         loss, logprobs, labels = trainer.prediction_step(model, inputs, prediction_loss_only=False)
@@ -566,7 +567,7 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
         losses.append((float(loss) * rows, rows))
         for clip in zip(clip_ids, scenes, labels.tolist(), logprobs.float().cpu().tolist()):
             clips.append((*clip, rank))
-    clips, losses = streaming.gather_across_ranks(clips), streaming.gather_across_ranks(losses)
+    clips, losses = streamloader.gather_across_ranks(clips), streamloader.gather_across_ranks(losses)
     ranks_of: Dict[str, List[int]] = {}
     for clip in clips:
         ranks_of.setdefault(clip[0], []).append(clip[4])
@@ -599,7 +600,7 @@ def evaluate_streamed(trainer, eval_stream, eval_transform, scorer, data_args, p
 
 def _filler_batch(transform) -> Dict[str, Any]:
     """One clip of zeros shaped as ``transform``'s batches (one view), for the steps of a rank whose share has
-    run out (:func:`ferv39k_hf.dataset.streaming.lockstep`); its outputs are never recorded."""
+    run out (:func:`ferv39k_hf.training.streamloader.lockstep`); its outputs are never recorded."""
     frames, size = transform.num_frames, transform.size
     batch: Dict[str, Any] = {"labels": torch.zeros(1, dtype=torch.int64), "clip_id": ["<filler>"], "scene": [-1]}
     if transform.on_device:  # uint8 frames, the whole frame as the crop, no flip (see DeviceFinish)

@@ -3,7 +3,7 @@
 Run under ``torchrun --nproc_per_node 2 tests/lockstep_worker.py OUT_DIR [--no-lockstep]``. For each case of
 ``CASES`` (batches per rank) and each FSDP version (FSDP1 ``FullyShardedDataParallel``, FSDP2 ``fully_shard``),
 a tiny model sharded over the CPU processes (gloo) runs forward on every step of
-:func:`ferv39k_hf.dataset.streaming.lockstep` over this rank's batches. Each rank writes, per case, the steps
+:func:`ferv39k_hf.training.streamloader.lockstep` over this rank's batches. Each rank writes, per case, the steps
 it took, how many were fillers, and the id and output of every item of its real batches to
 ``OUT_DIR/rank-N.json``. With ``--no-lockstep`` it iterates its batches as they are (the hang the helper
 prevents; the process group's timeout is short, so that run fails rather than blocks).
@@ -15,7 +15,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ferv39k_hf.dataset.streaming import lockstep
+from ferv39k_hf.training.streamloader import lockstep
 from rank_report import write_and_leave
 
 CASES = {"3-vs-1": (3, 1), "2-vs-0": (2, 0), "0-vs-2": (0, 2), "2-vs-2": (2, 2)}

@@ -1,4 +1,4 @@
-"""ferv39k_hf.dataset.streaming.lockstep: ranks with different numbers of batches (even none) run a sharded
+"""ferv39k_hf.training.streamloader.lockstep: ranks with different numbers of batches (even none) run a sharded
 model's forward in step, under torchrun with 2 CPU processes (gloo, FSDP1 and FSDP2; tests/lockstep_worker.py),
 and a single process gets its batches as they are."""
 
@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ferv39k_hf.dataset import streaming  # noqa: E402
+from ferv39k_hf.training import streamloader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "lockstep_worker.py"
@@ -94,10 +95,10 @@ def test_without_distributed_batches_come_as_they_are(monkeypatch):
     monkeypatch.setattr(dist, "all_reduce", refuse)
     made = []
     batches = [{"x": torch.full((2,), float(i))} for i in range(3)]
-    pairs = list(streaming.lockstep(iter(batches), lambda: made.append(1)))
+    pairs = list(streamloader.lockstep(iter(batches), lambda: made.append(1)))
     assert [real for _, real in pairs] == [True] * 3 and made == []
     assert all(batch is original for (batch, _), original in zip(pairs, batches))
-    assert list(streaming.lockstep([], lambda: made.append(1))) == [] and made == []
+    assert list(streamloader.lockstep([], lambda: made.append(1))) == [] and made == []
 
 
 def test_a_one_process_group_exchanges_nothing(monkeypatch):
@@ -108,7 +109,7 @@ def test_a_one_process_group_exchanges_nothing(monkeypatch):
     try:
         monkeypatch.setattr(dist, "all_reduce", lambda *a, **k: pytest.fail("all_reduce with one process"))
         batches = ["a", "b"]
-        assert list(streaming.lockstep(batches, lambda: "filler")) == [("a", True), ("b", True)]
+        assert list(streamloader.lockstep(batches, lambda: "filler")) == [("a", True), ("b", True)]
     finally:
         dist.destroy_process_group()
 
@@ -124,7 +125,7 @@ def test_the_examples_filler_is_shaped_like_a_streamed_eval_batch(built_faces, o
     example = _example("run_video_classification")
     transform = ferv39k_hf.VideoClipTransform(train=False, num_frames=4, size=32, temporal_views=1,
                                               spatial_views=1, on_device=on_device)
-    collate = streaming.StreamCollator(transform, keep=("clip_id", "scene"))
+    collate = streamloader.StreamCollator(transform, keep=("clip_id", "scene"))
     rows = list(streaming.stream(built_faces, "test", max_rows=2))
     real, filler = collate(rows), example._filler_batch(transform)
     assert set(filler) == set(real)

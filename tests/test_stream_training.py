@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from ferv39k_hf.dataset import streaming
+from ferv39k_hf.training import streamloader
 
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
@@ -49,7 +50,7 @@ def test_an_epoch_yields_every_clip_once_with_its_own_label_over_ranks_and_worke
         for rank in range(world):
             train = streaming.stream(built, "train", shuffle_buffer=16, seed=1, rank=rank, world_size=world)
             train.set_epoch(2)
-            loader = streaming.StreamLoader(train, batch_size=5, num_workers=workers, collate_fn=list)
+            loader = streamloader.StreamLoader(train, batch_size=5, num_workers=workers, collate_fn=list)
             for batch in loader:
                 for row in batch:
                     assert names[row["label"]] == _emotion(row["clip_id"]), (order, world, workers, row["clip_id"])
@@ -63,9 +64,9 @@ def test_the_collator_keeps_each_clips_label_through_the_shuffle(built_dfew):
 
     names = streaming.stream(built_dfew, "train").features["label"].names
     train = streaming.stream(built_dfew, "train", shuffle_buffer=32, seed=0)
-    collate = streaming.StreamCollator(VideoClipTransform(num_frames=2, size=16, train=True), keep=("clip_id",))
+    collate = streamloader.StreamCollator(VideoClipTransform(num_frames=2, size=16, train=True), keep=("clip_id",))
     rows = 0
-    for batch in streaming.StreamLoader(train, batch_size=16, num_workers=2, collate_fn=collate):
+    for batch in streamloader.StreamLoader(train, batch_size=16, num_workers=2, collate_fn=collate):
         assert [names[int(label)] for label in batch["labels"]] == [_emotion(c) for c in batch["clip_id"]]
         assert batch["pixel_values"].shape[0] == len(batch["clip_id"])
         rows += len(batch["clip_id"])
@@ -79,7 +80,7 @@ def _order(loader):
 def test_each_epoch_reshuffles_in_the_workers_and_a_seed_repeats_its_orders(built_faces):
     def loader(seed):
         train = streaming.stream(built_faces, "train", shuffle_buffer=16, seed=seed)
-        return streaming.StreamLoader(train, batch_size=4, num_workers=2, collate_fn=list)
+        return streamloader.StreamLoader(train, batch_size=4, num_workers=2, collate_fn=list)
 
     first, again, other = loader(0), loader(0), loader(1)
     orders = {}
@@ -97,12 +98,12 @@ def test_each_epoch_reshuffles_in_the_workers_and_a_seed_repeats_its_orders(buil
 def test_every_rank_runs_the_same_batches_per_epoch_and_resumes_mid_epoch(built_faces, caplog):
     rows = len(_train_ids(built_faces))
     world, batch = 3, 4
-    per_epoch = streaming.steps_per_epoch(rows, world, batch)  # 110 // 4 = 27
+    per_epoch = streamloader.steps_per_epoch(rows, world, batch)  # 110 // 4 = 27
     counts = []
     for rank in range(world):
         train = streaming.stream(built_faces, "train", shuffle_buffer=8, seed=0, rank=rank, world_size=world)
         # 5 workers over every 3rd row: a share can be 109 rows, and each worker ends on a partial batch
-        loader = streaming.StreamLoader(train, batch_size=batch, num_workers=5, batches_per_epoch=per_epoch,
+        loader = streamloader.StreamLoader(train, batch_size=batch, num_workers=5, batches_per_epoch=per_epoch,
                                         collate_fn=list)
         assert len(loader) == per_epoch
         for epoch in (0, 1):
@@ -112,13 +113,13 @@ def test_every_rank_runs_the_same_batches_per_epoch_and_resumes_mid_epoch(built_
 
     # a share smaller than the pass (as unequal shards make it): read again, with a warning, never short
     train = streaming.stream(built_faces, "train", shuffle_buffer=8, seed=0, max_rows=10)
-    loader = streaming.StreamLoader(train, batch_size=4, batches_per_epoch=5, collate_fn=list)
+    loader = streamloader.StreamLoader(train, batch_size=4, batches_per_epoch=5, collate_fn=list)
     with caplog.at_level(logging.WARNING, logger=streaming.__name__):
         batches = list(loader)
     assert len(batches) == 5 and "gave 3 batches, fewer than the 5" in caplog.text
 
     train = streaming.stream(built_faces, "train", shuffle_buffer=8, seed=0)
-    loader = streaming.StreamLoader(train, batch_size=batch, num_workers=2, batches_per_epoch=20, collate_fn=list)
+    loader = streamloader.StreamLoader(train, batch_size=batch, num_workers=2, batches_per_epoch=20, collate_fn=list)
     loader.set_epoch(1)
     whole = _order(loader)
     loader.resume_at(1, 7)
@@ -157,7 +158,7 @@ def test_a_resumed_streamed_run_reads_what_the_interrupted_run_would_have_read(r
 
     ids = _train_ids(built_faces)
     batch, accumulation = 8, 2
-    per_epoch = streaming.steps_per_epoch(len(ids), 1, batch, accumulation)  # 331 // 16 = 20
+    per_epoch = streamloader.steps_per_epoch(len(ids), 1, batch, accumulation)  # 331 // 16 = 20
     max_steps, stop_at = 2 * per_epoch + 5, per_epoch + 7  # the checkpoint lies inside the second epoch
 
     def run(resume=None, workers=2):

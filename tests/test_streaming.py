@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ferv39k_hf.dataset import streaming
+from ferv39k_hf.training import streamloader
 
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
@@ -61,7 +62,7 @@ def test_card_row_counts_locations_and_errors(built_faces, tmp_path, monkeypatch
     card = streaming.read_card(built_faces)
     counts = streaming.card_row_counts(card)
     assert counts == {split: _map_split(built_faces, split).num_rows for split in ("train", "test")}
-    assert streaming.steps_per_epoch(31088, 8, 16) == 242 and streaming.steps_per_epoch(3, 4, 8) == 1
+    assert streamloader.steps_per_epoch(31088, 8, 16) == 242 and streamloader.steps_per_epoch(3, 4, 8) == 1
     with pytest.raises(streaming.StreamError, match=str(tmp_path / "README.md")):
         streaming.read_card(tmp_path)
     with pytest.raises(streaming.StreamError, match="no split 'validation'"):
