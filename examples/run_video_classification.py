@@ -646,4 +646,6 @@ def _model_card(model_args, data_args, training_args, labels, protocol, results)
 
 
 if __name__ == "__main__":
-    main()
+    from ferv39k_hf.cli import exit_on_package_error  # a bad dataset or storage ends in one line
+
+    exit_on_package_error(main, "run_video_classification.py")

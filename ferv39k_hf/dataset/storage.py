@@ -25,7 +25,22 @@ _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout
 
 class StreamError(Ferv39kError):
     """A dataset location that cannot be read or streamed: no card, no such split, a short or cut shard,
-    storage that refuses or does not answer. The message is one line naming the file or URL."""
+    storage that refuses or does not answer. The message is one line naming the file or URL.
+
+    Raised in a DataLoader worker, torch raises it again in the main process with the worker's
+    traceback as its message; that message is cut back to the error's own line here, the traceback
+    kept as a note (shown with a traceback, under ``--debug``).
+    """
+
+    def __init__(self, message: object = "", *args: object):
+        text = str(message)
+        prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+        lines = [line for line in text.splitlines() if line.strip()]
+        if text.startswith("Caught ") and "\nOriginal Traceback" in text and lines[-1].startswith(prefix):
+            if hasattr(self, "add_note"):  # Python >= 3.11
+                self.add_note(text)
+            text = lines[-1][len(prefix):]
+        super().__init__(text, *args)
 
 
 class StorageMissing(StreamError, FileNotFoundError):
