@@ -89,6 +89,7 @@ class StoragePatience:
         return int(self.attempts) * (self.connect_timeout + self.read_timeout) + waits
 
     def describe(self) -> str:
+        """The settings in words, for messages: ``"8 tries, connect timeout 10 s, read timeout 30 s, ..."``."""
         return (f"{self.attempts} tries, connect timeout {self.connect_timeout:g} s, read timeout "
                 f"{self.read_timeout:g} s, waits from {self.backoff:g} s doubling to {self.max_backoff:g} s")
 
