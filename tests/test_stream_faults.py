@@ -14,8 +14,14 @@ from pathlib import Path
 import pytest
 
 from ferv39k_hf.dataset import streaming
-from ferv39k_hf.dataset.storage import (PATIENCE_ENV, StoragePatience, StreamError, filesystem, is_transient,
-                                        storage_options_for)
+from ferv39k_hf.dataset.storage import (
+    PATIENCE_ENV,
+    StoragePatience,
+    StreamError,
+    filesystem,
+    is_transient,
+    storage_options_for,
+)
 
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
@@ -62,7 +68,8 @@ def s3(built_faces):
     server.start()
     import s3fs
 
-    client = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}"})
+    endpoint = f"http://127.0.0.1:{port}"
+    client = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": endpoint})
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         client.mkdir(BUCKET)
@@ -125,7 +132,8 @@ def test_transient_failures_are_told_from_lasting_ones():
     botocore = pytest.importorskip("botocore.exceptions")
 
     def client_error(status, code):
-        return botocore.ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+        response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return botocore.ClientError(response, "GetObject")
 
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
     assert is_transient(botocore.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))

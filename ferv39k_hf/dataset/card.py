@@ -15,8 +15,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import datasets
 import yaml
 
-from ferv39k_hf.dataset.storage import StoragePatience, StorageMissing, StreamError, join, read_bytes, \
-    storage_options_for
+from ferv39k_hf.dataset.storage import (
+    StorageMissing,
+    StoragePatience,
+    StreamError,
+    join,
+    read_bytes,
+    storage_options_for,
+)
 from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {

@@ -1,4 +1,4 @@
-"""Reads from a local folder or object storage with a stated patience: timeouts, a bounded retry budget, one-line errors."""
+"""Reads from a local folder or object storage with stated patience: timeouts, bounded retries, one-line errors."""
 
 from __future__ import annotations
 

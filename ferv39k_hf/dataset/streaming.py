@@ -27,8 +27,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ferv39k_hf.dataset.card import card_row_counts, read_card, split_files
 from ferv39k_hf.dataset.shardrows import check_split_rows, footer_rows, shard_rows
-from ferv39k_hf.dataset.storage import StoragePatience, StreamError, filesystem, is_remote, join, patiently, \
-    storage_options_for
+from ferv39k_hf.dataset.storage import (
+    StoragePatience,
+    StreamError,
+    filesystem,
+    is_remote,
+    join,
+    patiently,
+    storage_options_for,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -82,7 +82,8 @@ class StreamLoader(torch.utils.data.DataLoader):
     on all of them (its epoch-end logging and saving are collective). A share that gives fewer
     batches (unequal shards, or one partial batch per worker) is read again from its start to
     make up the rest, with a warning; in a single process, where the share is the whole split
-    and fills every pass, a short pass means missing rows and is a StreamError. :meth:`resume_at` starts an epoch's pass further on.
+    and fills every pass, a short pass means missing rows and is a StreamError. :meth:`resume_at`
+    starts an epoch's pass further on.
     """
 
     def __init__(self, dataset: Any, batches_per_epoch: Optional[int] = None, **kwargs: Any):
