@@ -106,7 +106,8 @@ def proxy(s3):
 
 
 def _retries(caplog, url_part):
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying") and url_part in r.getMessage()]
+    lines = [record.getMessage() for record in caplog.records]
+    return [line for line in lines if line.startswith("retrying") and url_part in line]
 
 
 def test_patience_is_stated_parsed_and_reaches_botocore_and_s3fs(monkeypatch):
