@@ -83,7 +83,8 @@ SECTIONS: List[Section] = [
     ),
     Section(
         "Streaming", "ferv39k_hf.dataset.streaming",
-        ["stream", "read_card", "card_row_counts", "is_remote", "storage_options_for"],
+        ["stream", "read_card", "card_row_counts", "is_remote", "storage_options_for",
+         "ferv39k_hf.dataset.storage:StoragePatience"],
         "A built folder, local or behind an fsspec URL, as an IterableDataset split by node "
         "([scale-out.md](scale-out.md)).",
     ),

@@ -309,4 +309,6 @@ def run(trainer, data_args, data, eval_split, eval_transform, scorer, summary, p
 
 
 if __name__ == "__main__":
-    main()
+    from ferv39k_hf.cli import exit_on_package_error  # a bad dataset or storage ends in one line
+
+    exit_on_package_error(main, "run_video_classification.py")

@@ -10,7 +10,7 @@ import argparse
 import errno
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ferv39k_hf.archive.listwriter import add_lists_command
 from ferv39k_hf.archive.lists import add_list_options
@@ -206,6 +206,18 @@ def describe_failure(err: BaseException) -> str:
     detail = _one_line(err)
     return (f"unexpected {type(err).__name__}{': ' + detail if detail else ''} "
             "(run with --debug for the traceback; if it looks like a bug in ferv39k-hf, please report it)")
+
+
+def exit_on_package_error(main: Callable[[], object], prog: str) -> None:
+    """Run a script's ``main`` (the examples): a ferv39k-hf error (a missing card, storage that gave up, a short
+    shard) ends it in one line on stderr and exit status 1; ``FERV39K_HF_DEBUG=1`` shows the traceback instead."""
+    try:
+        main()
+    except Ferv39kError as err:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"{prog}: error: {describe_failure(err)} (FERV39K_HF_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def _run(args: argparse.Namespace) -> int:

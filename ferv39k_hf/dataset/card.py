@@ -8,12 +8,21 @@ citation, label order and counts.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import datasets
 import yaml
 
+from ferv39k_hf.dataset.storage import (
+    StorageMissing,
+    StoragePatience,
+    StreamError,
+    join,
+    read_bytes,
+    storage_options_for,
+)
 from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS, SCENES, label_names
 
 _FRAMES_NOTE = {
@@ -40,6 +49,89 @@ def parse_front_matter(text: str, where: str) -> object:
         return yaml.safe_load(front)
     except yaml.YAMLError as err:
         raise ValueError(f"{where}: unreadable YAML front matter: {err}") from None
+
+
+def read_card(location: "os.PathLike[str] | str", storage_options: Optional[Mapping[str, Any]] = None,
+              patience: Optional[StoragePatience] = None) -> Dict[str, Any]:
+    """The YAML front matter of ``location/README.md`` (a built folder's card), local or through fsspec.
+
+    The one reader of built cards, for streaming, scoring and the Hub push. Returns the metadata
+    dict (``configs``, ``dataset_info``, ``ferv39k_config``, ...), ``{}`` when the card has no front
+    matter. Raises :class:`StreamError` naming the card when it is missing (and whether its bucket
+    is), unreadable, not YAML or not a mapping. ``patience`` (default: the environment's,
+    :meth:`StoragePatience.from_env`) bounds the read from object storage.
+    """
+    location = os.fspath(location)
+    card = join(location, "README.md")
+    patience = StoragePatience.from_env() if patience is None else patience
+    options = storage_options_for(location, storage_options, patience)
+    try:
+        data = read_bytes(card, options, patience, "reading the card")
+    except StorageMissing as err:
+        if " bucket " in str(err):
+            raise
+        raise StorageMissing(f"{card} is missing: {location} is not a folder built by 'ferv39k-hf build'") from None
+    try:
+        meta = parse_front_matter(data.decode("utf-8"), card)
+    except UnicodeDecodeError:
+        raise StreamError(f"{card}: not UTF-8 text, so not the card of a built folder") from None
+    except ValueError as err:
+        raise StreamError(str(err)) from None
+    if meta is not None and not isinstance(meta, dict):
+        raise StreamError(f"{card}: the YAML front matter is not a mapping")
+    return meta or {}
+
+
+def _entries(value: Any) -> List[Dict[str, Any]]:
+    entries = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+    return [entry for entry in entries if isinstance(entry, dict)]
+
+
+def _chosen_config(meta: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    """The card's default ``configs`` entry; else its only one; else a StreamError naming the configs."""
+    configs = _entries(meta.get("configs"))
+    if not configs:
+        raise StreamError(f"{where}: no 'configs' in the YAML front matter, so no list of the splits' files")
+    defaults = [c for c in configs if c.get("default")]
+    if len(defaults) == 1 or len(configs) == 1:
+        return (defaults or configs)[0]
+    names = ", ".join(str(c.get("config_name")) for c in configs)
+    raise StreamError(f"{where}: {len(configs)} configs ({names}) and {'several' if defaults else 'none'} marked "
+                      "default, so which files make a split is not known")
+
+
+def split_files(meta: Mapping[str, Any], location: "os.PathLike[str] | str",
+                where: str = "README.md") -> Dict[str, List[str]]:
+    """Each split's Parquet files from the card's default config (else its only one), joined onto ``location``.
+
+    The one split-to-files rule, for streaming and scoring. Example: ``split_files(read_card("ferv39k"),
+    "ferv39k")["test"]`` -> ``["ferv39k/data/faces/test-00000-of-00008.parquet", ...]``.
+    """
+    config = _chosen_config(meta, where)
+    files: Dict[str, List[str]] = {}
+    for entry in _entries(config.get("data_files")):
+        paths = entry.get("path")
+        paths = [paths] if isinstance(paths, str) else list(paths or [])
+        files[str(entry.get("split"))] = [join(location, str(path)) for path in paths]
+    if not files:
+        raise StreamError(f"{where}: configs[{config.get('config_name')!r}] lists no data_files")
+    return files
+
+
+def card_row_counts(meta: Mapping[str, Any], where: str = "README.md") -> Dict[str, int]:
+    """Rows per split from the chosen config's ``dataset_info.splits`` (``num_examples``).
+
+    Example: ``{"train": 31088, "test": 7847}``. ``meta`` is what :func:`read_card` returns.
+    """
+    name = _chosen_config(meta, where).get("config_name")
+    infos = _entries(meta.get("dataset_info"))
+    info = next((i for i in infos if i.get("config_name") == name), infos[0] if len(infos) == 1 else None)
+    if info is None:
+        raise StreamError(f"{where}: no dataset_info for config {name!r} in the YAML front matter")
+    counts = {s.get("name"): s.get("num_examples") for s in _entries(info.get("splits"))}
+    if not counts or not all(isinstance(n, int) and n >= 0 for n in counts.values()):
+        raise StreamError(f"{where}: dataset_info.splits gives no row count per split: {counts}")
+    return counts
 
 
 def card_metadata(

@@ -50,19 +50,13 @@ class PushResult:
 # -- dataset folders ---------------------------------------------------------------
 
 def read_card_metadata(folder: "os.PathLike[str] | str") -> Dict[str, Any]:
-    """The YAML front matter of ``folder/README.md`` as a dict ({} if it has none)."""
-    card = Path(folder) / "README.md"
-    try:
-        text = card.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PushRefused(f"{folder} is not a folder built by 'ferv39k-hf build': {card} is missing") from None
-    from ferv39k_hf.dataset.card import parse_front_matter  # card.py imports datasets
+    """The YAML front matter of ``folder/README.md`` as a dict ({} if it has none): card.read_card's."""
+    from ferv39k_hf.dataset.card import read_card  # card.py imports datasets
 
     try:
-        meta = parse_front_matter(text, str(card))
-    except ValueError as err:
+        return read_card(folder)
+    except Ferv39kError as err:
         raise PushRefused(str(err)) from None
-    return meta if isinstance(meta, dict) else {}
 
 
 def check_pushable_folder(folder: "os.PathLike[str] | str") -> Dict[str, Any]:

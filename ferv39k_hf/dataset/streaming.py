@@ -23,113 +23,24 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.dataset.card import card_row_counts, read_card, split_files
+from ferv39k_hf.dataset.shardrows import check_split_rows, footer_rows, shard_rows
+from ferv39k_hf.dataset.storage import (
+    StoragePatience,
+    StreamError,
+    filesystem,
+    is_remote,
+    join,
+    patiently,
+    storage_options_for,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StreamError", "is_remote", "storage_options_for", "read_card", "card_row_counts", "split_files",
-           "node_of_environment", "stream"]
-
-
-class StreamError(Ferv39kError):
-    """A dataset location that cannot be streamed: no card, no such split, an unreadable card."""
-
-
-def is_remote(location: "os.PathLike[str] | str") -> bool:
-    """Whether ``location`` is an fsspec URL other than ``file://`` (``s3://b/x`` yes; ``/data/x``, ``C:\\x`` no)."""
-    text = os.fspath(location)
-    scheme, sep, _ = text.partition("://")
-    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").isalnum() and scheme != "file"
-
-
-def storage_options_for(location: str, storage_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """fsspec options for ``location``: ``storage_options`` as given, plus the standard environment settings.
-
-    For ``s3://`` the endpoint comes from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (as the AWS
-    CLI reads them; older botocore ignores the variables, so it is passed explicitly); credentials
-    and region are left to botocore's usual chain (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ...). Other
-    storages read their own standard variables (``GOOGLE_APPLICATION_CREDENTIALS``, ``HF_TOKEN``).
-
-    Example: ``storage_options_for("s3://bucket/ferv39k")`` -> ``{"client_kwargs": {"endpoint_url":
-    "http://127.0.0.1:9000"}}`` when ``AWS_ENDPOINT_URL=http://127.0.0.1:9000``; ``{}`` for a local path.
-    """
-    options = dict(storage_options or {})
-    if os.fspath(location).startswith(("s3://", "s3a://")):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        client = dict(options.get("client_kwargs") or {})
-        if endpoint and "endpoint_url" not in client and "endpoint_url" not in options:
-            options["client_kwargs"] = {**client, "endpoint_url": endpoint}
-    return options
-
-
-def _join(location: str, *parts: str) -> str:
-    if is_remote(location):
-        return posixpath.join(location.rstrip("/"), *parts)
-    return os.path.join(os.fspath(location), *parts)
-
-
-def read_card(location: "os.PathLike[str] | str",
-              storage_options: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """The YAML front matter of ``location/README.md`` (a built folder's card), read through fsspec.
-
-    Returns the metadata dict (``configs``, ``dataset_info``, ``ferv39k_config``, ...). Raises
-    StreamError naming the card when it is missing or its YAML cannot be read.
-    """
-    import fsspec
-
-    location = os.fspath(location)
-    card = _join(location, "README.md")
-    try:
-        with fsspec.open(card, "r", encoding="utf-8", **storage_options_for(location, storage_options)) as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise StreamError(f"{card} is missing: {location} is not a folder built by 'ferv39k-hf build'") from None
-    from ferv39k_hf.dataset.card import parse_front_matter  # card.py imports datasets
-
-    try:
-        meta = parse_front_matter(text, card)
-    except ValueError as err:
-        raise StreamError(str(err)) from None
-    if meta is None:
-        raise StreamError(f"{card}: no YAML front matter, so no list of the splits' files")
-    if not isinstance(meta, dict):
-        raise StreamError(f"{card}: the YAML front matter is not a mapping")
-    return meta
-
-
-def _default_entry(entries: Any, what: str, card: str) -> Dict[str, Any]:
-    entries = entries if isinstance(entries, list) else [entries] if isinstance(entries, dict) else []
-    if not entries:
-        raise StreamError(f"{card}: no {what} in the YAML front matter")
-    return next((e for e in entries if e.get("default")), entries[0])
-
-
-def card_row_counts(card: Mapping[str, Any], where: str = "README.md") -> Dict[str, int]:
-    """Rows per split from a card's ``dataset_info.splits`` (``num_examples``), e.g. ``{"train": 31088, "test": 7847}``.
-
-    ``card`` is what :func:`read_card` returns; ``where`` names it in errors.
-    """
-    info = _default_entry(card.get("dataset_info"), "dataset_info", where)
-    counts = {s.get("name"): s.get("num_examples") for s in info.get("splits") or []}
-    if not counts or not all(isinstance(n, int) and n >= 0 for n in counts.values()):
-        raise StreamError(f"{where}: dataset_info.splits gives no row count per split: {counts}")
-    return counts
-
-
-def split_files(card: Mapping[str, Any], location: str, where: str = "README.md") -> Dict[str, List[str]]:
-    """The Parquet files of each split listed in the card's default ``configs`` entry, joined onto ``location``."""
-    config = _default_entry(card.get("configs"), "configs", where)
-    files: Dict[str, List[str]] = {}
-    for entry in config.get("data_files") or []:
-        paths = entry.get("path")
-        paths = [paths] if isinstance(paths, str) else list(paths or [])
-        files[entry.get("split")] = [_join(location, path) for path in paths]
-    if not files:
-        raise StreamError(f"{where}: configs[{config.get('config_name')!r}] lists no data_files")
-    return files
+__all__ = ["StreamError", "StoragePatience", "is_remote", "storage_options_for", "read_card", "card_row_counts",
+           "split_files", "node_of_environment", "stream"]
 
 
 def node_of_environment() -> Tuple[int, int]:
@@ -148,6 +59,7 @@ def stream(
     max_rows: Optional[int] = None,
     storage_options: Optional[Mapping[str, Any]] = None,
     card: Optional[Mapping[str, Any]] = None,
+    patience: Optional[StoragePatience] = None,
 ):
     """One split of a built folder as a ``datasets.IterableDataset`` of rows with undecoded frames.
 
@@ -165,6 +77,13 @@ def stream(
         max_rows: keep only the first ``max_rows`` rows of the split (before the split by rank).
         storage_options: fsspec options for the storage, merged with :func:`storage_options_for`.
         card: the folder's card if already read (:func:`read_card`).
+        patience: timeouts and retries of every read (default: ``FERV39K_HF_STORAGE_PATIENCE`` or
+            :class:`~ferv39k_hf.dataset.storage.StoragePatience`'s defaults).
+
+    Before anything is streamed, every shard's Parquet footer is read and the split's rows are
+    checked against the card's ``num_examples``: a shard holding more or fewer rows than the card
+    gives it is a StreamError naming it and both counts. While streaming, each shard is checked
+    again as it is opened and read to its end.
 
     Returns an IterableDataset (a torch one wrapping datasets' when shuffled) whose rows are dicts
     with ``clip_id``, ``scene``, ``scenario``, ``label``, ``num_frames`` and ``frames`` (a list of
@@ -176,28 +95,27 @@ def stream(
         test = stream("s3://bucket/ferv39k", "test", rank=1, world_size=2)
         clip_ids = [row["clip_id"] for row in test]
     """
-    import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from ferv39k_hf.clips.columns import undecoded_frames
-
     location = os.fspath(location)
-    where = _join(location, "README.md")
-    card = read_card(location, storage_options) if card is None else card
+    where = join(location, "README.md")
+    patience = StoragePatience.from_env() if patience is None else patience
+    card = read_card(location, storage_options, patience) if card is None else card
     files = split_files(card, location, where)
     if split not in files:
         raise StreamError(f"{where}: no split {split!r}; the card lists {sorted(files)}")
-    options = storage_options_for(location, storage_options)
+    options = storage_options_for(location, storage_options, patience)
     env_rank, env_world = node_of_environment()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must lie in [0, {world_size}), got {rank}")
+    counts = dict(zip(files[split], footer_rows(files[split], options, patience)))
+    check_split_rows(split, files[split], list(counts.values()), card_row_counts(card, where)[split], where)
+    features = _features(files[split][0], options, patience)
 
     def rows_of(paths: List[str]):
-        rows = datasets.load_dataset("parquet", data_files={split: paths}, split=split, streaming=True,
-                                     **({"storage_options": options} if options else {}))
-        rows = undecoded_frames(rows)
+        rows = _iterable_rows(paths, [counts[path] for path in paths], options, patience, features)
         if max_rows is not None:
             rows = rows.take(int(max_rows))
         return split_dataset_by_node(rows, rank=rank, world_size=world_size) if world_size > 1 else rows
@@ -205,6 +123,32 @@ def stream(
     if shuffle_buffer > 0:
         return _ShuffledRows(rows_of, files[split], int(shuffle_buffer), int(seed), max_rows is None)
     return rows_of(files[split])
+
+
+def _features(url: str, options: Mapping[str, Any], patience: StoragePatience):
+    """The split's datasets Features, from the first shard's Parquet schema."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    def read(_attempt: int):
+        fs, path = filesystem(url, options)
+        with fs.open(path, "rb") as handle:
+            return pq.read_schema(handle)
+
+    return datasets.Features.from_arrow_schema(patiently(url, "reading the shard's schema", read, patience, options))
+
+
+def _iterable_rows(paths: List[str], counts: List[int], options: Dict[str, Any], patience: StoragePatience,
+                   features: Any):
+    """The rows of ``paths`` as an IterableDataset with one shard per file (datasets deals list arguments),
+    frames undecoded."""
+    import datasets
+
+    from ferv39k_hf.clips.columns import undecoded_frames
+
+    return undecoded_frames(datasets.IterableDataset.from_generator(
+        shard_rows, features=features,
+        gen_kwargs={"urls": list(paths), "rows": list(counts), "options": dict(options), "patience": patience}))
 
 
 def _iterable_base():

@@ -222,21 +222,20 @@ def read_predictions(path, label_order: Optional[str] = None) -> PredictionFile:
 
 
 def _split_files(folder: Path, split: str) -> List[Path]:
-    from ferv39k_hf.dataset.hub import read_card_metadata
+    from ferv39k_hf.dataset.card import read_card, split_files
 
     if not folder.is_dir():
         raise PredictionFileError(f"{folder} is not a folder (give --dataset a folder made by 'ferv39k-hf build')")
-    meta = read_card_metadata(folder)
-    configs = meta.get("configs") or []
-    if "ferv39k_config" not in meta or not configs:
+    try:
+        meta = read_card(folder)
+        splits = split_files(meta, str(folder), str(folder / "README.md")) if "ferv39k_config" in meta else {}
+    except Ferv39kError as err:
+        raise PredictionFileError(str(err)) from None
+    if not splits:
         raise PredictionFileError(f"{folder}: its README.md is not the card of a 'ferv39k-hf build' folder")
-    splits: Dict[str, List[str]] = {}
-    for entry in configs[0].get("data_files", []):
-        paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
-        splits[entry["split"]] = paths
     if split not in splits:
         raise PredictionFileError(f"{folder} has no split {split!r}; it has {', '.join(splits)}")
-    files = [folder / name for name in splits[split]]
+    files = [Path(name) for name in splits[split]]
     missing = [str(name) for name in files if not name.is_file()]
     if missing:
         raise PredictionFileError(f"{folder}: README.md lists data files that are missing: {_listing(missing)}")

@@ -81,7 +81,9 @@ class StreamLoader(torch.utils.data.DataLoader):
     there, so every rank runs the same batches per epoch and Trainer's epochs are the same
     on all of them (its epoch-end logging and saving are collective). A share that gives fewer
     batches (unequal shards, or one partial batch per worker) is read again from its start to
-    make up the rest, with a warning. :meth:`resume_at` starts an epoch's pass further on.
+    make up the rest, with a warning; in a single process, where the share is the whole split
+    and fills every pass, a short pass means missing rows and is a StreamError. :meth:`resume_at`
+    starts an epoch's pass further on.
     """
 
     def __init__(self, dataset: Any, batches_per_epoch: Optional[int] = None, **kwargs: Any):
@@ -138,10 +140,23 @@ class StreamLoader(torch.utils.data.DataLoader):
             if index == start:
                 raise StreamError(f"epoch {epoch}: this process's share of the stream gave no batch "
                                   f"({index} of the {target} a pass must have)")
+            if passes == 1 and not _several_processes():
+                raise StreamError(f"epoch {epoch}: the stream gave {index} batches, fewer than the {target} an "
+                                  "epoch has; one process reads the whole split, so rows its card counts are "
+                                  "missing")
             if passes == 1:
                 logger.warning("epoch %d: this process's share of the stream gave %d batches, fewer than the %d "
                                "every process runs per epoch: it is read again from its start for the other %d",
                                epoch, index, target, target - index)
+
+
+def _several_processes() -> bool:
+    """Whether this process is one of several sharing the data (torch.distributed, or torchrun's WORLD_SIZE)."""
+    import os
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def gather_across_ranks(items: List[Any]) -> List[Any]:
