@@ -345,13 +345,13 @@ def test_lists_refuses_or_skips_a_damaged_clip(small_archive, tmp_path):
 
 
 def test_list_files_are_size_bounded_like_split_files(tmp_path, monkeypatch):
-    from ferv39k_hf.archive import ziparchive
+    from ferv39k_hf import fileio
     from ferv39k_hf.errors import LayoutError
 
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     train.write_text("x/Crime/Angry/0063 3\n" * 4)
     test.write_text("x/Crime/Angry/0064 3\n")
-    monkeypatch.setattr(ziparchive, "MAX_SPLIT_FILE_BYTES", 40)
+    monkeypatch.setattr(fileio, "MAX_SPLIT_FILE_BYTES", 40)
     with pytest.raises(LayoutError, match=f"{train}: 84 bytes, more than"):
         open_lists(str(train), str(test))
 

@@ -305,8 +305,7 @@ def open_lists(train_list: Optional[str], test_list: Optional[str], list_format:
     Files larger than a split file may be (64 MiB) are refused unread.
     Example: ``open_lists("train.csv", "test.csv", "s2d")``.
     """
-    from ferv39k_hf.archive.files import read_file
-    from ferv39k_hf.archive.ziparchive import MAX_SPLIT_FILE_BYTES
+    from ferv39k_hf.fileio import MAX_SPLIT_FILE_BYTES, read_file
 
     if train_list is None and test_list is None:
         if list_format is not None:
