@@ -182,7 +182,8 @@ class Part:
             fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 fileio.check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
-                fileio.check_file_size(ref.name, sink.fill_from(fd, self.max_bytes + 1), self.max_bytes)  # it grew since
+                grown = sink.fill_from(fd, self.max_bytes + 1)
+                fileio.check_file_size(ref.name, grown, self.max_bytes)  # it grew since
             finally:
                 os.close(fd)
         except LayoutError:

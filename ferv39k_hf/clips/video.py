@@ -14,7 +14,6 @@ after the last of them.
 from __future__ import annotations
 
 import io
-import os
 import threading
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
