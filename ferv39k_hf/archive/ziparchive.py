@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Tuple
 from ferv39k_hf.archive.zipdir import BAD_ENTRY, DUPLICATE_NAME, FIELDS  # noqa: F401  (the numbers read_member takes)
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.fileio import MAX_FRAME_BYTES
-from ferv39k_hf.taxonomy import PART_FOLDERS, SCENES
+from ferv39k_hf.taxonomy import CONFIG_NAMES, PART_FOLDERS, SCENES
 
-PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
+PART_KINDS = CONFIG_NAMES  # the parts that hold clips
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 VIDEO_SUFFIX = ".mp4"
 _KIND_OF_FOLDER = {name: kind for kind, name in PART_FOLDERS.items()}

@@ -29,6 +29,7 @@ from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.taxonomy import (
     CITATION,
+    CONFIG_NAMES,
     DEFAULT_LABEL_ORDER,
     HOMEPAGE,
     LICENSE_SUMMARY,
@@ -40,7 +41,6 @@ from ferv39k_hf.taxonomy import (
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAMES = ("faces", "scenes", "videos")
 _DESCRIPTIONS = {
     "faces": "Face-crop frames of each clip (2_ClipsforFaceCrop), the benchmark input.",
     "scenes": "Uncropped scene frames of each clip (3_ClipsforScenImages).",
