@@ -195,7 +195,7 @@ def _inflate(raw: bytes, file_size: int, where: str) -> bytes:
     return data
 
 
-def _drop_stale_handle(container: str) -> None:
+def drop_stale_handle(container: str) -> None:
     """Close this process's cached handle of ``container`` if the zip was replaced or rewritten since it was opened.
 
     Reads through it would find the new central directory's offsets and CRCs wrong. An unchanged

@@ -31,7 +31,7 @@ import torch
 from ferv39k_hf.clips import _shared_batches, geometry
 from ferv39k_hf.clips._main_batches import BatchPool
 from ferv39k_hf.clips.device import DeviceFinish
-from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, _Normaliser, _scale_box, crop_resize,
+from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, scale_box, crop_resize,
                                        random_resized_box, short_side_boxes)
 from ferv39k_hf.clips.presets import get_preset, rotate_frames
 from ferv39k_hf.clips.sampling import SAMPLINGS, sample_indices, sample_views
@@ -208,13 +208,13 @@ class VideoClipTransform:
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
         self.channels_last, self.on_device = bool(channels_last), bool(on_device)
-        if fused and geometry._fused is None:
+        if fused and geometry.fused_kernel() is None:
             raise ImportError("fused=True needs the C extension ferv39k_hf.clips._fused, which this install lacks: "
                               "reinstall the package where a C compiler (gcc or clang) is on the PATH")
         if fused and not self.channels_last:
             raise ValueError("fused=True writes channels-last frames: it needs channels_last=True")
-        self.fused = geometry._fused is not None and self.channels_last if fused is None else bool(fused)
-        self._normaliser = _Normaliser(self.mean, self.std, self.size, self.channels_last)
+        self.fused = geometry.fused_kernel() is not None and self.channels_last if fused is None else bool(fused)
+        self._normaliser = Normaliser(self.mean, self.std, self.size, self.channels_last)
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
@@ -336,14 +336,15 @@ class VideoClipTransform:
         height, width = frames.shape[1:3]
         fused = self.fused and frames.flags.c_contiguous
         pixels = torch.from_numpy(frames)
+        kernel = geometry.fused_kernel()
         for s, box in enumerate(plan.boxes_for(height, width)):
             if fused and (plan.flip or (box[2] - box[0], box[3] - box[1]) != (self.size, self.size)
-                          or geometry._fused.simd()):
+                          or kernel.simd()):
                 # one pass per output frame; without the kernel's AVX2 passes, a crop that needs
                 # neither resize nor flip is faster as the torch path's single normalising pass
                 norm = self._normaliser
                 for t, frame_positions in enumerate(plan.positions):
-                    geometry._fused.crop_resize_normalise(frames, frames.shape[:3], frame_positions, box, plan.flip, self.size,
+                    kernel.crop_resize_normalise(frames, frames.shape[:3], frame_positions, box, plan.flip, self.size,
                                                  norm.channel_scale, norm.channel_bias,
                                                  out[t * spatial_views + s].numpy())
                 continue
@@ -430,4 +431,4 @@ class _ClipPlan:
     def boxes_for(self, height: int, width: int) -> List[Box]:
         """The boxes in the pixels of frames decoded at ``height`` x ``width``."""
         sy, sx = height / self.source_size[0], width / self.source_size[1]
-        return [_scale_box(box, sy, sx, height, width) for box in self.boxes]
+        return [scale_box(box, sy, sx, height, width) for box in self.boxes]

@@ -185,9 +185,12 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "faces"
     DEFAULT_WRITER_BATCH_SIZE = 64  # rows hold tens of frames; keep writer batches small
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, layout: Optional[Layout] = None, lists: Optional[SplitLists] = None,
+                 **kwargs: Any) -> None:
         # datasets names the cache folder inside __init__, from the config kwargs, so the key goes
-        # in first. The loading script arrives here with data_dir only; load() passes the fingerprint.
+        # in first. The loading script arrives here with data_dir only; load() passes the fingerprint,
+        # and the layout and lists it found (not config fields: a config must stay cheap to hash).
+        self._layout, self._lists = layout, lists
         name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
         name = getattr(name, "name", name)  # a BuilderConfig object, or its name
         if kwargs.get("data_dir") and kwargs.get("archive_fingerprint") is None and name in CONFIG_NAMES:
@@ -215,8 +218,8 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
                 "root as data_dir (ferv39k_hf.load('/path/to/FERV39k'))."
             )
         # load() found the layout already; discovery of a zipped archive is not free.
-        layout = getattr(self, "_layout", None) or find_layout(self.config.data_dir)
-        lists = getattr(self, "_lists", None)
+        layout = self._layout or find_layout(self.config.data_dir)
+        lists = self._lists
         if lists is None and self.config.train_list is not None:
             lists = open_lists(self.config.train_list, self.config.test_list, self.config.list_format)
         plan = plan_splits(
@@ -326,9 +329,10 @@ def load(
         seed=seed,
         on_error=on_error,
         archive_fingerprint=archive_fingerprint(layout, config, lists),
+        layout=layout,
+        lists=lists,
         **paths,
     )
-    builder._layout, builder._lists = layout, lists
     _prepare_with_space(builder, layout, config, on_error, num_proc, lists)
     return builder.as_dataset()
 

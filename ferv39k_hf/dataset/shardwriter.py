@@ -47,7 +47,7 @@ class ShardResult:
     scenario_counts: Counter = field(default_factory=Counter)
 
 
-class _ShardWriter:
+class ShardWriter:
     """Writes one shard: reads clips, checks them, hashes the rows it writes."""
 
     def __init__(self, layout: Layout, options: Dict[str, Any], tmp_dir: Path):
@@ -223,14 +223,16 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-# Worker-process state, set by _init_worker in each forkserver (or spawn) worker.
+# Worker-process state, set by init_worker in each forkserver (or spawn) worker.
 _WORKER: Dict[str, Any] = {}
 
 
-def _init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
-    _WORKER["writer"] = _ShardWriter(layout, options, tmp_dir)
+def init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
+    """A pool worker's initializer: the ShardWriter it writes with, and where it reports progress."""
+    _WORKER["writer"] = ShardWriter(layout, options, tmp_dir)
     _WORKER["progress"] = progress
 
 
-def _write_in_worker(task: ShardTask) -> ShardResult:
+def write_in_worker(task: ShardTask) -> ShardResult:
+    """Write one shard in a pool worker set up by :func:`init_worker`."""
     return _WORKER["writer"].write(task, _WORKER["progress"])
