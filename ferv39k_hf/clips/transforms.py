@@ -28,8 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ferv39k_hf.clips import _shared_batches, geometry
-from ferv39k_hf.clips._main_batches import BatchPool
+from ferv39k_hf.clips import batchmem, geometry
 from ferv39k_hf.clips.device import DeviceFinish
 from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, scale_box, crop_resize,
                                        random_resized_box, short_side_boxes)
@@ -219,7 +218,7 @@ class VideoClipTransform:
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
         self.reuse_memory = bool(reuse_memory)
-        self._scratch, self._batches = Scratch(self.reuse_memory), BatchPool()  # neither is pickled with its memory
+        self._scratch, self._batches = Scratch(self.reuse_memory), batchmem.BatchPool()  # neither is pickled with its memory
 
     def __repr__(self) -> str:
         return (
@@ -394,16 +393,16 @@ class VideoClipTransform:
     def _output_tensor(self, shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Memory for a batch. In a DataLoader worker: shared memory, which is sent to the main process
         without a copy (a buffer the worker reuses once both sides are done with it, see
-        :mod:`ferv39k_hf.clips._shared_batches`, else new, as torch's default_collate allocates). Elsewhere: an
-        array that this transform reuses once torch has freed its last batch (:mod:`ferv39k_hf.clips._main_batches`)."""
+        :mod:`ferv39k_hf.clips.batchmem`, else new, as torch's default_collate allocates). Elsewhere: an
+        array that this transform reuses once torch has freed its last batch (:class:`~ferv39k_hf.clips.batchmem.BatchPool`)."""
         if torch.utils.data.get_worker_info() is None:
             return self._batches.tensor(shape, dtype, self.reuse_memory)
-        reused = _shared_batches.batch_tensor(shape, dtype) if self.reuse_memory else None
+        reused = batchmem.batch_tensor(shape, dtype) if self.reuse_memory else None
         if reused is not None:
             return reused
-        if _shared_batches.new_shared_works():
+        if batchmem.new_shared_works():
             try:
-                return _shared_batches.shared_tensor(math.prod(shape), dtype).view(shape)
+                return batchmem.shared_tensor(math.prod(shape), dtype).view(shape)
             except (AttributeError, RuntimeError):  # private torch API: an ordinary tensor still works
                 pass
         return torch.empty(shape, dtype=dtype)

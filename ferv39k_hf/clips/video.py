@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ferv39k_hf.clips import _reuse
+from ferv39k_hf.clips.batchmem import reuse_enabled
 from ferv39k_hf.fileio import (MAX_FRAME_BYTES, VideoSource, count_frames, describe_source, open_video, read_file,
                                video_errors)
 
@@ -169,7 +169,7 @@ class Scratch:
     decoded frames longer (across clips) must not take them from here. Reuse
     matters: a clip's frames are megabytes, beyond what malloc recycles, and every
     first touch of fresh pages costs a page fault. ``reuse=False`` (or the
-    environment switch of :mod:`ferv39k_hf.clips._reuse`) gives fresh memory every time.
+    environment switch of :mod:`ferv39k_hf.clips.batchmem`) gives fresh memory every time.
     """
 
     def __init__(self, reuse: bool = True):
@@ -185,7 +185,7 @@ class Scratch:
     def get(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         """A C-contiguous array of ``shape`` and ``dtype``, valid until the next ``get(name, ...)`` here."""
         dtype = np.dtype(dtype)
-        if not (self.reuse and _reuse.enabled()):
+        if not (self.reuse and reuse_enabled()):
             return np.empty(shape, dtype=dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         arrays = self._local.__dict__

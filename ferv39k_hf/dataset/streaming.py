@@ -294,13 +294,13 @@ class StreamCollator:
         self.transform, self.keep = transform, tuple(keep)
 
     def __call__(self, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-        from ferv39k_hf.clips import _shared_batches
+        from ferv39k_hf.clips import batchmem
 
         columns = {key: [row[key] for row in rows] for key in rows[0]}
         batch = dict(self.transform(columns))
         for key in self.keep:
             batch[key] = columns[key]
-        return _shared_batches.lease(batch)
+        return batchmem.lease(batch)
 
 
 def _dataloader_base():
