@@ -281,10 +281,10 @@ class VideoClipTransform:
             result["view_clip_index"] = torch.arange(len(sources)).repeat_interleave(per_clip)
         return result
 
-    def _indices(self, num_frames: int, rng: Optional[np.random.Generator], views: int) -> np.ndarray:
+    def _indices(self, frame_count: int, rng: Optional[np.random.Generator], views: int) -> np.ndarray:
         if views > 1:
-            return sample_views(self.sampling, num_frames, self.num_frames, views, stride=self.stride)
-        return sample_indices(self.sampling, num_frames, self.num_frames, self.train, rng, self.stride)[None]
+            return sample_views(self.sampling, frame_count, self.num_frames, views, stride=self.stride)
+        return sample_indices(self.sampling, frame_count, self.num_frames, self.train, rng, self.stride)[None]
 
     def _boxes(self, height: int, width: int, rng: Optional[np.random.Generator], views: int) -> List[Box]:
         if self.preset is not None:
@@ -308,7 +308,7 @@ class VideoClipTransform:
     def _plan(self, source: Any, rng, temporal_views: int, spatial_views: int) -> "_ClipPlan":
         """Draw one row's sample, boxes and flip, and pick the decoder's downscale (no pixels decoded,
         except for videos, whose frame size is known only once decoded)."""
-        index_sets = self._indices(source.num_frames, rng, temporal_views)
+        index_sets = self._indices(source.frame_count, rng, temporal_views)
         unique, positions = np.unique(index_sets, return_inverse=True)
         source_size, can_reduce = source.probe(int(unique[0]))
         frames = None

@@ -202,7 +202,7 @@ class FrameListClip:
         if len(entries) == 0:
             raise ValueError(f"clip {clip}: the row has no frames")
         self.entries, self.use_simplejpeg, self.clip = entries, use_simplejpeg, clip
-        self.num_frames = len(entries)
+        self.frame_count = len(entries)
         self._bytes: Dict[int, Tuple[Optional[bytes], str]] = {}
 
     def _get(self, index: int) -> Tuple[Optional[bytes], str]:
@@ -259,13 +259,13 @@ class FrameListClip:
 class Mp4Clip:
     """A row of the videos config: mp4 bytes (or path) and its frame count."""
 
-    def __init__(self, video: Any, num_frames: Optional[int], clip: str):
+    def __init__(self, video: Any, frame_count: Optional[int], clip: str):
         if isinstance(video, dict):
             video = video.get("bytes") if video.get("bytes") is not None else video.get("path")
         if video is None:
             raise ValueError(f"clip {clip}: the row's video has neither bytes nor path")
         self.video, self.clip = video, clip
-        self.num_frames = int(num_frames) if num_frames else count_frames(video)
+        self.frame_count = int(frame_count) if frame_count else count_frames(video)
 
     def probe(self, index: int) -> Tuple[None, bool]:
         return None, False
