@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import tempfile
@@ -236,7 +235,7 @@ def fed_rate(model, config, device, split, batch_size: int, workers: int, on_dev
         waited[0] = 0.0
         seconds = seconds_per_call(one_step, device, 0, steps)
     finally:
-        del batches, loader  # stops the workers
+        batches = loader = None  # stops the workers (one_step holds batches too)
     # the training loop's wait for its next batch: where it is a large part of the step, the data
     # came late; where the rate falls short with no wait, the cost is elsewhere (copies, memory)
     return {"workers": workers, "on_device": on_device, "batch_size": batch_size,

@@ -99,7 +99,9 @@ def pinning_thread():
         return
     from torch.utils.data._utils import pin_memory as pinning
 
-    copy = lambda data: {key: value.clone() for key, value in data.items()} if isinstance(data, dict) else data
+    def copy(data):
+        return {key: value.clone() for key, value in data.items()} if isinstance(data, dict) else data
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.accelerator, "is_available", lambda: True)
         patch.setattr(torch.accelerator, "current_accelerator", lambda *args: torch.device("cpu"))
@@ -195,7 +197,9 @@ class SendTwice:
 @needs_reuse
 @pytest.mark.parametrize("slow_count", [False, True])
 def test_a_buffer_a_worker_pickles_again_is_never_reused(slow_count, monkeypatch):
-    keep = lambda batch: {"before": batch["before"]["pixel_values"], "now": batch["now"]["pixel_values"].clone()}
+    def keep(batch):
+        return {"before": batch["before"]["pixel_values"], "now": batch["now"]["pixel_values"].clone()}
+
     expected = epochs(clips(reuse_memory=False), hold=True, collate=SendTwice(), workers=1, keep=keep)
     if slow_count:
         # The worker's queue pickles in a feeder thread while the worker's own thread looks for an idle
@@ -271,7 +275,9 @@ def in_process(reuse_memory=True, window=1, prefetch=False):
         loader = DataLoaderShard(dataset, batch_size=2, collate_fn=collate_clips)
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate_clips)
-    clone = lambda batch: {key: value.clone() for key, value in batch.items()}
+    def clone(batch):
+        return {key: value.clone() for key, value in batch.items()}
+
     alive, arrived, left, places = collections.deque(), [], {}, set()
     for _ in range(3):
         for batch in loader:

@@ -23,7 +23,6 @@ from ferv39k_hf.archive.lists import ListError, SplitLists, open_lists
 from ferv39k_hf.archive.clipfiles import ClipDamaged, ClipReader
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.dataset.fingerprint import RELEASE, archive_fingerprint
 from ferv39k_hf.archive.layout import Layout, find_layout
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import plan_splits
@@ -150,7 +149,7 @@ class Ferv39kConfig(datasets.BuilderConfig):
 
 
 # The release only (datasets.Version takes x.y.z); the source hash is in the config's builder_version.
-_VERSION = datasets.Version(RELEASE)
+_VERSION = datasets.Version(fingerprint.RELEASE)
 
 
 class Ferv39k(datasets.GeneratorBasedBuilder):
@@ -197,7 +196,7 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
             self._layout = find_layout(kwargs["data_dir"])
             # read once: the fingerprint and the rows come from the same bytes of the lists
             self._lists = open_lists(kwargs.get("train_list"), kwargs.get("test_list"), kwargs.get("list_format"))
-            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name, self._lists)
+            kwargs["archive_fingerprint"] = fingerprint.archive_fingerprint(self._layout, name, self._lists)
         if kwargs.get("builder_version") is None:
             kwargs["builder_version"] = fingerprint.BUILDER_VERSION  # looked up per build: a patched one counts
         super().__init__(*args, **kwargs)
@@ -328,7 +327,7 @@ def load(
         validation_fraction=validation_fraction,
         seed=seed,
         on_error=on_error,
-        archive_fingerprint=archive_fingerprint(layout, config, lists),
+        archive_fingerprint=fingerprint.archive_fingerprint(layout, config, lists),
         layout=layout,
         lists=lists,
         **paths,
