@@ -263,7 +263,8 @@ def main(argv=None) -> int:
             break
         rate.update(transfer_and_finish(config, device, batch_size))
         steps.append(rate)
-        print(f"batch {batch_size:>3}: {rate['clips_per_s']:8.1f} clips/s ({1e3 * rate['seconds_per_step']:.1f} ms/step);"
+        print(f"batch {batch_size:>3}: {rate['clips_per_s']:8.1f} clips/s "
+              f"({1e3 * rate['seconds_per_step']:.1f} ms/step);"
               f" copy float32 {rate['copy_float32_ms']:.2f} ms, uint8 {rate['copy_uint8_ms']:.2f} ms,"
               f" DeviceFinish {rate['device_finish_ms']:.2f} ms per batch"
               f" (vs CPU: max |diff| {rate['device_vs_cpu_max_abs']:.1e})", flush=True)

@@ -85,7 +85,8 @@ def small_written(small_archive, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_shuffled_lists_with_a_foreign_prefix_build_the_official_rows(fmt, written, sample_archive, built_faces, tmp_path):
+def test_shuffled_lists_with_a_foreign_prefix_build_the_official_rows(fmt, written, sample_archive, built_faces,
+                                                                      tmp_path):
     newline = "\r\n" if fmt in ("mae-dfer", "s2d") else "\n"  # CRLF lines as Windows editors save them
     train = shuffle_lines(written[fmt][0], tmp_path / "in" / written[fmt][0].name, 1, newline)
     test = shuffle_lines(written[fmt][1], tmp_path / "in" / f"x-{written[fmt][1].name}", 2, newline)

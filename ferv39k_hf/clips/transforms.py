@@ -218,7 +218,8 @@ class VideoClipTransform:
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
         self.reuse_memory = bool(reuse_memory)
-        self._scratch, self._batches = Scratch(self.reuse_memory), batchmem.BatchPool()  # neither is pickled with its memory
+        # neither is pickled with its memory
+        self._scratch, self._batches = Scratch(self.reuse_memory), batchmem.BatchPool()
 
     def __repr__(self) -> str:
         return (
@@ -394,7 +395,8 @@ class VideoClipTransform:
         """Memory for a batch. In a DataLoader worker: shared memory, which is sent to the main process
         without a copy (a buffer the worker reuses once both sides are done with it, see
         :mod:`ferv39k_hf.clips.batchmem`, else new, as torch's default_collate allocates). Elsewhere: an
-        array that this transform reuses once torch has freed its last batch (:class:`~ferv39k_hf.clips.batchmem.BatchPool`)."""
+        array that this transform reuses once torch has freed its last batch
+        (:class:`~ferv39k_hf.clips.batchmem.BatchPool`)."""
         if torch.utils.data.get_worker_info() is None:
             return self._batches.tensor(shape, dtype, self.reuse_memory)
         reused = batchmem.batch_tensor(shape, dtype) if self.reuse_memory else None

@@ -83,7 +83,8 @@ def make_example(record: ClipRecord, fields: Dict[str, Any], label_order: str = 
     return example
 
 
-def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str, skipped: List[Problem]) -> Optional[Dict[str, Any]]:
+def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str,
+                 skipped: List[Problem]) -> Optional[Dict[str, Any]]:
     """The clip's fields, or None for a damaged clip under ``on_error="skip"``, which joins ``skipped``.
 
     Under ``on_error="raise"`` a damaged clip is a BuildError naming the clip,
@@ -350,5 +351,6 @@ def _prepare_with_space(builder: Ferv39k, layout: Layout, config: str, on_error:
         builder.download_and_prepare(num_proc=num_proc)
     except Exception as err:  # datasets wraps its writer's OSError in its own error
         if is_disk_full(err):
-            raise BuildError(f"the disk filled while datasets wrote its cache: {shortage(what, where, needed)}") from None
+            raise BuildError(f"the disk filled while datasets wrote its cache: {shortage(what, where, needed)}") \
+                from None
         raise

@@ -82,7 +82,8 @@ class ShardWriter:
         result.nbytes = (self.tmp_dir / name).stat().st_size
         return result
 
-    def _write_rows(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+    def _write_rows(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult,
+                    progress: Optional[Any]) -> None:
         """Rows as Python objects: videos, and frames by reference."""
         config = self.options["config"]
         rows: List[Dict[str, Any]] = []
@@ -94,7 +95,8 @@ class ShardWriter:
                 continue
             _update_digest(digest, row, config)
             rows.append(row)
-            nbytes += sum(len(item["bytes"] or b"") for item in ([row["video"]] if config == "videos" else row["frames"]))
+            items = [row["video"]] if config == "videos" else row["frames"]
+            nbytes += sum(len(item["bytes"] or b"") for item in items)
             if len(rows) == ROWS_PER_GROUP or nbytes >= _MAX_GROUP_BYTES:
                 writer.write_table(rows_to_table(rows, self.schema, config))
                 rows.clear()
@@ -102,7 +104,8 @@ class ShardWriter:
         if rows:
             writer.write_table(rows_to_table(rows, self.schema, config))
 
-    def _write_packed(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+    def _write_packed(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult,
+                      progress: Optional[Any]) -> None:
         """Copied frames: each row group's frame bytes are read into one reused buffer that Arrow wraps as is."""
         batch, reader = self.batch, _BatchReader(self.reader, self.batch)
         rows: List[Dict[str, Any]] = []
