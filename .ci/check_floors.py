@@ -44,7 +44,8 @@ for name, low in sorted(floors.items()):
         problems.append(f"{name}: setup.cfg admits >={low}, .ci/floors.txt pins {pins.get(name)}")
     elif Version(Version(version(name)).public) != low:  # 2.13.0+cpu is torch 2.13.0
         problems.append(f"{name}: floor {low}, installed {version(name)}")
-problems += [f"{name}: pinned in .ci/floors.txt but not a requirement in setup.cfg" for name in pins.keys() - floors.keys()]
+problems += [f"{name}: pinned in .ci/floors.txt but not a requirement in setup.cfg"
+             for name in pins.keys() - floors.keys()]
 low_python = Version(cfg["options"]["python_requires"].lstrip(">="))
 if Version(".".join(map(str, sys.version_info[:2]))) != low_python:
     problems.append(f"python_requires >={low_python}, running Python {sys.version.split()[0]}")

@@ -240,14 +240,16 @@ def main() -> None:
     rows = []
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, pinned to CPU {cpu}")
     header = f"{'scale':>6} {'clips':>6} {'source MB':>10} {'floor s':>8} {'build s':>8} {'ratio':>6} " \
-             f"{'batched floor s':>15} {'ratio':>6} {'build peak MB':>13} {'built/source':>12} {'ref MB':>7} {'cache MB':>9} {'pass peak MB':>12}"
+             f"{'batched floor s':>15} {'ratio':>6} {'build peak MB':>13} {'built/source':>12} {'ref MB':>7} " \
+             f"{'cache MB':>9} {'pass peak MB':>12}"
     print(header)
     try:
         for scale in args.scales:
             row = measure_size(scale, work, cpu, args.rounds)
             rows.append(row)
             print(f"{row['scale']:>6} {row['clips']:>6} {row['source_mb']:>10} {row['floor_s']:>8} {row['build_s']:>8} "
-                  f"{row['ratio']:>6} {row['batched_floor_s']:>15} {row['batched_ratio']:>6} {row['build_peak_mb']!s:>13} "
+                  f"{row['ratio']:>6} {row['batched_floor_s']:>15} {row['batched_ratio']:>6} "
+                  f"{row['build_peak_mb']!s:>13} "
                   f"{row['built_over_source']:>12} {row['reference_mb']:>7} {row['arrow_cache_mb']:>9} "
                   f"{row['pass_peak_mb']!s:>12}", flush=True)
     finally:  # archives and builds of several hundred MB each: gone even when a run fails or is interrupted
@@ -256,7 +258,8 @@ def main() -> None:
           "and, stricter, batching its writes; built/source target <= 1.02")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"rows": rows, "cpu": platform.processor() or platform.machine()}, indent=2))
+        measured = {"rows": rows, "cpu": platform.processor() or platform.machine()}
+        Path(args.json).write_text(json.dumps(measured, indent=2))
     if args.plot:
         plot(rows, args.plot)
 

@@ -186,7 +186,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             shape = write_fullsize_zip(zip_path, scale=args.scale)
             write_split_files(root, scale=args.scale)
             print(f"wrote {zip_path} ({zip_path.stat().st_size / 1e6:.0f} MB): {shape['clips']} clips, "
-                  f"{shape['frames']} frames, {shape['members']} members, central directory {shape['directory_mb']} MB, "
+                  f"{shape['frames']} frames, {shape['members']} members, "
+                  f"central directory {shape['directory_mb']} MB, "
                   f"in {time.perf_counter() - started:.1f} s", flush=True)
         best = measure(root, zip_path, args.rounds, args.compare)
     finally:

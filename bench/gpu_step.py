@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 import tempfile
@@ -236,7 +235,7 @@ def fed_rate(model, config, device, split, batch_size: int, workers: int, on_dev
         waited[0] = 0.0
         seconds = seconds_per_call(one_step, device, 0, steps)
     finally:
-        del batches, loader  # stops the workers
+        batches = loader = None  # stops the workers (one_step holds batches too)
     # the training loop's wait for its next batch: where it is a large part of the step, the data
     # came late; where the rate falls short with no wait, the cost is elsewhere (copies, memory)
     return {"workers": workers, "on_device": on_device, "batch_size": batch_size,
@@ -264,7 +263,8 @@ def main(argv=None) -> int:
             break
         rate.update(transfer_and_finish(config, device, batch_size))
         steps.append(rate)
-        print(f"batch {batch_size:>3}: {rate['clips_per_s']:8.1f} clips/s ({1e3 * rate['seconds_per_step']:.1f} ms/step);"
+        print(f"batch {batch_size:>3}: {rate['clips_per_s']:8.1f} clips/s "
+              f"({1e3 * rate['seconds_per_step']:.1f} ms/step);"
               f" copy float32 {rate['copy_float32_ms']:.2f} ms, uint8 {rate['copy_uint8_ms']:.2f} ms,"
               f" DeviceFinish {rate['device_finish_ms']:.2f} ms per batch"
               f" (vs CPU: max |diff| {rate['device_vs_cpu_max_abs']:.1e})", flush=True)

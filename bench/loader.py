@@ -270,13 +270,11 @@ def dataloader_clips_per_second(dataset, transform, batch_size: int, workers: in
 
 def kernel_state() -> str:
     """Whether the C kernel is built, and whether its AVX2 or its portable passes run."""
-    from ferv39k_hf.clips.geometry import fused_kernel_available
+    from ferv39k_hf.clips.geometry import fused_kernel
 
-    if not fused_kernel_available():
+    if fused_kernel() is None:
         return "NOT built: the loader runs its torch path"
-    from ferv39k_hf.clips import _fused
-
-    return "built, AVX2 passes" if _fused.simd() else "built, portable passes (no AVX2 here)"
+    return "built, AVX2 passes" if fused_kernel().simd() else "built, portable passes (no AVX2 here)"
 
 
 def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_dir: Path) -> dict:

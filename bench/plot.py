@@ -54,7 +54,8 @@ def main() -> None:
     ax_build.plot(sizes, [r["build_s"] for r in build], "o-", label="ferv39k-hf build")
     ax_build.plot(sizes, [r["floor_s"] for r in build], "s--", label="floor: read once, write once")
     for r in build:
-        ax_build.annotate(f"{r['ratio']:.2f}x", (r["source_mb"], r["build_s"]), textcoords="offset points", xytext=(4, 4))
+        ax_build.annotate(f"{r['ratio']:.2f}x", (r["source_mb"], r["build_s"]), textcoords="offset points",
+                          xytext=(4, 4))
     ax_build.set_xlabel("face-crop bytes in the archive (MB)")
     ax_build.set_ylabel("seconds (1 core)")
     ax_build.set_title("build cost against archive size")

@@ -165,7 +165,8 @@ def _source_comment(module: Any, name: str) -> str:
     source = inspect.getsource(module)
     lines = source.splitlines()
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
             comments, row = [], node.lineno - 2
             while row >= 0 and lines[row].strip().startswith("#"):
@@ -389,7 +390,8 @@ def _slug(title: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help=f"compare with {API_MD.relative_to(REPO)}; exit 1 if it differs")
+    parser.add_argument("--check", action="store_true",
+                        help=f"compare with {API_MD.relative_to(REPO)}; exit 1 if it differs")
     args = parser.parse_args(argv)
     text = render()
     if not args.check:

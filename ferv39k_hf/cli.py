@@ -15,7 +15,7 @@ from typing import Callable, List, Optional
 from ferv39k_hf.archive.listwriter import add_lists_command
 from ferv39k_hf.archive.lists import add_list_options
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.taxonomy import CONFIG_NAMES, DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
@@ -40,9 +40,9 @@ DEBUG_ENV = "FERV39K_HF_DEBUG"
 
 def _parts(text: str) -> List[str]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = sorted(set(parts) - {"faces", "scenes", "videos"})
+    unknown = sorted(set(parts) - set(CONFIG_NAMES))
     if unknown or not parts:
-        raise argparse.ArgumentTypeError(f"parts must be a comma list of faces,scenes,videos; got {text!r}")
+        raise argparse.ArgumentTypeError(f"parts must be a comma list of {','.join(CONFIG_NAMES)}; got {text!r}")
     return parts
 
 
@@ -67,8 +67,8 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                         "the official counts and frames-per-clip distribution. Default: a few hundred clips, "
                         "every cell at least one")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes (default 0)")
-    p.add_argument("--parts", type=_parts, default=["faces", "scenes", "videos"],
-                   help="comma list of parts to write: faces,scenes,videos (default: all three)")
+    p.add_argument("--parts", type=_parts, default=list(CONFIG_NAMES),
+                   help=f"comma list of parts to write: {','.join(CONFIG_NAMES)} (default: all three)")
     p.add_argument("--zip", action="store_true",
                    help="pack the parts as a drive download arrives: zip files inside export folders")
 
@@ -82,7 +82,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("root", help="the archive root as downloaded: folders, zips or drive export folders")
     p.add_argument("--out", required=True, help="the dataset folder to write")
-    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
+    p.add_argument("--config", choices=list(CONFIG_NAMES), default="faces",
                    help="faces: face-crop frames (the benchmark input, default); scenes: scene frames; "
                         "videos: the original mp4 clips")
     p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=DEFAULT_LABEL_ORDER,
@@ -114,7 +114,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         "Exit status 0 only when nothing is wrong.",
     )
     p.add_argument("root", help="the archive root")
-    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
+    p.add_argument("--config", choices=list(CONFIG_NAMES), default="faces",
                    help="which part's clips to check (default faces)")
     p.add_argument("--deep", action="store_true", help="fully decode every frame (slow) instead of the marker check")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -28,11 +28,12 @@ import numpy as np
 
 from ferv39k_hf import synthetic_faces as faces
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.taxonomy import CLASS_WORDS, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS, official_counts
+from ferv39k_hf.taxonomy import (CLASS_WORDS, CONFIG_NAMES, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS,
+                                 official_counts)
 
 # 1% of the official counts per cell, at least one clip each: 486 clips.
 DEFAULT_SCALE = 0.01
-PART_KINDS: Tuple[str, ...] = ("faces", "scenes", "videos")
+PART_KINDS: Tuple[str, ...] = CONFIG_NAMES
 VIDEO_RATE = 25
 # Zips carry one fixed date so that their bytes depend on the content only.
 ZIP_DATE_TIME = (2022, 3, 1, 9, 35, 12)

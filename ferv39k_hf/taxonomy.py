@@ -109,6 +109,9 @@ FRAMES_PER_CLIP: Mapping[int, int] = {
     45: 366, 46: 465, 47: 245,
 }
 
+# The configs, one per part of the archive that holds clips (a dataset's taxonomy names its own).
+CONFIG_NAMES: Tuple[str, ...] = ("faces", "scenes", "videos")
+
 # Archive part folder names, by the config that reads them.
 PART_FOLDERS: Mapping[str, str] = {
     "videos": "0_7_LabelClips",
@@ -211,6 +214,7 @@ def _check_tables() -> None:
         assert sum(official_counts(split).values()) == total, split
     assert sum(FRAMES_PER_CLIP.values()) == OFFICIAL_TOTAL
     assert sum(k * v for k, v in FRAMES_PER_CLIP.items()) == 1090633
+    assert set(CONFIG_NAMES) <= set(PART_FOLDERS)
 
 
 _check_tables()

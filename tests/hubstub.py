@@ -225,7 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         private = payload.get("visibility") == "private" or payload.get("private") is True
         with self.stub._lock:
             if (repo_type, repo_id) in self.stub.repos:
-                return self._reply(409, {"error": "You already created this repo", "url": self._repo_url(repo_type, repo_id)})
+                return self._reply(409, {"error": "You already created this repo",
+                                         "url": self._repo_url(repo_type, repo_id)})
             self.stub.add_repo(repo_id, repo_type=repo_type, private=private)
         self._reply(200, {"url": self._repo_url(repo_type, repo_id), "name": repo_id})
 

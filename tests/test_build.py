@@ -196,7 +196,8 @@ def test_card_declares_configs_counts_and_terms(built_faces):
     test_total = report["counts"]["test"]
     assert "| test | " in text and f"| {test_total} |" in text
     splits = front["dataset_info"]["splits"]
-    assert [(s["name"], s["num_examples"]) for s in splits] == [("train", report["counts"]["train"]), ("test", test_total)]
+    assert [(s["name"], s["num_examples"]) for s in splits] == [("train", report["counts"]["train"]),
+                                                                ("test", test_total)]
     assert sum(s["num_bytes"] for s in splits) == sum(f.stat().st_size for f in built_faces.glob("data/faces/*"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf.archive import ziparchive
+from ferv39k_hf import fileio
 from ferv39k_hf.cli import DEBUG_ENV, main
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.synthetic import write_sample_archive
@@ -56,7 +56,7 @@ def _bomb(root: Path, tmp_path: Path) -> Path:
     frames = sorted((root / "2_ClipsforFaceCrop").rglob("*.jpg"))
     with zipfile.ZipFile(bombed / "faces.zip", "w", zipfile.ZIP_DEFLATED) as archive:
         for frame in frames:
-            data = frame.read_bytes() if frame != frames[0] else bytes(ziparchive.MAX_FRAME_BYTES + 1)
+            data = frame.read_bytes() if frame != frames[0] else bytes(fileio.MAX_FRAME_BYTES + 1)
             archive.writestr(str(frame.relative_to(root)), data)
     return bombed
 

@@ -83,14 +83,14 @@ def test_a_disk_that_fills_midway_leaves_the_earlier_build_and_nothing_else(smal
     disk = small_disk(160)
     assert main(["build", str(small), "--out", str(disk / "built")]) == 0
     before = _tree(disk)
-    write = export._ShardWriter.write
+    write = export.ShardWriter.write
 
     def filled_first(self, task, progress=None):
         if not (disk / "someone-elses-file").exists():
             _fill(disk)
         return write(self, task, progress)
 
-    monkeypatch.setattr(export._ShardWriter, "write", filled_first)
+    monkeypatch.setattr(export.ShardWriter, "write", filled_first)
     code = main(["build", str(small), "--out", str(disk / "built"), "--overwrite"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err

@@ -14,7 +14,8 @@ from typing import Dict, List, Set
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = sorted([REPO / "README.md", REPO / "examples" / "README.md", REPO / "loading_script" / "ferv39k" / "README.md",
+DOCUMENTS = sorted([REPO / "README.md", REPO / "examples" / "README.md",
+                    REPO / "loading_script" / "ferv39k" / "README.md",
                     REPO / "ferv39k_hf" / "metrics" / "war_uar" / "README.md", *(REPO / "docs").glob("*.md")])
 
 

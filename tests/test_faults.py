@@ -225,10 +225,10 @@ def test_build_workers_do_not_inherit_a_held_lock(sample_archive, tmp_path):
         "    with held:\n"
         "        taken.set(); threading.Event().wait(600)\n"
         "threading.Thread(target=hold, daemon=True).start(); taken.wait()\n"
-        "plain = w._ShardWriter.__init__\n"
+        "plain = w.ShardWriter.__init__\n"
         "def needs_lock(self, *a):\n"
         "    with held: plain(self, *a)\n"
-        "w._ShardWriter.__init__ = needs_lock\n"
+        "w.ShardWriter.__init__ = needs_lock\n"
         "result = e.build_dataset_folder(sys.argv[1], sys.argv[2], num_proc=2)\n"
         "print(sum(result.counts.values()))\n"
     )

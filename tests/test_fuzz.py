@@ -39,7 +39,8 @@ def _zip_mutation(rng: random.Random, data: bytes) -> bytes:
         for _ in range(rng.randint(1, 6)):
             data[min(size - 1, max(0, at + rng.randint(-64, 64)))] ^= 1 << rng.randrange(8)
     elif kind == "field":  # a size, offset or count set to an extreme
-        data[at:at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80"])
+        data[at:at + 4] = rng.choice([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00",
+                                      b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80"])
     elif kind == "truncate":
         del data[at:]
     elif kind == "splice":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf.archive import ziparchive
+from ferv39k_hf import fileio
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.synthetic import write_sample_archive
@@ -99,14 +99,14 @@ def _assert_damaged_in_bounded_memory(root: Path, clip_id: str, words: str, tmp_
 
 
 def test_a_member_that_declares_more_than_a_frame_is_never_inflated(zipped, tmp_path, monkeypatch):
-    monkeypatch.setattr(ziparchive, "MAX_FRAME_BYTES", LIMIT)
+    monkeypatch.setattr(fileio, "MAX_FRAME_BYTES", LIMIT)
     root, faces, member = zipped
     _rewrite(faces, {member: (bytes(64 * LIMIT), zipfile.ZIP_DEFLATED)})  # 64 MiB of zeros, 64 KB deflated
     _assert_damaged_in_bounded_memory(root, _clip(member), "more than a file of this kind can hold", tmp_path)
 
 
 def test_a_member_that_inflates_past_its_declared_size_stops_there(zipped, tmp_path, monkeypatch):
-    monkeypatch.setattr(ziparchive, "MAX_FRAME_BYTES", LIMIT)
+    monkeypatch.setattr(fileio, "MAX_FRAME_BYTES", LIMIT)
     root, faces, member = zipped
     _rewrite(faces, {member: (bytes(64 * LIMIT), zipfile.ZIP_DEFLATED)})
     _patch_sizes(faces, member, 20_000)  # a lie: a frame's size, 64 MiB behind it
@@ -114,7 +114,7 @@ def test_a_member_that_inflates_past_its_declared_size_stops_there(zipped, tmp_p
 
 
 def test_a_plain_frame_file_far_too_large_is_refused_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(ziparchive, "MAX_FRAME_BYTES", LIMIT)
+    monkeypatch.setattr(fileio, "MAX_FRAME_BYTES", LIMIT)
     root = tmp_path / "FERV39k"
     write_sample_archive(root, scale=0.001, parts=["faces"], scenes=["Action"])
     frame = sorted(root.rglob("*.jpg"))[0]

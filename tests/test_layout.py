@@ -182,7 +182,8 @@ def test_frames_are_natural_sorted_and_non_jpg_ignored(tmp_path):
     part = find_layout(tmp_path).part("faces")
     short = [Path(r.name).name for r in part.frames(SHORT_CLIP)]
     assert short == [f"{i}.jpg" for i in range(1, 12)]
-    assert [Path(r.name).name for r in part.frames("Crime/Angry/0000")] == ["00.jpg", "01.jpg", "02.jpg", "03.JPG", "04.jpeg"]
+    assert [Path(r.name).name for r in part.frames("Crime/Angry/0000")] == ["00.jpg", "01.jpg", "02.jpg", "03.JPG",
+                                                                           "04.jpeg"]
     assert sorted(["10.jpg", "2.jpg", "1.jpg"], key=natural_key) == ["1.jpg", "2.jpg", "10.jpg"]
     assert sorted(["010.jpg", "002.jpg"], key=natural_key) == sorted(["010.jpg", "002.jpg"])
     assert part.frames("Crime/Angry/9999") == []
@@ -192,7 +193,8 @@ def test_frames_are_natural_sorted_and_non_jpg_ignored(tmp_path):
 
 def test_split_file_with_bom_crlf_blank_lines_and_trailing_spaces(tmp_path):
     files = archive_files()
-    files["4_setups/All_scenes/train_All.csv"] = "\ufeffCrime/Angry/0000 Angry  \r\n\r\nWar/Sad/0003 Sad\r\n  \r\n".encode()
+    files["4_setups/All_scenes/train_All.csv"] = ("\ufeffCrime/Angry/0000 Angry  \r\n\r\n"
+                                                  "War/Sad/0003 Sad\r\n  \r\n").encode()
     write_zip(tmp_path / "all.zip", files)
     layout = find_layout(tmp_path)
     records, problems = parse_split_text(layout.read_split("train"), split="train",
@@ -204,7 +206,8 @@ def test_split_file_with_bom_crlf_blank_lines_and_trailing_spaces(tmp_path):
 def test_duplicate_split_files_identical_ok_different_is_an_error(tmp_path):
     files = archive_files()
     write_tree(tmp_path / "FERV39k", files)
-    write_zip(tmp_path / "setups-copy.zip", {"4_setups/All_scenes/test_All.csv": files["4_setups/All_scenes/test_All.csv"]})
+    test_csv = "4_setups/All_scenes/test_All.csv"
+    write_zip(tmp_path / "setups-copy.zip", {test_csv: files[test_csv]})
     assert find_layout(tmp_path).read_split("test") == "Crime/Angry/0001 Angry\n"
     write_zip(tmp_path / "setups-copy.zip", {"4_setups/All_scenes/test_All.csv": b"Crime/Angry/0000 Angry\n"})
     with pytest.raises(LayoutError) as err:

@@ -85,7 +85,8 @@ def small_written(small_archive, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_shuffled_lists_with_a_foreign_prefix_build_the_official_rows(fmt, written, sample_archive, built_faces, tmp_path):
+def test_shuffled_lists_with_a_foreign_prefix_build_the_official_rows(fmt, written, sample_archive, built_faces,
+                                                                      tmp_path):
     newline = "\r\n" if fmt in ("mae-dfer", "s2d") else "\n"  # CRLF lines as Windows editors save them
     train = shuffle_lines(written[fmt][0], tmp_path / "in" / written[fmt][0].name, 1, newline)
     test = shuffle_lines(written[fmt][1], tmp_path / "in" / f"x-{written[fmt][1].name}", 2, newline)
@@ -345,13 +346,13 @@ def test_lists_refuses_or_skips_a_damaged_clip(small_archive, tmp_path):
 
 
 def test_list_files_are_size_bounded_like_split_files(tmp_path, monkeypatch):
-    from ferv39k_hf.archive import ziparchive
+    from ferv39k_hf import fileio
     from ferv39k_hf.errors import LayoutError
 
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     train.write_text("x/Crime/Angry/0063 3\n" * 4)
     test.write_text("x/Crime/Angry/0064 3\n")
-    monkeypatch.setattr(ziparchive, "MAX_SPLIT_FILE_BYTES", 40)
+    monkeypatch.setattr(fileio, "MAX_SPLIT_FILE_BYTES", 40)
     with pytest.raises(LayoutError, match=f"{train}: 84 bytes, more than"):
         open_lists(str(train), str(test))
 

@@ -75,7 +75,8 @@ def _clips_by_shard(folder, files):
 
 def test_a_streamed_build_splits_into_whole_shards_for_2_4_and_8_ranks(built_faces):
     card, text = _card_files(built_faces), (built_faces / "README.md").read_text()
-    streamed = datasets.load_dataset(str(built_faces), streaming=True).select_columns(["clip_id"])  # not columns=: older releases lack it
+    # not columns=: older releases lack it
+    streamed = datasets.load_dataset(str(built_faces), streaming=True).select_columns(["clip_id"])
     for split, files in card.items():
         assert f"- `{split}`: {len(files)} shard(s), whole shards for 1, 2, 4, 8" in text  # the card says so
         by_shard = _clips_by_shard(built_faces, files)

@@ -12,17 +12,13 @@ import pytest
 import torch
 import torch.multiprocessing as torch_mp
 
-from ferv39k_hf.clips import _main_batches
-
-from ferv39k_hf.clips import _pickle_watch
-
-from ferv39k_hf.clips import _shared_batches
+from ferv39k_hf.clips.batchmem import pickles, pool, shared
 from ferv39k_hf.clips.collate import collate_clips
 from ferv39k_hf.clips.columns import undecoded_frames
 from ferv39k_hf.clips.transforms import VideoClipTransform
 from test_transforms import small_dataset
 
-reuse_possible = _main_batches.release_follows_storage() and _pickle_watch.watching()
+reuse_possible = pool.release_follows_storage() and pickles.watching()
 needs_reuse = pytest.mark.skipif(not reuse_possible, reason="this torch lacks what the reuse needs")
 OFF = {"reuse_memory": False}
 
@@ -35,7 +31,7 @@ def clips(on_device=False, reuse_memory=True, rows=6):
 def epochs(dataset, hold=False, collate=collate_clips, count=3, workers=2, keep=None, **loader):
     """Every batch of ``count`` epochs through persistent workers, cloned at once unless ``hold``
     (``keep`` picks what is held of each batch)."""
-    _shared_batches.claims.clear()
+    shared.claims.clear()
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=workers, persistent_workers=workers > 0,
                                          collate_fn=collate, **loader)
     seen = []
@@ -74,13 +70,13 @@ def reused(counter):
 @pytest.mark.parametrize("on_device", [False, True])
 def test_batches_dropped_at_once_let_workers_reuse_their_memory(on_device, monkeypatch):
     expected = without_reuse(on_device)
-    assert not _shared_batches.claims, "reuse_memory=False turns the reuse off"
+    assert not shared.claims, "reuse_memory=False turns the reuse off"
     got = epochs(clips(on_device))
     assert_same(got, expected)
-    assert reused(_shared_batches.claims), "some buffer carried more than one batch"
+    assert reused(shared.claims), "some buffer carried more than one batch"
     monkeypatch.setenv("FERV39K_HF_REUSE_MEMORY", "0")
     assert_same(epochs(clips(on_device)), expected)
-    assert not _shared_batches.claims, "the environment switch turns it off"
+    assert not shared.claims, "the environment switch turns it off"
 
 
 @needs_reuse
@@ -88,8 +84,8 @@ def test_batches_held_by_the_main_process_are_never_written_over(monkeypatch):
     expected = without_reuse()
     held = epochs(clips(), hold=True)  # nothing freed: workers take new memory
     assert_same(held, expected)
-    assert max(_shared_batches.claims.values()) == 1
-    monkeypatch.setattr(_shared_batches, "SLOTS", 2)
+    assert max(shared.claims.values()) == 1
+    monkeypatch.setattr(shared, "SLOTS", 2)
     few = epochs(clips(), hold=True)  # past its buffers, a worker allocates as torch does
     assert_same(few, expected)
 
@@ -103,7 +99,9 @@ def pinning_thread():
         return
     from torch.utils.data._utils import pin_memory as pinning
 
-    copy = lambda data: {key: value.clone() for key, value in data.items()} if isinstance(data, dict) else data
+    def copy(data):
+        return {key: value.clone() for key, value in data.items()} if isinstance(data, dict) else data
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.accelerator, "is_available", lambda: True)
         patch.setattr(torch.accelerator, "current_accelerator", lambda *args: torch.device("cpu"))
@@ -132,7 +130,7 @@ def test_every_way_of_running_workers_gives_the_batches_of_no_reuse(setting, hol
             torch_mp.set_sharing_strategy(strategy)
     assert_same(got, expected)
     if not hold:
-        assert reused(_shared_batches.claims)
+        assert reused(shared.claims)
 
 
 @pytest.mark.parametrize("collate", [
@@ -149,7 +147,7 @@ def test_batches_that_leave_another_way_keep_their_memory(collate):
 def _break(check, monkeypatch):
     """Make one of the run-time checks of torch fail, in this process and in workers forked from it."""
     if check == "release":
-        monkeypatch.setattr(_main_batches, "_checked", (os.getpid(), False))
+        monkeypatch.setattr(pool, "_checked", (os.getpid(), False))
     elif check == "reducer":  # torch's storage reducer, registered again by someone else
         from multiprocessing.reduction import ForkingPickler
         from torch.multiprocessing import reductions
@@ -171,14 +169,14 @@ def test_reuse_turns_itself_off_when_a_check_of_torch_fails(check, monkeypatch):
     expected = without_reuse()
     _break(check, monkeypatch)
     assert_same(epochs(clips()), expected)
-    assert not _shared_batches.claims, "no buffer was reused"
+    assert not shared.claims, "no buffer was reused"
     if check in ("release", "reducer"):
         assert_same(epochs(clips(), hold=True), expected)
     if check == "release":  # and in this process, every batch gets memory of its own: the pool serves none
         # (counted at the pool, not by distinct addresses: malloc may hand a freed batch's address to a new one)
         pooled = []
-        take = _main_batches.BatchPool._take
-        monkeypatch.setattr(_main_batches.BatchPool, "_take",
+        take = pool.BatchPool._take
+        monkeypatch.setattr(pool.BatchPool, "_take",
                             lambda self, nbytes: pooled.append(nbytes) or take(self, nbytes))
         assert_same(in_process()[0], expected_in_process := in_process(reuse_memory=False)[0])
         assert expected_in_process and not pooled, "a failed release check turns the in-process pool off"
@@ -199,15 +197,17 @@ class SendTwice:
 @needs_reuse
 @pytest.mark.parametrize("slow_count", [False, True])
 def test_a_buffer_a_worker_pickles_again_is_never_reused(slow_count, monkeypatch):
-    keep = lambda batch: {"before": batch["before"]["pixel_values"], "now": batch["now"]["pixel_values"].clone()}
+    def keep(batch):
+        return {"before": batch["before"]["pixel_values"], "now": batch["now"]["pixel_values"].clone()}
+
     expected = epochs(clips(reuse_memory=False), hold=True, collate=SendTwice(), workers=1, keep=keep)
     if slow_count:
         # The worker's queue pickles in a feeder thread while the worker's own thread looks for an idle
         # buffer: a use count that takes 3 ms widens the window in which the second send of a buffer could
         # drop it and let go of its batch between take's look at the buffer and its count (the forked
         # worker inherits the patch)
-        count = _shared_batches._use_count
-        monkeypatch.setattr(_shared_batches, "_use_count", lambda storage: time.sleep(0.003) or count(storage))
+        count = shared._use_count
+        monkeypatch.setattr(shared, "_use_count", lambda storage: time.sleep(0.003) or count(storage))
     got = epochs(clips(), hold=True, collate=SendTwice(), workers=1, keep=keep)  # "before" held, "now" freed
     assert_same(got, expected)
 
@@ -275,7 +275,9 @@ def in_process(reuse_memory=True, window=1, prefetch=False):
         loader = DataLoaderShard(dataset, batch_size=2, collate_fn=collate_clips)
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate_clips)
-    clone = lambda batch: {key: value.clone() for key, value in batch.items()}
+    def clone(batch):
+        return {key: value.clone() for key, value in batch.items()}
+
     alive, arrived, left, places = collections.deque(), [], {}, set()
     for _ in range(3):
         for batch in loader:
@@ -295,8 +297,8 @@ def in_process(reuse_memory=True, window=1, prefetch=False):
 def test_in_process_batches_are_never_rewritten_while_alive(prefetch, window, monkeypatch):
     expected, _, _ = in_process(reuse_memory=False, prefetch=prefetch)
     pooled = []  # batches the pool served from its arrays (fresh memory may come back at a freed address too)
-    take = _main_batches.BatchPool._take
-    monkeypatch.setattr(_main_batches.BatchPool, "_take",
+    take = pool.BatchPool._take
+    monkeypatch.setattr(pool.BatchPool, "_take",
                         lambda self, nbytes: pooled.append(nbytes) or take(self, nbytes))
     arrived, left, places = in_process(window=window, prefetch=prefetch)
     assert_same(arrived, expected)
@@ -315,4 +317,4 @@ def test_in_process_batches_are_never_rewritten_while_alive(prefetch, window, mo
 def test_outside_a_worker_nothing_is_leased():
     batch = collate_clips(clips().__getitems__([0, 1]))
     assert type(batch) is dict
-    assert _shared_batches.batch_tensor((2, 3), torch.float32) is None
+    assert shared.batch_tensor((2, 3), torch.float32) is None

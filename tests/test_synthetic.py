@@ -142,7 +142,8 @@ def test_layout_folders_and_split_files(sample_archive):
         assert text.endswith("\n") and "\r" not in text and text.count("\n") == len(records)
         for scene in SCENES:
             scene_file = sample_archive / "4_setups" / "22_scenes" / f"{split}_{scene}.csv"
-            assert scene_file.read_text() == "".join(ln + "\n" for ln in text.splitlines() if ln.startswith(scene + "/"))
+            lines = [ln + "\n" for ln in text.splitlines() if ln.startswith(scene + "/")]
+            assert scene_file.read_text() == "".join(lines)
 
 
 def test_every_listed_clip_has_its_frames_and_video(sample_archive, default_plan):

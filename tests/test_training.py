@@ -189,17 +189,16 @@ def test_dataloader_workers_feed_training_and_score_like_the_main_process(run_sc
                                                                          tmp_path, monkeypatch, on_device):
     """Two DataLoader workers (whose batches travel in reused shared memory) train, and evaluate to the same
     scores as the main process alone."""
-    from ferv39k_hf.clips import _main_batches
-    from ferv39k_hf.clips import _shared_batches
+    from ferv39k_hf.clips.batchmem import pool, shared
 
-    monkeypatch.setattr(_shared_batches, "claims", collections.Counter())
+    monkeypatch.setattr(shared, "claims", collections.Counter())
     trained = tmp_path / "trained"
     run_script.main(["--model_name_or_path", str(tiny_checkpoints["videomae"]), "--dataset_dir", str(built_faces),
                      "--do_train", "--max_steps", "6", "--dataloader_num_workers", "2",
                      "--finish_on_device", on_device, *_common(trained)])
     assert json.loads((trained / "all_results.json").read_text())["train_loss"] > 0
-    if _main_batches.release_follows_storage():
-        assert sum(_shared_batches.claims.values()) >= 6, "the training batches came in the workers' buffers"
+    if pool.release_follows_storage():
+        assert sum(shared.claims.values()) >= 6, "the training batches came in the workers' buffers"
     reports = {}
     for workers in ("0", "2"):
         out = tmp_path / f"eval-{workers}"

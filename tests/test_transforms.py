@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import ferv39k_hf
-from ferv39k_hf.clips import columns, transforms
+from ferv39k_hf.clips import columns
 from ferv39k_hf.clips import video
 from ferv39k_hf.clips.sampling import segment_indices, segment_views
 from ferv39k_hf.clips.collate import collate_clips

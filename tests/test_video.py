@@ -10,7 +10,7 @@ av = pytest.importorskip("av")
 from ferv39k_hf.clips import video  # noqa: E402
 from ferv39k_hf.clips.sampling import segment_indices  # noqa: E402
 from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from ferv39k_hf.clips.transforms import VideoClipTransform
+from ferv39k_hf.clips.transforms import VideoClipTransform  # noqa: E402
 
 NUM_FRAMES = 30
 SIZE = 64
@@ -74,7 +74,7 @@ def test_index_past_the_end_gives_the_last_frame(mp4_bytes):
 
 def test_decoding_stops_after_the_last_needed_frame(mp4_bytes, monkeypatch):
     yielded = []
-    real_open = video._open
+    real_open = video.open_video
 
     class CountingContainer:
         def __init__(self, container):
@@ -92,7 +92,7 @@ def test_decoding_stops_after_the_last_needed_frame(mp4_bytes, monkeypatch):
                 yielded.append(frame)
                 yield frame
 
-    monkeypatch.setattr(video, "_open", lambda source: CountingContainer(real_open(source)))
+    monkeypatch.setattr(video, "open_video", lambda source: CountingContainer(real_open(source)))
     frames = video.read_video_frames(mp4_bytes, [1, 5])
     assert frame_numbers(frames) == [1, 5]
     assert len(yielded) == 6, "frames after index 5 are never decoded"

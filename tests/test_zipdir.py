@@ -188,7 +188,7 @@ def test_seeded_damage_is_refused_or_read_as_zipfile_reads_it(tmp_path):
 
 
 def test_fullsize_bench_runs_end_to_end_at_a_small_scale(tmp_path):
-    """bench/fullsize.py at 0.1% of the clips: the zip it writes has the planned members, and discovery finds every clip."""
+    """bench/fullsize.py at 0.1% of the clips: the zip it writes has the planned members; discovery finds every clip."""
     import importlib.util
     import json
     from pathlib import Path

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional
 
 from ferv39k_hf.archive.annotations import ClipRecord
 from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.archive.files import ByteSink, FileRef, check_file_size
+from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.layout import Layout, Part
+from ferv39k_hf.fileio import check_file_size, count_frames
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -203,8 +204,6 @@ class ClipReader:
         problem = mp4_problem(data[:16])
         if problem:
             raise ClipDamaged(f"video {self.part.relative_path(ref)}: {problem}")
-        from ferv39k_hf.clips.video import count_frames
-
         try:
             num_frames = count_frames(data)
         except Exception as err:  # PyAV raises its own error types for broken streams

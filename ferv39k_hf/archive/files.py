@@ -1,4 +1,4 @@
-"""Files of an archive: a file's identity, size-bounded reads, and the buffer a clip's frames are read into."""
+"""Files of an archive: a file's identity, and the buffer a clip's frames are read into."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.fileio import unreadable
 
-__all__ = ["ByteSink", "FileRef", "check_file_size", "read_file"]
+__all__ = ["ByteSink", "FileRef"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class FileRef:
         try:
             return os.stat(self.name).st_size
         except OSError as err:
-            raise _unreadable(self.name, err) from None
+            raise unreadable(self.name, err) from None
 
     @property
     def display(self) -> str:
@@ -46,33 +46,6 @@ class FileRef:
         except OSError as err:  # gone or unreadable: the build names the file when it reads it
             return "unreadable", err.errno
         return info.st_size, info.st_mtime_ns, info.st_ctime_ns
-
-
-def _unreadable(path: str, err: OSError) -> LayoutError:
-    return LayoutError(f"{path}: cannot read the file ({err.strerror})")
-
-
-def check_file_size(path: str, size: int, limit: int) -> None:
-    """LayoutError naming ``path`` when ``size`` is more than ``limit``."""
-    if size > limit:
-        raise LayoutError(f"{path}: {size:,} bytes, more than a file of this kind can hold ({limit:,}): "
-                          "damaged, or not what its name says")
-
-
-def read_file(path: str, limit: int) -> bytes:
-    """The bytes of a plain file, refused before reading when it holds more than ``limit``."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            check_file_size(path, size, limit)
-            data = handle.read(size + 1)  # read(n) allocates n bytes first: never the limit itself
-    except LayoutError:  # the size check's own message (a LayoutError is an OSError too)
-        raise
-    except OSError as err:
-        raise _unreadable(path, err) from None
-    if len(data) > size:
-        raise LayoutError(f"{path}: the file grew while it was read")
-    return data
 
 
 class ByteSink:

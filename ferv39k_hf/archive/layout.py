@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
 
+from ferv39k_hf import fileio
 from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.annotations import decode_split_text
-from ferv39k_hf.archive.files import ByteSink, FileRef, _unreadable, check_file_size, read_file
+from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.zipindex import ZipClip, index_zip
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
@@ -63,7 +64,7 @@ class Part:
     def __init__(self, kind: str, root_real: str):
         self.kind = kind
         self.folder = PART_FOLDERS[kind]
-        self.max_bytes = ziparchive.MAX_VIDEO_BYTES if kind == "videos" else ziparchive.MAX_FRAME_BYTES
+        self.max_bytes = fileio.MAX_VIDEO_BYTES if kind == "videos" else fileio.MAX_FRAME_BYTES
         self.roots: List[str] = []  # where the part was found, as shown to people
         self._folders: List[str] = []  # part folders on disk (holding scene folders)
         self._on_disk: Dict[str, List[Tuple[int, str]]] = {}  # clip id -> (folder index, entry name)
@@ -167,7 +168,7 @@ class Part:
     def read(self, ref: FileRef) -> bytes:
         """The bytes of one file listed by frames() or video(), never more than ``max_bytes``."""
         if ref.container is None:
-            return read_file(ref.name, self.max_bytes)
+            return fileio.read_file(ref.name, self.max_bytes)
         clip, index = self._zip_member(ref)
         return ziparchive.read_member(ref.container, ref.name, clip.member_info(index), self.max_bytes)
 
@@ -180,8 +181,9 @@ class Part:
         try:
             fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
-                check_file_size(ref.name, sink.fill_from(fd, self.max_bytes + 1), self.max_bytes)  # it grew since
+                fileio.check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
+                grown = sink.fill_from(fd, self.max_bytes + 1)
+                fileio.check_file_size(ref.name, grown, self.max_bytes)  # it grew since
             finally:
                 os.close(fd)
         except LayoutError:
@@ -189,7 +191,7 @@ class Part:
             raise
         except OSError as err:
             sink.end = start
-            raise _unreadable(ref.name, err) from None
+            raise fileio.unreadable(ref.name, err) from None
 
     def _zip_member(self, ref: FileRef) -> Tuple[ZipClip, int]:
         parts = self.relative_path(ref).split("/")
@@ -232,11 +234,11 @@ class Layout:
 
     def _read_bytes(self, ref: FileRef) -> bytes:
         if ref.container is None:
-            return read_file(ref.name, ziparchive.MAX_SPLIT_FILE_BYTES)
+            return fileio.read_file(ref.name, fileio.MAX_SPLIT_FILE_BYTES)
         info = self._split_members.get((ref.container, ref.name))
         if info is None:
             raise LayoutError(f"{ref.display}: not a split file found by discovery; it is not read")
-        return ziparchive.read_member(ref.container, ref.name, info, ziparchive.MAX_SPLIT_FILE_BYTES)
+        return ziparchive.read_member(ref.container, ref.name, info, fileio.MAX_SPLIT_FILE_BYTES)
 
 
 class _Finder:

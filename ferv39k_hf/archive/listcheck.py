@@ -1,4 +1,4 @@
-"""What a build records of its split lists: DFER-CLIP frame counts checked against the archive, card and report entries."""
+"""What a build records of its split lists: frame counts checked against the archive, card and report entries."""
 
 from __future__ import annotations
 

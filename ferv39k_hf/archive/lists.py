@@ -1,4 +1,4 @@
-"""Community split lists (official, DFER-CLIP, MAE-DFER, S2D): tell the format, read lines into clip records, write lines.
+"""Community split lists (official, DFER-CLIP, MAE-DFER, S2D): tell the format, read lines into records, write lines.
 
 Published codebases re-write the official split in their own formats:
 
@@ -297,7 +297,8 @@ class SplitLists:
         return "|".join(f"{f.split}:{f.fmt}:{f.sha256}" for f in self.files)
 
 
-def open_lists(train_list: Optional[str], test_list: Optional[str], list_format: Optional[str] = None) -> Optional[SplitLists]:
+def open_lists(train_list: Optional[str], test_list: Optional[str],
+               list_format: Optional[str] = None) -> Optional[SplitLists]:
     """Read the two list files and tell (or take) their formats; None when neither is given.
 
     ``list_format`` (``official``, ``dfer-clip``, ``mae-dfer``, ``s2d`` or None
@@ -305,8 +306,7 @@ def open_lists(train_list: Optional[str], test_list: Optional[str], list_format:
     Files larger than a split file may be (64 MiB) are refused unread.
     Example: ``open_lists("train.csv", "test.csv", "s2d")``.
     """
-    from ferv39k_hf.archive.files import read_file
-    from ferv39k_hf.archive.ziparchive import MAX_SPLIT_FILE_BYTES
+    from ferv39k_hf.fileio import MAX_SPLIT_FILE_BYTES, read_file
 
     if train_list is None and test_list is None:
         if list_format is not None:

@@ -119,7 +119,8 @@ def _line_path(record: ClipRecord, prefix: Optional[str], fmt: str, part: Any) -
     return where
 
 
-def _sound_records(report: Any, records: List[ClipRecord], on_error: str) -> Tuple[List[ClipRecord], List[Dict[str, Any]]]:
+def _sound_records(report: Any, records: List[ClipRecord],
+                   on_error: str) -> Tuple[List[ClipRecord], List[Dict[str, Any]]]:
     """The records without a blocking finding, and an entry per line or clip left out."""
     blocking = [f for f in report.findings if f.kind in _BLOCKING and (f.clip_id or f.line)]
     if blocking and on_error == "raise":
@@ -174,7 +175,8 @@ def write_lists(root: Any, out: Any, *, fmt: str, prefix: Optional[str] = None, 
     part = layout.part("faces")
     texts = {}
     for split, name in names.items():
-        rows = [(_line_path(r, prefix, fmt, part), r, report.frame_counts[r.clip_id]) for r in sound if r.split == split]
+        rows = [(_line_path(r, prefix, fmt, part), r, report.frame_counts[r.clip_id])
+                for r in sound if r.split == split]
         texts[split] = (name, render_lines(fmt, rows), len(rows))
     ours = check_lists_out(out, root, names.values(), overwrite)  # again: the check took a while
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,8 @@ def add_lists_command(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace lists an earlier 'ferv39k-hf lists' wrote here")
     p.add_argument("--train-list", metavar="FILE", default=None,
                    help="convert: read the train split from this list (any supported format) instead of train_All.csv")
-    p.add_argument("--test-list", metavar="FILE", default=None, help="convert: the test list to read (see --train-list)")
+    p.add_argument("--test-list", metavar="FILE", default=None,
+                   help="convert: the test list to read (see --train-list)")
     p.add_argument("--list-format", choices=FORMATS, default=None,
                    help="the format of --train-list and --test-list when it cannot be told from their content")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ferv39k_hf.errors import BuildError
+from ferv39k_hf.taxonomy import CONFIG_NAMES
 
 MARKER = ".ferv39k-hf-build.json"
 TOOL = "ferv39k-hf build"
 FORMAT = 1
-_CONFIGS = ("faces", "scenes", "videos")
 
 
 class OutputRefused(BuildError):
@@ -183,7 +183,7 @@ def _is_partial_file(rel: str) -> bool:
     parts = rel.split("/")
     if len(parts) == 1:
         return rel in ("README.md", "build_report.json")
-    return len(parts) == 3 and parts[0] == "data" and parts[1] in _CONFIGS \
+    return len(parts) == 3 and parts[0] == "data" and parts[1] in CONFIG_NAMES \
         and parts[2].endswith((".parquet", ".partial"))
 
 
@@ -311,7 +311,7 @@ def _stale_problem(path: Path, kind: str) -> Optional[str]:
     if pid == os.getpid() or _alive(pid):
         return ""  # a build in progress: say nothing
     if kind == "partial":  # its files are not listed yet: it may hold any the build writes
-        extra = _foreign(path, _is_partial_file, ("data", *(f"data/{config}" for config in _CONFIGS)))
+        extra = _foreign(path, _is_partial_file, ("data", *(f"data/{config}" for config in CONFIG_NAMES)))
     else:
         extra = _foreign(path, set(marker["files"]).__contains__)
     if extra:

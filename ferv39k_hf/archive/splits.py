@@ -51,7 +51,8 @@ def read_split_records(layout: Layout, on_error: str = "raise") -> Tuple[List[Cl
     return kept, problems
 
 
-def carve_validation(records: List[ClipRecord], fraction: float, seed: int) -> Tuple[List[ClipRecord], List[ClipRecord]]:
+def carve_validation(records: List[ClipRecord], fraction: float,
+                     seed: int) -> Tuple[List[ClipRecord], List[ClipRecord]]:
     """Split train records into (train, validation), stratified by (scene, class).
 
     Each cell gives round(fraction * n) clips, chosen by a seeded shuffle of

@@ -20,6 +20,7 @@ from ferv39k_hf.archive.files import FileRef
 from ferv39k_hf.archive.layout import Layout, Part, find_layout
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import read_split_records
+from ferv39k_hf.fileio import count_frames
 from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
 
 
@@ -148,8 +149,6 @@ def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyRepor
     report.frames_checked += 1
     problem = problem or mp4_problem(data[:16])
     if problem is None and deep:
-        from ferv39k_hf.clips.video import count_frames
-
         try:
             count_frames(data)
         except Exception as err:  # PyAV's error types vary by release

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import struct
 import threading
 import zipfile
@@ -26,9 +25,10 @@ from typing import Dict, List, Optional, Tuple
 
 from ferv39k_hf.archive.zipdir import BAD_ENTRY, DUPLICATE_NAME, FIELDS  # noqa: F401  (the numbers read_member takes)
 from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.taxonomy import PART_FOLDERS, SCENES
+from ferv39k_hf.fileio import MAX_FRAME_BYTES
+from ferv39k_hf.taxonomy import CONFIG_NAMES, PART_FOLDERS, SCENES
 
-PART_KINDS = ("faces", "scenes", "videos")  # the parts that hold clips
+PART_KINDS = CONFIG_NAMES  # the parts that hold clips
 FRAME_SUFFIXES = (".jpg", ".jpeg")
 VIDEO_SUFFIX = ".mp4"
 _KIND_OF_FOLDER = {name: kind for kind, name in PART_FOLDERS.items()}
@@ -96,12 +96,6 @@ def is_video(name: str) -> bool:
 # One member's numbers (FIELDS of them: header_offset, compress_size, file_size, crc, compress_type,
 # flag_bits) and the flags BAD_ENTRY and DUPLICATE_NAME (bits above the zip's own 16) come from zipdir.
 
-# The most bytes one file may hold before it counts as damaged or hostile (a zip bomb declares or
-# inflates to gigabytes): a face crop is about 10 KB, a scene frame under 1 MB, a clip's mp4 a few MB,
-# a split file about 1 MB. Reads check the declared size first and never go past it.
-MAX_FRAME_BYTES = 64 << 20
-MAX_VIDEO_BYTES = 512 << 20
-MAX_SPLIT_FILE_BYTES = 64 << 20
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's sizeFileHeader layout, 30 bytes
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 
@@ -200,7 +194,7 @@ def _inflate(raw: bytes, file_size: int, where: str) -> bytes:
     return data
 
 
-def _drop_stale_handle(container: str) -> None:
+def drop_stale_handle(container: str) -> None:
     """Close this process's cached handle of ``container`` if the zip was replaced or rewritten since it was opened.
 
     Reads through it would find the new central directory's offsets and CRCs wrong. An unchanged

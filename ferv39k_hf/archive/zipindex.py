@@ -22,7 +22,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 import numpy as np
 
 from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.archive.ziparchive import (PART_KINDS, SplitKey, _drop_stale_handle, components, folder_kind,
+from ferv39k_hf.archive.ziparchive import (PART_KINDS, SplitKey, drop_stale_handle, components, folder_kind,
                           is_frame, is_hidden, is_video, split_file_key)
 from ferv39k_hf.archive.zipdir import DUPLICATE_NAME, FIELDS, DirectoryChunk, ZipDirectoryError, read_directory
 
@@ -114,7 +114,7 @@ def _folder(stem: str, folder: str) -> Optional[_Folder]:
 
 def index_zip(path: str) -> ZipIndex:
     """Read one zip's central directory into per-clip entries, split files and unsafe members."""
-    _drop_stale_handle(path)
+    drop_stale_handle(path)
     collector = _Collector(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))

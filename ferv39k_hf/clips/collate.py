@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ferv39k_hf.clips import _shared_batches
+from ferv39k_hf.clips import batchmem
 
 def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """DataLoader / Trainer collate for rows made by :class:`VideoClipTransform`.
@@ -20,7 +20,7 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
 
     In a DataLoader worker the batch is returned as a dict that, once sent, lets the
     worker write a later batch into the same shared memory after the main process
-    has freed every tensor over this one (:mod:`ferv39k_hf.clips._shared_batches`); it
+    has freed every tensor over this one (:mod:`ferv39k_hf.clips.batchmem`); it
     arrives in the main process as a plain dict.
 
     Args:
@@ -44,7 +44,7 @@ def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
         if joined is None and torch.is_tensor(first):
             return torch.utils.data.default_collate(examples)
         batch[key] = joined if joined is not None else torch.utils.data.default_collate(values)
-    return _shared_batches.lease(batch)
+    return batchmem.lease(batch)
 
 
 def _rows_of_one_tensor(rows: List[torch.Tensor]) -> Optional[torch.Tensor]:

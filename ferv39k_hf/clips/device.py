@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, _channel_scale_bias
+from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, channel_scale_bias
 
 def _resize_weights(low: torch.Tensor, high: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
     """(N, out_size, in_size) float32 rows that crop ``[low, high)`` of an axis and resize it to ``out_size``.
@@ -77,7 +77,7 @@ class DeviceFinish:
         device, size = pixel_values.device, self.size
         height, width = pixel_values.shape[2], pixel_values.shape[3]
         scale, bias = (torch.tensor(values, device=device).view(3, 1, 1)
-                       for values in _channel_scale_bias(self.mean, self.std))
+                       for values in channel_scale_bias(self.mean, self.std))
         boxes = crop_boxes.to(device=device, dtype=torch.int64)
         rows = _resize_weights(boxes[:, 1], boxes[:, 3], height, size)  # (N, S, H)
         columns = _resize_weights(boxes[:, 0], boxes[:, 2], width, size)  # (N, S, W)

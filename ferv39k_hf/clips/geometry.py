@@ -31,6 +31,11 @@ def fused_kernel_available() -> bool:
     return _fused is not None
 
 
+def fused_kernel():
+    """The C extension module, or None where it was not built (see :func:`fused_kernel_available`)."""
+    return _fused
+
+
 # VideoMAE's image processor normalises with the ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,7 +87,8 @@ def short_side_boxes(height: int, width: int, num_views: int) -> List[Box]:
     return [(0, o, side, o + side) for o in offsets]
 
 
-def _scale_box(box: Box, sy: float, sx: float, height: int, width: int) -> Box:
+def scale_box(box: Box, sy: float, sx: float, height: int, width: int) -> Box:
+    """``box`` scaled by ``sy``, ``sx`` into a (height, width) frame, at least one pixel each way."""
     x0, y0, x1, y1 = box
     x0, x1 = min(int(round(x0 * sx)), width - 1), min(max(int(round(x1 * sx)), 1), width)
     y0, y1 = min(int(round(y0 * sy)), height - 1), min(max(int(round(y1 * sy)), 1), height)
@@ -105,12 +111,12 @@ def crop_resize(frames: torch.Tensor, box: Box, size: int) -> torch.Tensor:
     return resized if resized.is_contiguous() else resized.contiguous()
 
 
-def _channel_scale_bias(mean: Sequence[float], std: Sequence[float]) -> Tuple[List[float], List[float]]:
+def channel_scale_bias(mean: Sequence[float], std: Sequence[float]) -> Tuple[List[float], List[float]]:
     """Per-channel ``scale`` and ``bias`` with ``(x / 255 - mean) / std == x * scale + bias``."""
     return [1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]
 
 
-class _Normaliser:
+class Normaliser:
     """uint8 (H, W, 3) frames -> float32 ``(x / 255 - mean) / std``, written once into the output.
 
     One ``addcmul`` per frame reads the interleaved uint8 pixels and writes the
@@ -122,7 +128,7 @@ class _Normaliser:
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], size: int, channels_last: bool):
-        self.channel_scale, self.channel_bias = _channel_scale_bias(mean, std)  # for the C kernel
+        self.channel_scale, self.channel_bias = channel_scale_bias(mean, std)  # for the C kernel
         scale = torch.tensor(self.channel_scale, dtype=torch.float32)
         bias = torch.tensor(self.channel_bias, dtype=torch.float32)
         self.size, self.channels_last = size, channels_last

@@ -1,6 +1,6 @@
 """Which frames of a clip to use: the temporal samplers of the published FERV39k protocols.
 
-Every sampler maps a clip length ``num_frames`` (n) and a clip length to produce
+Every sampler maps a clip's frame count ``frame_count`` (n) and a clip length to produce
 ``clip_len`` (T) to an int64 array of T frame indices in ``[0, n)``, in temporal
 order. They are pure functions of their arguments and a ``numpy.random.Generator``
 (only training samplers draw from it), so each can be tested alone and composed
@@ -49,9 +49,9 @@ PRESETS = ("dfer-clip", "mae-dfer")
 SAMPLINGS = ("segment", "window") + PRESETS
 
 
-def _check(num_frames: int, clip_len: int) -> None:
-    if int(num_frames) < 1:
-        raise ValueError(f"a clip needs at least one frame, got num_frames={num_frames}")
+def _check(frame_count: int, clip_len: int) -> None:
+    if int(frame_count) < 1:
+        raise ValueError(f"a clip needs at least one frame, got frame_count={frame_count}")
     if int(clip_len) < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
 
@@ -72,13 +72,13 @@ def pad_indices(indices: np.ndarray, clip_len: int) -> np.ndarray:
     return np.concatenate([indices, np.full(clip_len - indices.size, indices[-1], dtype=np.int64)])
 
 
-def _segment_bounds(num_frames: int, clip_len: int) -> np.ndarray:
+def _segment_bounds(frame_count: int, clip_len: int) -> np.ndarray:
     """Integer segment edges: segment i is ``[edges[i], edges[i+1])``, never empty when n >= T."""
-    return (np.arange(clip_len + 1, dtype=np.int64) * num_frames) // clip_len
+    return (np.arange(clip_len + 1, dtype=np.int64) * frame_count) // clip_len
 
 
 def segment_indices(
-    num_frames: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
+    frame_count: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
 ) -> np.ndarray:
     """One frame from each of ``clip_len`` equal segments of the clip.
 
@@ -86,8 +86,8 @@ def segment_indices(
     segment); test takes each segment's centre frame. A clip shorter than
     ``clip_len`` gives all its frames, then its last frame repeated.
     """
-    _check(num_frames, clip_len)
-    n, t = int(num_frames), int(clip_len)
+    _check(frame_count, clip_len)
+    n, t = int(frame_count), int(clip_len)
     if n < t:
         return pad_indices(np.arange(n), t)
     edges = _segment_bounds(n, t)
@@ -99,7 +99,7 @@ def segment_indices(
 
 
 def window_indices(
-    num_frames: int,
+    frame_count: int,
     clip_len: int,
     train: bool,
     rng: Optional[np.random.Generator] = None,
@@ -111,10 +111,10 @@ def window_indices(
     clip shorter than the window gives every ``stride``-th frame from the start,
     then its last frame repeated.
     """
-    _check(num_frames, clip_len)
+    _check(frame_count, clip_len)
     if int(stride) < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    n, t, s = int(num_frames), int(clip_len), int(stride)
+    n, t, s = int(frame_count), int(clip_len), int(stride)
     span = (t - 1) * s + 1
     if n < span:
         return pad_indices(np.arange(0, n, s), t)
@@ -131,15 +131,15 @@ def _view_positions(num_views: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, int(num_views))
 
 
-def segment_views(num_frames: int, clip_len: int, num_views: int) -> np.ndarray:
+def segment_views(frame_count: int, clip_len: int, num_views: int) -> np.ndarray:
     """``num_views`` segment samplings of one clip, shape (num_views, clip_len).
 
     View k takes, in every segment, the frame at fraction (k + 1/2) / K of the
     segment, so the views interleave and a single view equals ``segment_indices``
     at test.
     """
-    _check(num_frames, clip_len)
-    n, t, k = int(num_frames), int(clip_len), int(num_views)
+    _check(frame_count, clip_len)
+    n, t, k = int(frame_count), int(clip_len), int(num_views)
     if k < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     if n < t:
@@ -150,14 +150,14 @@ def segment_views(num_frames: int, clip_len: int, num_views: int) -> np.ndarray:
     return (2 * k * segment + 2 * view + 1) * n // (2 * k * t)
 
 
-def window_views(num_frames: int, clip_len: int, num_views: int, stride: int = 1) -> np.ndarray:
+def window_views(frame_count: int, clip_len: int, num_views: int, stride: int = 1) -> np.ndarray:
     """``num_views`` windows spread evenly from the clip's start to its end, shape (K, T).
 
     As VideoMAE's multi-view test: window k starts at k * (n - span) / (K - 1); a
     single view is the centred window.
     """
-    _check(num_frames, clip_len)
-    n, t, s = int(num_frames), int(clip_len), int(stride)
+    _check(frame_count, clip_len)
+    n, t, s = int(frame_count), int(clip_len), int(stride)
     span = (t - 1) * s + 1
     positions = _view_positions(num_views)
     if n < span:
@@ -169,7 +169,7 @@ def window_views(num_frames: int, clip_len: int, num_views: int, stride: int = 1
 
 
 def dfer_clip_indices(
-    num_frames: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
+    frame_count: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
 ) -> np.ndarray:
     """DFER-CLIP's frame indices (its ``VideoDataset`` with ``duration=1``), shape (clip_len,).
 
@@ -187,8 +187,8 @@ def dfer_clip_indices(
         >>> dfer_clip_indices(20, 16, train=False).tolist()[:4]
         [0, 1, 3, 4]
     """
-    _check(num_frames, clip_len)
-    n, t = int(num_frames), int(clip_len)
+    _check(frame_count, clip_len)
+    n, t = int(frame_count), int(clip_len)
     if train:
         segment = n // t
         if segment < 1:
@@ -201,7 +201,7 @@ def dfer_clip_indices(
 
 
 def mae_dfer_indices(
-    num_frames: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
+    frame_count: int, clip_len: int, train: bool, rng: Optional[np.random.Generator] = None
 ) -> np.ndarray:
     """MAE-DFER's frame indices (its ``VideoClsDatasetFrame``, sampling rate 1), shape (clip_len,).
 
@@ -216,8 +216,8 @@ def mae_dfer_indices(
         >>> mae_dfer_indices(18, 16, train=True, rng=np.random.default_rng(0))[0] in (0, 1)
         True
     """
-    _check(num_frames, clip_len)
-    n, t = int(num_frames), int(clip_len)
+    _check(frame_count, clip_len)
+    n, t = int(frame_count), int(clip_len)
     if not train:
         return mae_dfer_views(n, t, 2)[0]
     if n <= t:
@@ -226,7 +226,7 @@ def mae_dfer_indices(
     return start + np.arange(t, dtype=np.int64)
 
 
-def mae_dfer_views(num_frames: int, clip_len: int, num_views: int) -> np.ndarray:
+def mae_dfer_views(frame_count: int, clip_len: int, num_views: int) -> np.ndarray:
     """MAE-DFER's test windows, shape (num_views, clip_len).
 
     The clip's frames are padded to T by repeating the last; window k starts at
@@ -239,8 +239,8 @@ def mae_dfer_views(num_frames: int, clip_len: int, num_views: int) -> np.ndarray
         >>> mae_dfer_views(20, 16, 2)[:, 0].tolist()
         [0, 4]
     """
-    _check(num_frames, clip_len)
-    n, t, k = int(num_frames), int(clip_len), int(num_views)
+    _check(frame_count, clip_len)
+    n, t, k = int(frame_count), int(clip_len), int(num_views)
     if k < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     frames = pad_indices(np.arange(n), max(n, t))
@@ -250,7 +250,7 @@ def mae_dfer_views(num_frames: int, clip_len: int, num_views: int) -> np.ndarray
 
 def sample_indices(
     sampling: str,
-    num_frames: int,
+    frame_count: int,
     clip_len: int,
     train: bool,
     rng: Optional[np.random.Generator] = None,
@@ -261,7 +261,7 @@ def sample_indices(
     Args:
         sampling: ``"segment"``, ``"window"`` (``stride`` applies), ``"dfer-clip"``
             or ``"mae-dfer"`` (see the module docstring).
-        num_frames: the clip's frame count n (>= 1).
+        frame_count: the clip's frame count n (>= 1).
         clip_len: frames to return, T.
         train: the random training draw (needs ``rng``) or the deterministic test pick.
         rng: a ``numpy.random.Generator``; only training draws from it.
@@ -272,17 +272,17 @@ def sample_indices(
         [1, 3, 6]
     """
     if sampling == "segment":
-        return segment_indices(num_frames, clip_len, train, rng)
+        return segment_indices(frame_count, clip_len, train, rng)
     if sampling == "window":
-        return window_indices(num_frames, clip_len, train, rng, stride=stride)
+        return window_indices(frame_count, clip_len, train, rng, stride=stride)
     if sampling == "dfer-clip":
-        return dfer_clip_indices(num_frames, clip_len, train, rng)
+        return dfer_clip_indices(frame_count, clip_len, train, rng)
     if sampling == "mae-dfer":
-        return mae_dfer_indices(num_frames, clip_len, train, rng)
+        return mae_dfer_indices(frame_count, clip_len, train, rng)
     raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
 
-def sample_views(sampling: str, num_frames: int, clip_len: int, num_views: int, stride: int = 1) -> np.ndarray:
+def sample_views(sampling: str, frame_count: int, clip_len: int, num_views: int, stride: int = 1) -> np.ndarray:
     """``num_views`` deterministic test samplings of one clip by sampler name, shape (num_views, clip_len).
 
     ``"dfer-clip"`` tests one view (its test indices); asking it for more is an
@@ -294,13 +294,13 @@ def sample_views(sampling: str, num_frames: int, clip_len: int, num_views: int, 
         [0, 24]
     """
     if sampling == "segment":
-        return segment_views(num_frames, clip_len, num_views)
+        return segment_views(frame_count, clip_len, num_views)
     if sampling == "window":
-        return window_views(num_frames, clip_len, num_views, stride=stride)
+        return window_views(frame_count, clip_len, num_views, stride=stride)
     if sampling == "dfer-clip":
         if int(num_views) != 1:
             raise ValueError(f"the dfer-clip preset tests one temporal view (as DFER-CLIP does), got {num_views}")
-        return dfer_clip_indices(num_frames, clip_len, train=False)[None]
+        return dfer_clip_indices(frame_count, clip_len, train=False)[None]
     if sampling == "mae-dfer":
-        return mae_dfer_views(num_frames, clip_len, num_views)
+        return mae_dfer_views(frame_count, clip_len, num_views)
     raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")

@@ -28,10 +28,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ferv39k_hf.clips import _shared_batches, geometry
-from ferv39k_hf.clips._main_batches import BatchPool
+from ferv39k_hf.clips import batchmem, geometry
 from ferv39k_hf.clips.device import DeviceFinish
-from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, _Normaliser, _scale_box, crop_resize,
+from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, scale_box, crop_resize,
                                        random_resized_box, short_side_boxes)
 from ferv39k_hf.clips.presets import get_preset, rotate_frames
 from ferv39k_hf.clips.sampling import SAMPLINGS, sample_indices, sample_views
@@ -208,18 +207,19 @@ class VideoClipTransform:
         self.temporal_views, self.spatial_views = int(temporal_views), int(spatial_views)
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
         self.channels_last, self.on_device = bool(channels_last), bool(on_device)
-        if fused and geometry._fused is None:
+        if fused and geometry.fused_kernel() is None:
             raise ImportError("fused=True needs the C extension ferv39k_hf.clips._fused, which this install lacks: "
                               "reinstall the package where a C compiler (gcc or clang) is on the PATH")
         if fused and not self.channels_last:
             raise ValueError("fused=True writes channels-last frames: it needs channels_last=True")
-        self.fused = geometry._fused is not None and self.channels_last if fused is None else bool(fused)
-        self._normaliser = _Normaliser(self.mean, self.std, self.size, self.channels_last)
+        self.fused = geometry.fused_kernel() is not None and self.channels_last if fused is None else bool(fused)
+        self._normaliser = Normaliser(self.mean, self.std, self.size, self.channels_last)
         self.epoch = 0
         self._rng_key: Optional[Tuple[int, int, int]] = None
         self._generator: Optional[np.random.Generator] = None
         self.reuse_memory = bool(reuse_memory)
-        self._scratch, self._batches = Scratch(self.reuse_memory), BatchPool()  # neither is pickled with its memory
+        # neither is pickled with its memory
+        self._scratch, self._batches = Scratch(self.reuse_memory), batchmem.BatchPool()
 
     def __repr__(self) -> str:
         return (
@@ -282,10 +282,10 @@ class VideoClipTransform:
             result["view_clip_index"] = torch.arange(len(sources)).repeat_interleave(per_clip)
         return result
 
-    def _indices(self, num_frames: int, rng: Optional[np.random.Generator], views: int) -> np.ndarray:
+    def _indices(self, frame_count: int, rng: Optional[np.random.Generator], views: int) -> np.ndarray:
         if views > 1:
-            return sample_views(self.sampling, num_frames, self.num_frames, views, stride=self.stride)
-        return sample_indices(self.sampling, num_frames, self.num_frames, self.train, rng, self.stride)[None]
+            return sample_views(self.sampling, frame_count, self.num_frames, views, stride=self.stride)
+        return sample_indices(self.sampling, frame_count, self.num_frames, self.train, rng, self.stride)[None]
 
     def _boxes(self, height: int, width: int, rng: Optional[np.random.Generator], views: int) -> List[Box]:
         if self.preset is not None:
@@ -309,7 +309,7 @@ class VideoClipTransform:
     def _plan(self, source: Any, rng, temporal_views: int, spatial_views: int) -> "_ClipPlan":
         """Draw one row's sample, boxes and flip, and pick the decoder's downscale (no pixels decoded,
         except for videos, whose frame size is known only once decoded)."""
-        index_sets = self._indices(source.num_frames, rng, temporal_views)
+        index_sets = self._indices(source.frame_count, rng, temporal_views)
         unique, positions = np.unique(index_sets, return_inverse=True)
         source_size, can_reduce = source.probe(int(unique[0]))
         frames = None
@@ -336,14 +336,15 @@ class VideoClipTransform:
         height, width = frames.shape[1:3]
         fused = self.fused and frames.flags.c_contiguous
         pixels = torch.from_numpy(frames)
+        kernel = geometry.fused_kernel()
         for s, box in enumerate(plan.boxes_for(height, width)):
             if fused and (plan.flip or (box[2] - box[0], box[3] - box[1]) != (self.size, self.size)
-                          or geometry._fused.simd()):
+                          or kernel.simd()):
                 # one pass per output frame; without the kernel's AVX2 passes, a crop that needs
                 # neither resize nor flip is faster as the torch path's single normalising pass
                 norm = self._normaliser
                 for t, frame_positions in enumerate(plan.positions):
-                    geometry._fused.crop_resize_normalise(frames, frames.shape[:3], frame_positions, box, plan.flip, self.size,
+                    kernel.crop_resize_normalise(frames, frames.shape[:3], frame_positions, box, plan.flip, self.size,
                                                  norm.channel_scale, norm.channel_bias,
                                                  out[t * spatial_views + s].numpy())
                 continue
@@ -393,16 +394,17 @@ class VideoClipTransform:
     def _output_tensor(self, shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Memory for a batch. In a DataLoader worker: shared memory, which is sent to the main process
         without a copy (a buffer the worker reuses once both sides are done with it, see
-        :mod:`ferv39k_hf.clips._shared_batches`, else new, as torch's default_collate allocates). Elsewhere: an
-        array that this transform reuses once torch has freed its last batch (:mod:`ferv39k_hf.clips._main_batches`)."""
+        :mod:`ferv39k_hf.clips.batchmem`, else new, as torch's default_collate allocates). Elsewhere: an
+        array that this transform reuses once torch has freed its last batch
+        (:class:`~ferv39k_hf.clips.batchmem.BatchPool`)."""
         if torch.utils.data.get_worker_info() is None:
             return self._batches.tensor(shape, dtype, self.reuse_memory)
-        reused = _shared_batches.batch_tensor(shape, dtype) if self.reuse_memory else None
+        reused = batchmem.batch_tensor(shape, dtype) if self.reuse_memory else None
         if reused is not None:
             return reused
-        if _shared_batches.new_shared_works():
+        if batchmem.new_shared_works():
             try:
-                return _shared_batches.shared_tensor(math.prod(shape), dtype).view(shape)
+                return batchmem.shared_tensor(math.prod(shape), dtype).view(shape)
             except (AttributeError, RuntimeError):  # private torch API: an ordinary tensor still works
                 pass
         return torch.empty(shape, dtype=dtype)
@@ -430,4 +432,4 @@ class _ClipPlan:
     def boxes_for(self, height: int, width: int) -> List[Box]:
         """The boxes in the pixels of frames decoded at ``height`` x ``width``."""
         sy, sx = height / self.source_size[0], width / self.source_size[1]
-        return [_scale_box(box, sy, sx, height, width) for box in self.boxes]
+        return [scale_box(box, sy, sx, height, width) for box in self.boxes]

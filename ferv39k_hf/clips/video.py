@@ -14,16 +14,15 @@ after the last of them.
 from __future__ import annotations
 
 import io
-import os
 import threading
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
-from ferv39k_hf.clips import _reuse
-from ferv39k_hf.archive.files import read_file
-from ferv39k_hf.archive.ziparchive import MAX_FRAME_BYTES
+from ferv39k_hf.clips.batchmem import reuse_enabled
+from ferv39k_hf.fileio import (MAX_FRAME_BYTES, VideoSource, count_frames, describe_source, open_video, read_file,
+                               video_errors)
 
 __all__ = [
     "read_video_frames",
@@ -34,29 +33,6 @@ __all__ = [
     "Mp4Clip",
     "Scratch",
 ]
-
-VideoSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
-
-
-def _import_av():
-    try:
-        import av
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("reading mp4 clips needs PyAV: pip install 'ferv39k-hf[video]'") from err
-    return av
-
-
-def _describe(source: VideoSource) -> str:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<{len(source)} bytes of video>"
-    return os.fspath(source)
-
-
-def _open(source: VideoSource):
-    av = _import_av()
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return av.open(io.BytesIO(bytes(source)), mode="r")
-    return av.open(os.fspath(source), mode="r")
 
 
 def read_video_frames(source: VideoSource, indices: Iterable[int]) -> np.ndarray:
@@ -71,14 +47,14 @@ def read_video_frames(source: VideoSource, indices: Iterable[int]) -> np.ndarray
     if wanted.size == 0:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
     if wanted.min() < 0:
-        raise ValueError(f"{_describe(source)}: negative frame index in {wanted.tolist()}")
+        raise ValueError(f"{describe_source(source)}: negative frame index in {wanted.tolist()}")
     needed = np.unique(wanted)
     decoded = {}
     last_frame = None
     try:
-        with _open(source) as container:
+        with open_video(source) as container:
             if not container.streams.video:
-                raise ValueError(f"{_describe(source)}: no video stream")
+                raise ValueError(f"{describe_source(source)}: no video stream")
             stream = container.streams.video[0]
             stop = int(needed[-1])
             needed_set = set(needed.tolist())
@@ -89,40 +65,14 @@ def read_video_frames(source: VideoSource, indices: Iterable[int]) -> np.ndarray
                 if position >= stop:
                     break
             if last_frame is None:
-                raise ValueError(f"{_describe(source)}: the video stream has no decodable frame")
+                raise ValueError(f"{describe_source(source)}: the video stream has no decodable frame")
             missing = [i for i in needed.tolist() if i not in decoded]
             if missing:
                 tail = last_frame.to_ndarray(format="rgb24")
                 decoded.update((i, tail) for i in missing)
-    except _av_errors() as err:
-        raise ValueError(f"{_describe(source)}: cannot decode video: {err}") from err
+    except video_errors() as err:
+        raise ValueError(f"{describe_source(source)}: cannot decode video: {err}") from err
     return np.stack([decoded[int(i)] for i in wanted])
-
-
-def _av_errors():
-    av = _import_av()
-    return (av.error.FFmpegError,) if hasattr(av, "error") else (OSError,)
-
-
-def count_frames(source: VideoSource, decode: bool = False) -> int:
-    """Number of frames of a video.
-
-    By default the container's frame count, or the number of video packets when
-    the container does not record one (no decoding). ``decode=True`` decodes the
-    stream and counts frames, which is exact for any file.
-    """
-    try:
-        with _open(source) as container:
-            if not container.streams.video:
-                raise ValueError(f"{_describe(source)}: no video stream")
-            stream = container.streams.video[0]
-            if decode:
-                return sum(1 for _ in container.decode(stream))
-            if stream.frames:
-                return int(stream.frames)
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except _av_errors() as err:
-        raise ValueError(f"{_describe(source)}: cannot read video: {err}") from err
 
 
 # --- frame lists (faces, scenes) ---------------------------------------------------------------
@@ -219,7 +169,7 @@ class Scratch:
     decoded frames longer (across clips) must not take them from here. Reuse
     matters: a clip's frames are megabytes, beyond what malloc recycles, and every
     first touch of fresh pages costs a page fault. ``reuse=False`` (or the
-    environment switch of :mod:`ferv39k_hf.clips._reuse`) gives fresh memory every time.
+    environment switch of :mod:`ferv39k_hf.clips.batchmem`) gives fresh memory every time.
     """
 
     def __init__(self, reuse: bool = True):
@@ -235,7 +185,7 @@ class Scratch:
     def get(self, name: str, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         """A C-contiguous array of ``shape`` and ``dtype``, valid until the next ``get(name, ...)`` here."""
         dtype = np.dtype(dtype)
-        if not (self.reuse and _reuse.enabled()):
+        if not (self.reuse and reuse_enabled()):
             return np.empty(shape, dtype=dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         arrays = self._local.__dict__
@@ -252,7 +202,7 @@ class FrameListClip:
         if len(entries) == 0:
             raise ValueError(f"clip {clip}: the row has no frames")
         self.entries, self.use_simplejpeg, self.clip = entries, use_simplejpeg, clip
-        self.num_frames = len(entries)
+        self.frame_count = len(entries)
         self._bytes: Dict[int, Tuple[Optional[bytes], str]] = {}
 
     def _get(self, index: int) -> Tuple[Optional[bytes], str]:
@@ -309,13 +259,13 @@ class FrameListClip:
 class Mp4Clip:
     """A row of the videos config: mp4 bytes (or path) and its frame count."""
 
-    def __init__(self, video: Any, num_frames: Optional[int], clip: str):
+    def __init__(self, video: Any, frame_count: Optional[int], clip: str):
         if isinstance(video, dict):
             video = video.get("bytes") if video.get("bytes") is not None else video.get("path")
         if video is None:
             raise ValueError(f"clip {clip}: the row's video has neither bytes nor path")
         self.video, self.clip = video, clip
-        self.num_frames = int(num_frames) if num_frames else count_frames(video)
+        self.frame_count = int(frame_count) if frame_count else count_frames(video)
 
     def probe(self, index: int) -> Tuple[None, bool]:
         return None, False

@@ -23,12 +23,12 @@ from ferv39k_hf.archive.lists import ListError, SplitLists, open_lists
 from ferv39k_hf.archive.clipfiles import ClipDamaged, ClipReader
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.dataset.fingerprint import RELEASE, archive_fingerprint
 from ferv39k_hf.archive.layout import Layout, find_layout
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.taxonomy import (
     CITATION,
+    CONFIG_NAMES,
     DEFAULT_LABEL_ORDER,
     HOMEPAGE,
     LICENSE_SUMMARY,
@@ -40,7 +40,6 @@ from ferv39k_hf.taxonomy import (
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAMES = ("faces", "scenes", "videos")
 _DESCRIPTIONS = {
     "faces": "Face-crop frames of each clip (2_ClipsforFaceCrop), the benchmark input.",
     "scenes": "Uncropped scene frames of each clip (3_ClipsforScenImages).",
@@ -84,7 +83,8 @@ def make_example(record: ClipRecord, fields: Dict[str, Any], label_order: str = 
     return example
 
 
-def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str, skipped: List[Problem]) -> Optional[Dict[str, Any]]:
+def read_or_skip(reader: ClipReader, record: ClipRecord, on_error: str,
+                 skipped: List[Problem]) -> Optional[Dict[str, Any]]:
     """The clip's fields, or None for a damaged clip under ``on_error="skip"``, which joins ``skipped``.
 
     Under ``on_error="raise"`` a damaged clip is a BuildError naming the clip,
@@ -150,7 +150,7 @@ class Ferv39kConfig(datasets.BuilderConfig):
 
 
 # The release only (datasets.Version takes x.y.z); the source hash is in the config's builder_version.
-_VERSION = datasets.Version(RELEASE)
+_VERSION = datasets.Version(fingerprint.RELEASE)
 
 
 class Ferv39k(datasets.GeneratorBasedBuilder):
@@ -185,16 +185,19 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "faces"
     DEFAULT_WRITER_BATCH_SIZE = 64  # rows hold tens of frames; keep writer batches small
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, layout: Optional[Layout] = None, lists: Optional[SplitLists] = None,
+                 **kwargs: Any) -> None:
         # datasets names the cache folder inside __init__, from the config kwargs, so the key goes
-        # in first. The loading script arrives here with data_dir only; load() passes the fingerprint.
+        # in first. The loading script arrives here with data_dir only; load() passes the fingerprint,
+        # and the layout and lists it found (not config fields: a config must stay cheap to hash).
+        self._layout, self._lists = layout, lists
         name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
         name = getattr(name, "name", name)  # a BuilderConfig object, or its name
         if kwargs.get("data_dir") and kwargs.get("archive_fingerprint") is None and name in CONFIG_NAMES:
             self._layout = find_layout(kwargs["data_dir"])
             # read once: the fingerprint and the rows come from the same bytes of the lists
             self._lists = open_lists(kwargs.get("train_list"), kwargs.get("test_list"), kwargs.get("list_format"))
-            kwargs["archive_fingerprint"] = archive_fingerprint(self._layout, name, self._lists)
+            kwargs["archive_fingerprint"] = fingerprint.archive_fingerprint(self._layout, name, self._lists)
         if kwargs.get("builder_version") is None:
             kwargs["builder_version"] = fingerprint.BUILDER_VERSION  # looked up per build: a patched one counts
         super().__init__(*args, **kwargs)
@@ -215,8 +218,8 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
                 "root as data_dir (ferv39k_hf.load('/path/to/FERV39k'))."
             )
         # load() found the layout already; discovery of a zipped archive is not free.
-        layout = getattr(self, "_layout", None) or find_layout(self.config.data_dir)
-        lists = getattr(self, "_lists", None)
+        layout = self._layout or find_layout(self.config.data_dir)
+        lists = self._lists
         if lists is None and self.config.train_list is not None:
             lists = open_lists(self.config.train_list, self.config.test_list, self.config.list_format)
         plan = plan_splits(
@@ -325,10 +328,11 @@ def load(
         validation_fraction=validation_fraction,
         seed=seed,
         on_error=on_error,
-        archive_fingerprint=archive_fingerprint(layout, config, lists),
+        archive_fingerprint=fingerprint.archive_fingerprint(layout, config, lists),
+        layout=layout,
+        lists=lists,
         **paths,
     )
-    builder._layout, builder._lists = layout, lists
     _prepare_with_space(builder, layout, config, on_error, num_proc, lists)
     return builder.as_dataset()
 
@@ -347,5 +351,6 @@ def _prepare_with_space(builder: Ferv39k, layout: Layout, config: str, on_error:
         builder.download_and_prepare(num_proc=num_proc)
     except Exception as err:  # datasets wraps its writer's OSError in its own error
         if is_disk_full(err):
-            raise BuildError(f"the disk filled while datasets wrote its cache: {shortage(what, where, needed)}") from None
+            raise BuildError(f"the disk filled while datasets wrote its cache: {shortage(what, where, needed)}") \
+                from None
         raise

@@ -30,7 +30,7 @@ from ferv39k_hf.archive.lists import open_lists
 from ferv39k_hf.dataset.builder import clip_features
 from ferv39k_hf.dataset.card import render_card
 from ferv39k_hf.dataset.shards import deal_rows
-from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, _init_worker, _ShardWriter, _write_in_worker
+from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, init_worker, ShardWriter, write_in_worker
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.archive.layout import Layout, find_layout
@@ -92,13 +92,13 @@ def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: L
     results: List[ShardResult] = []
     try:
         if options["num_proc"] <= 1:
-            writer = _ShardWriter(layout, options, tmp_data)
+            writer = ShardWriter(layout, options, tmp_data)
             for task in tasks:
                 results.append(writer.write(task, progress))
                 bar.update(progress.value - bar.n)
         else:
-            with context.Pool(options["num_proc"], _init_worker, (layout, options, tmp_data, progress)) as pool:
-                pending = pool.imap(_write_in_worker, tasks)
+            with context.Pool(options["num_proc"], init_worker, (layout, options, tmp_data, progress)) as pool:
+                pending = pool.imap(write_in_worker, tasks)
                 for _ in tasks:
                     while True:
                         try:

@@ -47,7 +47,7 @@ class ShardResult:
     scenario_counts: Counter = field(default_factory=Counter)
 
 
-class _ShardWriter:
+class ShardWriter:
     """Writes one shard: reads clips, checks them, hashes the rows it writes."""
 
     def __init__(self, layout: Layout, options: Dict[str, Any], tmp_dir: Path):
@@ -82,7 +82,8 @@ class _ShardWriter:
         result.nbytes = (self.tmp_dir / name).stat().st_size
         return result
 
-    def _write_rows(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+    def _write_rows(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult,
+                    progress: Optional[Any]) -> None:
         """Rows as Python objects: videos, and frames by reference."""
         config = self.options["config"]
         rows: List[Dict[str, Any]] = []
@@ -94,7 +95,8 @@ class _ShardWriter:
                 continue
             _update_digest(digest, row, config)
             rows.append(row)
-            nbytes += sum(len(item["bytes"] or b"") for item in ([row["video"]] if config == "videos" else row["frames"]))
+            items = [row["video"]] if config == "videos" else row["frames"]
+            nbytes += sum(len(item["bytes"] or b"") for item in items)
             if len(rows) == ROWS_PER_GROUP or nbytes >= _MAX_GROUP_BYTES:
                 writer.write_table(rows_to_table(rows, self.schema, config))
                 rows.clear()
@@ -102,7 +104,8 @@ class _ShardWriter:
         if rows:
             writer.write_table(rows_to_table(rows, self.schema, config))
 
-    def _write_packed(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult, progress: Optional[Any]) -> None:
+    def _write_packed(self, task: ShardTask, writer: Any, digest: Any, result: ShardResult,
+                      progress: Optional[Any]) -> None:
         """Copied frames: each row group's frame bytes are read into one reused buffer that Arrow wraps as is."""
         batch, reader = self.batch, _BatchReader(self.reader, self.batch)
         rows: List[Dict[str, Any]] = []
@@ -223,14 +226,16 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-# Worker-process state, set by _init_worker in each forkserver (or spawn) worker.
+# Worker-process state, set by init_worker in each forkserver (or spawn) worker.
 _WORKER: Dict[str, Any] = {}
 
 
-def _init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
-    _WORKER["writer"] = _ShardWriter(layout, options, tmp_dir)
+def init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
+    """A pool worker's initializer: the ShardWriter it writes with, and where it reports progress."""
+    _WORKER["writer"] = ShardWriter(layout, options, tmp_dir)
     _WORKER["progress"] = progress
 
 
-def _write_in_worker(task: ShardTask) -> ShardResult:
+def write_in_worker(task: ShardTask) -> ShardResult:
+    """Write one shard in a pool worker set up by :func:`init_worker`."""
     return _WORKER["writer"].write(task, _WORKER["progress"])

@@ -23,7 +23,7 @@ from typing import Tuple
 import numpy as np
 
 from ferv39k_hf.metrics.resampling import ResamplingError, check_settings, percentile_interval, resample_cells
-from ferv39k_hf.metrics.scoring import NUM_CLASSES, ScoringError, _paired
+from ferv39k_hf.metrics.scoring import NUM_CLASSES, ScoringError, checked_pairs
 
 Interval = Tuple[float, float]
 
@@ -157,8 +157,8 @@ def compare(
         >>> low <= 0.5 <= high
         True
     """
-    preds_a, refs = _paired(predictions_a, references)
-    preds_b, _ = _paired(predictions_b, references)
+    preds_a, refs = checked_pairs(predictions_a, references)
+    preds_b, _ = checked_pairs(predictions_b, references)
     try:
         check_settings(resamples, confidence)
     except ResamplingError as error:

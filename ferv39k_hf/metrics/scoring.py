@@ -36,15 +36,16 @@ class ScoringError(Ferv39kError, ValueError):
 # ---------------------------------------------------------------- input checks
 
 
-def _to_numpy(values) -> np.ndarray:
+def as_numpy(values) -> np.ndarray:
+    """``values`` (a sequence, array or torch tensor on any device) as a numpy array."""
     if hasattr(values, "detach"):  # a torch tensor, possibly on a GPU or with grad
         values = values.detach().cpu()
     return np.asarray(values)
 
 
-def _class_ids(values, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+def checked_class_ids(values, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """A 1-D int64 array of class ids in 0..num_classes-1, or ScoringError."""
-    array = _to_numpy(values)
+    array = as_numpy(values)
     if array.ndim != 1:
         raise ScoringError(f"{name} must be a 1-D sequence of class ids, got shape {array.shape}")
     if array.size == 0:
@@ -63,9 +64,10 @@ def _class_ids(values, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _paired(predictions, references, num_classes: int = NUM_CLASSES) -> Tuple[np.ndarray, np.ndarray]:
-    preds = _class_ids(predictions, "predictions", num_classes)
-    refs = _class_ids(references, "references", num_classes)
+def checked_pairs(predictions, references, num_classes: int = NUM_CLASSES) -> Tuple[np.ndarray, np.ndarray]:
+    """Predictions and references as checked class-id arrays of one length, or ScoringError."""
+    preds = checked_class_ids(predictions, "predictions", num_classes)
+    refs = checked_class_ids(references, "references", num_classes)
     if preds.shape != refs.shape:
         raise ScoringError(f"{len(preds)} predictions but {len(refs)} references; they must pair up one to one")
     return preds, refs
@@ -94,7 +96,7 @@ def resolve_class_words(
 
 def _scene_names(scenes, count: int) -> np.ndarray:
     """Scene names (or ClassLabel ids into taxonomy.SCENES), one per example, as a str array."""
-    values = list(_to_numpy(scenes).tolist()) if hasattr(scenes, "detach") else list(scenes)
+    values = list(as_numpy(scenes).tolist()) if hasattr(scenes, "detach") else list(scenes)
     if len(values) != count:
         raise ScoringError(f"{len(values)} scenes but {count} predictions; give one scene per example")
     names = []
@@ -137,7 +139,7 @@ def confusion_matrix(*, predictions, references, num_classes: int = NUM_CLASSES)
         >>> confusion_matrix(predictions=[0, 1, 1], references=[0, 1, 2], num_classes=3).tolist()
         [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
     """
-    preds, refs = _paired(predictions, references, num_classes)
+    preds, refs = checked_pairs(predictions, references, num_classes)
     cells = np.bincount(refs * num_classes + preds, minlength=num_classes * num_classes)
     return cells.reshape(num_classes, num_classes)
 
@@ -187,7 +189,7 @@ def bootstrap_ci(
         >>> low < 0.75 < high
         True
     """
-    preds, refs = _paired(predictions, references)
+    preds, refs = checked_pairs(predictions, references)
     try:
         check_settings(resamples, confidence)
     except ResamplingError as error:
@@ -251,7 +253,7 @@ def score(
         >>> result["war"], round(result["uar"], 4), result["per_scenario"]["Strong-Interactive Activities"]["war"]
         (0.75, 0.8333, 0.75)
     """
-    preds, refs = _paired(predictions, references)
+    preds, refs = checked_pairs(predictions, references)
     words = resolve_class_words(label_order, class_words)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
         raise ScoringError(f"bootstrap is the number of resamples (0 = off), got {bootstrap!r}")

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ferv39k_hf.metrics.scoring import ScoringError, _class_ids, _to_numpy
+from ferv39k_hf.metrics.scoring import ScoringError, checked_class_ids, as_numpy
 from ferv39k_hf.taxonomy import SCENE_TO_SCENARIO
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def average_views(
         raise ScoringError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
     if hasattr(scores, "detach"):  # torch: bfloat16 has no numpy dtype
         scores = scores.detach().float()
-    values = _to_numpy(scores).astype(np.float64)
+    values = as_numpy(scores).astype(np.float64)
     if values.ndim != 2 or values.shape[1] < 2:
         raise ScoringError(f"scores must be (views, classes) with at least 2 classes, got shape {values.shape}")
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
@@ -78,7 +78,7 @@ def clip_labels(clip_ids: Sequence[str], labels) -> Tuple[List[str], np.ndarray]
         >>> ids, labels.tolist()
         (['a', 'b'], [1, 3])
     """
-    values = _class_ids(labels, "labels")
+    values = checked_class_ids(labels, "labels")
     unique, inverse, _ = _view_groups(clip_ids, len(values), None)
     per_clip = np.zeros(len(unique), dtype=np.int64)
     per_clip[inverse] = values  # one view's label per clip; all views are checked against it below

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
-from ferv39k_hf.clips import _shared_batches
+from ferv39k_hf.clips import batchmem
 from ferv39k_hf.dataset.streaming import StreamError
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class StreamCollator:
         batch = dict(self.transform(columns))
         for key in self.keep:
             batch[key] = columns[key]
-        return _shared_batches.lease(batch)
+        return batchmem.lease(batch)
 
 
 class StreamLoader(torch.utils.data.DataLoader):

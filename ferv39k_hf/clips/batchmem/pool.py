@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ferv39k_hf.clips import _reuse
+from ferv39k_hf.clips.batchmem.switch import reuse_enabled
 
 __all__ = ["BatchPool", "release_follows_storage"]
 
@@ -94,7 +94,7 @@ class BatchPool:
     def tensor(self, shape: Tuple[int, ...], dtype: torch.dtype, reuse: bool = True) -> torch.Tensor:
         """A C-contiguous tensor of ``shape``: over a free array of the pool when reuse is allowed and
         checked, else new memory."""
-        if not (reuse and _reuse.enabled() and release_follows_storage()):
+        if not (reuse and reuse_enabled() and release_follows_storage()):
             return torch.empty(shape, dtype=dtype)
         nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         with self._lock:

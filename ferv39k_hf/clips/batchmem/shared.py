@@ -6,11 +6,11 @@ every page of it: for float32 clips at 224 that costs a worker more than decodin
 them. Here a worker keeps a few buffers and writes a batch into one only when
 both sides have said they are done with it:
 
-- the lease: :func:`~ferv39k_hf.clips.transforms.collate_clips` returns the batch as a
+- the lease: :func:`~ferv39k_hf.clips.collate.collate_clips` returns the batch as a
   dict that, when the worker pickles it to send it, sets the buffer's flag in a
   small shared array to HELD and unpickles in the main process as a plain dict
   whose buffers' flags go back to FREE when torch frees the last tensor over them
-  there (a finalizer on the storage, see :mod:`ferv39k_hf.clips._main_batches`);
+  there (a finalizer on the storage, see :mod:`.pool`);
 - the worker: the buffer left it in that one send and in no other pickle; torch's
   use count of the storage may veto a reuse (a tensor of the worker still over it),
   never allow one.
@@ -28,7 +28,7 @@ pickling, which drops a buffer sent a second time, has ended. Every check of
 torch's behaviour runs in the process that relies on it (the main process: the
 finalizer and the reducer; the worker: ``_new_shared``, the use count, the
 reducer), and when one fails the reuse is off there: every batch then gets new
-memory, as torch gives it. :mod:`ferv39k_hf.clips._reuse` is the public switch.
+memory, as torch gives it. :func:`~ferv39k_hf.clips.batchmem.reuse_enabled` is the switch.
 """
 
 from __future__ import annotations
@@ -42,21 +42,21 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
 
-from ferv39k_hf.clips import _main_batches
-
-from ferv39k_hf.clips import _pickle_watch
-
-from ferv39k_hf.clips import _reuse
+from ferv39k_hf.clips.batchmem import pickles
+from ferv39k_hf.clips.batchmem.pool import release_follows_storage
+from ferv39k_hf.clips.batchmem.switch import reuse_enabled
 
 __all__ = ["SLOTS", "batch_tensor", "shared_tensor", "lease", "claims"]
 
 SLOTS = 6  # buffers a worker keeps at most, for its life (batches in flight: DataLoader prefetch, pinning, the step)
 
-# a buffer's state in its worker: given to a transform; in a batch that collate_clips returned and that
-# has not been sent yet; sent to the main process
-HANDED, PENDING, SENT = "handed", "pending", "sent"
-# a buffer's flag, shared by its worker and the main process
-FREE, HELD, KEPT = 0, 1, 2
+# A buffer's states, one vocabulary for both records of it: its worker's own (HANDED, then PENDING, then
+# HELD) and the flag it shares with the main process (HELD, then FREE or KEPT), read by the worker once HELD.
+FREE = 0  # the main process is done with it: the worker may write a batch into it again
+HELD = 1  # sent: the main process holds the batch in it
+KEPT = 2  # the main process passed it on (a pickle, a fork): never reused
+HANDED = 3  # in its worker: given to a transform
+PENDING = 4  # in its worker: in a batch that collate_clips returned, not sent yet
 
 # main process: how many batches came in each (worker pid, buffer), for tests and the curious
 claims: "collections.Counter[Tuple[int, int]]" = collections.Counter()
@@ -131,7 +131,7 @@ class _Pool:
 
     def _idle(self, index: int) -> bool:
         buffer = self.buffers[index]
-        if buffer is None or buffer.state != SENT:
+        if buffer is None or buffer.state != HELD:
             return False
         flag = int(self.flags[index])
         if flag == KEPT:  # the main process passed it on: never again
@@ -202,9 +202,9 @@ _pool: Optional[_Pool] = None
 
 def _worker_pool() -> Optional[_Pool]:
     global _pool
-    if SLOTS < 1 or not _reuse.enabled() or torch.utils.data.get_worker_info() is None:
+    if SLOTS < 1 or not reuse_enabled() or torch.utils.data.get_worker_info() is None:
         return None
-    if not (all(_checked_here()) and _pickle_watch.watching()):
+    if not (all(_checked_here()) and pickles.watching()):
         return None
     if _pool is None or _pool.pid != os.getpid():  # a fork inherits its parent's: start afresh
         _pool = _Pool()
@@ -255,7 +255,7 @@ class _LeasedBatch(dict):
                 buffer = self._pool.buffers[index]
                 if buffer is not None and buffer.state == PENDING and self._pool.index_of(self.get(key)) == index:
                     self._pool.flags[index] = HELD  # before the main process can have it
-                    buffer.state, buffer.sends = SENT, 1
+                    buffer.state, buffer.sends = HELD, 1
                     leases.append((key, index))
         return _claim, (dict(self), self._pool.flags, leases, self._pool.pid)
 
@@ -294,7 +294,7 @@ _leases: Set[_Lease] = set()
 
 
 def _main_ready() -> bool:
-    return _reuse.enabled() and _main_batches.release_follows_storage() and _pickle_watch.watching()
+    return reuse_enabled() and release_follows_storage() and pickles.watching()
 
 
 def _claim(batch: Dict[str, Any], flags: torch.Tensor, leases: List[Tuple[str, int]], pid: int) -> Dict[str, Any]:
@@ -314,7 +314,7 @@ def _claim(batch: Dict[str, Any], flags: torch.Tensor, leases: List[Tuple[str, i
 
 
 def _pickled(start: int, end: int) -> None:
-    """Storage memory [start, end) is being pickled in this process (see :mod:`_pickle_watch`)."""
+    """Storage memory [start, end) is being pickled in this process (see :mod:`.pickles`)."""
     pid = os.getpid()
     if _pool is not None and _pool.pid == pid:
         _pool.pickled(start, end)
@@ -330,5 +330,5 @@ def _keep_all_before_fork() -> None:
             held.keep()
 
 
-_pickle_watch.subscribe(_pickled)
+pickles.subscribe(_pickled)
 os.register_at_fork(before=_keep_all_before_fork)
