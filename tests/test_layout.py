@@ -164,9 +164,9 @@ def test_unreadable_frame_is_a_layout_error_and_read_into_leaves_the_buffer(tmp_
     part.read_into(refs[0], sink)
     before = bytes(sink.view(0, sink.end))
     os.unlink(refs[1].name)
-    os.mkdir(refs[1].name)  # a folder named like a frame: open works, read fails
+    os.mkdir(refs[1].name)  # a folder named like a frame since it was listed: refused before reading
     for ref in (refs[1], FileRef(None, str(tmp_path / "gone.jpg"))):
-        with pytest.raises(LayoutError, match="cannot read the file"):
+        with pytest.raises(LayoutError, match="not a regular file|cannot read the file"):
             part.read_into(ref, sink)
         assert bytes(sink.view(0, sink.end)) == before
     with pytest.raises(LayoutError, match="cannot read the file"):

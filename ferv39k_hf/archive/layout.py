@@ -14,13 +14,14 @@ A Layout holds no open files, so it pickles into worker processes.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
 
 from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.annotations import decode_split_text
-from ferv39k_hf.archive.files import ByteSink, FileRef, _unreadable, check_file_size, read_file
+from ferv39k_hf.archive.files import ByteSink, FileRef, _unreadable, check_file_size, open_regular, read_file
 from ferv39k_hf.archive.zipindex import ZipClip, index_zip
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
@@ -44,9 +45,10 @@ class SplitSource:
 class UnsafeEntry:
     """A zip member or link that is never read or written."""
 
-    container: Optional[str]  # the zip, or None for a symbolic link on disk
+    container: Optional[str]  # the zip, or None for an entry on disk
     name: str
     reason: str
+    kind: str = "unsafe-entry"  # or "bad-frame": a clip folder's entry that is not a frame file
 
     def __str__(self) -> str:
         where = f"{self.container}!{self.name}" if self.container else self.name
@@ -55,6 +57,28 @@ class UnsafeEntry:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+_NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _frame_entry_problem(entry: os.DirEntry, root_real: str) -> Optional[UnsafeEntry]:
+    """Why a clip folder's entry named like a frame is not one to read, or None for a regular file (or a link
+    to one inside the root). Nothing named like a frame is passed over without a word."""
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not _inside(target, root_real):
+            return UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root")
+    try:
+        mode = entry.stat().st_mode  # follows a link: its target's type
+    except OSError as err:
+        what = "dangling symbolic link" if entry.is_symlink() else "entry that cannot be read"
+        return UnsafeEntry(None, entry.path, f"{what} ({err.strerror}), not a frame file", "bad-frame")
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _NOT_A_FILE if test(mode)), "not a regular file")
+    return UnsafeEntry(None, entry.path, f"{kind}, not a frame file", "bad-frame")
 
 
 class Part:
@@ -98,7 +122,8 @@ class Part:
         return root + missing if root.endswith(("!", "/")) else f"{root}/{missing}"
 
     def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
-        """The clip's frames, natural-sorted, and any links in its folders that point out of the root."""
+        """The clip's frames, natural-sorted, and every entry named like a frame that is not one to read: links
+        out of the root, folders, FIFOs, devices, dangling links, an unlistable clip folder."""
         if self.kind == "videos":
             raise LayoutError(f"{self.folder} holds mp4 files, not frame folders: use video({clip_id!r})")
         found: Dict[str, FileRef] = {}  # basename -> first copy found
@@ -119,19 +144,18 @@ class Part:
             listing = os.scandir(folder)
         except (FileNotFoundError, NotADirectoryError):
             return  # gone since discovery: the clip reads as missing frames
-        except OSError as err:
-            raise LayoutError(f"{folder}: cannot list the clip folder ({err.strerror})") from None
+        except OSError as err:  # the clip's own problem, not the archive's: reported with the clip
+            unsafe.append(UnsafeEntry(None, folder, f"clip folder cannot be listed ({err.strerror})", "bad-frame"))
+            return
         with listing:
             for entry in listing:
                 if not is_frame(entry.name) or entry.name in found:
                     continue
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if not _inside(target, self._root_real):
-                        unsafe.append(UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root"))
-                        continue
-                if entry.is_file():  # the listing's file type: no stat per frame
+                problem = _frame_entry_problem(entry, self._root_real)
+                if problem is None:
                     found[entry.name] = FileRef(None, entry.path)
+                else:
+                    unsafe.append(problem)
 
     def frames(self, clip_id: str) -> List[FileRef]:
         """The clip folder's *.jpg files, natural-sorted; [] if the clip is missing or empty."""
@@ -178,10 +202,11 @@ class Part:
             return
         start = sink.end
         try:
-            fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
+            fd, size = open_regular(ref.name)
             try:
-                check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
-                check_file_size(ref.name, sink.fill_from(fd, self.max_bytes + 1), self.max_bytes)  # it grew since
+                check_file_size(ref.name, size, self.max_bytes)
+                if sink.fill_from(fd, self.max_bytes + 1) != size:
+                    raise LayoutError(f"{ref.name}: the file changed size while it was read")
             finally:
                 os.close(fd)
         except LayoutError:

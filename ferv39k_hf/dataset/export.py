@@ -52,6 +52,7 @@ class BuildResult:
     seconds: float
     notes: List[str] = field(default_factory=list)  # leftovers removed or kept beside the output
     frame_count_mismatches: List[Any] = field(default_factory=list)  # DFER-CLIP counts the archive contradicts
+    warnings: List[Problem] = field(default_factory=list)  # clips built with a gap in their frame numbers
 
     def summary(self) -> str:
         lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
@@ -65,6 +66,10 @@ class BuildResult:
             lines.append(f"  frame counts: {len(self.frame_count_mismatches)} list line(s) claim a frame count the "
                          f"archive contradicts (not used); see {self.out / 'build_report.json'}")
             lines += [f"    {m}" for m in self.frame_count_mismatches[:5]]
+        if self.warnings:
+            lines.append(f"  warning: {len(self.warnings)} clip(s) built with a gap in their frame numbers; see "
+                         f"{self.out / 'build_report.json'}")
+            lines += [f"    clip {p.clip_id}: {p.reason}" for p in self.warnings[:5]]
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f'  load it: datasets.load_dataset("{self.out}")')
         return "\n".join(lines)
@@ -178,6 +183,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
     scenario_counts: Dict[str, Counter] = {}
     split_bytes: Dict[str, int] = {}
     skipped = list(problems)
+    warnings: List[Problem] = []
     for res in results:  # in task order: split by split, shard by shard
         shards.setdefault(res.split, []).append(f"data/{config}/{res.filename}")
         counts[res.split] = counts.get(res.split, 0) + res.rows
@@ -185,6 +191,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         class_counts.setdefault(res.split, Counter()).update(res.class_counts)
         scenario_counts.setdefault(res.split, Counter()).update(res.scenario_counts)
         skipped.extend(res.skipped)
+        warnings.extend(res.warnings)
     if command is None:
         command = _build_command(root, out, options, validation_fraction, seed) + listed.command_words()
     card = render_card(
@@ -200,12 +207,15 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         "lines": sum(counts.values()) + len(skipped),
         "skipped": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
                     for p in skipped],
+        # clips built as they are whose frame numbers have a gap: a frame may have been lost
+        "warnings": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
+                     for p in warnings],
     }
     report.update(listed.report())
     (tmp / "build_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0,
-                       frame_count_mismatches=list(listed.mismatches))
+                       frame_count_mismatches=list(listed.mismatches), warnings=warnings)
 
 
 def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fraction: float, seed: int) -> str:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
-from ferv39k_hf.archive.clipfiles import ClipReader, FrameBatch
+from ferv39k_hf.archive.clipfiles import ClipReader, FrameBatch, numbering_gap
 from ferv39k_hf.archive.layout import Layout
 from ferv39k_hf.dataset import fingerprint
 from ferv39k_hf.dataset.builder import clip_features, make_example, read_or_skip
@@ -43,6 +43,7 @@ class ShardResult:
     rows: int
     nbytes: int
     skipped: List[Problem] = field(default_factory=list)
+    warnings: List[Problem] = field(default_factory=list)  # clips built whose frame numbers have a gap
     class_counts: Counter = field(default_factory=Counter)
     scenario_counts: Counter = field(default_factory=Counter)
 
@@ -92,6 +93,8 @@ class _ShardWriter:
             _count(progress)
             if row is None:
                 continue
+            if config != "videos":
+                self._note_gap(record, [item["path"] for item in row["frames"]], result)
             _update_digest(digest, row, config)
             rows.append(row)
             nbytes += sum(len(item["bytes"] or b"") for item in ([row["video"]] if config == "videos" else row["frames"]))
@@ -113,6 +116,7 @@ class _ShardWriter:
             _count(progress)
             if row is None:
                 continue
+            self._note_gap(record, batch.paths[first:], result)
             _update_digest_packed(digest, row, batch, first)
             rows.append(row)
             if len(rows) == ROWS_PER_GROUP or batch.sink.end >= _MAX_GROUP_BYTES:
@@ -131,6 +135,14 @@ class _ShardWriter:
         result.class_counts[record.emotion] += 1
         result.scenario_counts[SCENE_TO_SCENARIO[record.scene]] += 1
         return make_example(record, fields, self.options["label_order"])
+
+
+    @staticmethod
+    def _note_gap(record: ClipRecord, paths: List[str], result: ShardResult) -> None:
+        """A clip built with a gap in its frame numbers is named in build_report.json's warnings."""
+        gap = numbering_gap(paths)
+        if gap:
+            result.warnings.append(Problem(record.clip_id, record.split, record.line, gap, record.source))
 
 
 class _BatchReader:
