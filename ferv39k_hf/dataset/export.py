@@ -34,7 +34,9 @@ from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, _init_worker,
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.archive.layout import Layout, find_layout
-from ferv39k_hf.archive.outdirs import check_build_out, discard_partial, place_build, seal_build, start_build
+from ferv39k_hf.archive.buildlock import lock_out
+from ferv39k_hf.archive.outdirs import (check_build_out, discard_partial, place_build, remove_superseded, seal_build,
+                                      start_build)
 from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER
 
@@ -145,17 +147,32 @@ def build_dataset_folder(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out = Path(out).absolute()
     check_build_out(out, root, overwrite)  # before reading the archive: a refused --out fails at once
-    layout = find_layout(root)
-    layout.part(config)  # fail early, naming the root, if the part is absent
-    lists = open_lists(train_list, test_list, list_format)
-    plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error, lists=lists)
-    listed = ListsUsed(lists, *check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs]))
-    options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lock_out(out):  # held to the end: a second build into the same --out fails at once, naming this one
+        layout = find_layout(root)
+        layout.part(config)  # fail early, naming the root, if the part is absent
+        lists = open_lists(train_list, test_list, list_format)
+        plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error,
+                           lists=lists)
+        listed = ListsUsed(lists, *check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs]))
+        options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error,
+                   "num_proc": num_proc}
+        result = _build_locked(layout, plan, listed, options, out, root, overwrite, validation_fraction, seed,
+                               command)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _build_locked(layout: Layout, plan: Any, listed: ListsUsed, options: Dict[str, Any], out: Path, root: Any,
+                  overwrite: bool, validation_fraction: float, seed: int, command: Optional[str]) -> BuildResult:
+    """The build proper, with ``out``'s lock held: temporary folder, shards, card and report, placement."""
+    config = options["config"]
     tasks = plan_shards(plan.records, config)
-    tmp, notes = start_build(out, root, overwrite)  # also removes dead builds' leftovers: count their space
+    tmp, notes, kept = start_build(out, root, overwrite)  # also handles dead builds' leftovers: count their space
     needed = 0
     try:
-        needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values()) if frames == "copy" else 0)
+        needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values())
+                              if options["frames"] == "copy" else 0)
         check_free_space(f"building {config}", out, needed)
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
@@ -169,8 +186,8 @@ def build_dataset_folder(
             raise BuildError(f"the disk filled during the build, which was removed ({out} is as it was): "
                              f"{shortage(f'building {config}', out, needed)}") from None
         raise
-    result.notes = notes + place_build(tmp, out)
-    result.seconds = time.perf_counter() - started
+    result.notes = notes + place_build(tmp, out, overwrite)
+    result.notes += remove_superseded(kept)
     return result
 
 
