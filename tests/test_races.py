@@ -15,11 +15,26 @@ from pathlib import Path
 
 import pytest
 
+from test_safety import SMALL, _kill, assert_refused, build, cli, snapshot
+
 from ferv39k_hf.archive import outdirs
 from ferv39k_hf.archive.buildlock import hidden_stem, lock_path
 from ferv39k_hf.archive.outdirs import MARKER
+from ferv39k_hf.synthetic import write_sample_archive
 
-from test_safety import _kill, archive, assert_refused, build, cli, pristine, snapshot  # noqa: F401
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine") / "FERV39k"
+    write_sample_archive(root, **SMALL)
+    return root
+
+
+@pytest.fixture
+def archive(pristine, tmp_path):
+    root = tmp_path / "data" / "FERV39k"
+    shutil.copytree(pristine, root)
+    return root
+
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1])] + sys.path))
 
@@ -115,7 +130,7 @@ def _killed_mid_replace(archive, out):
     proc = _sealed_build(archive, out)
     _kill(proc)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+                          text=True, check=True).stdout.strip()
     marker = json.loads((out / MARKER).read_text())
     (out / MARKER).write_text(json.dumps({**marker, "host": outdirs.socket.gethostname(), "pid": int(dead)}))
     old = out.parent / f".{out.name}.old-{dead}"
@@ -164,7 +179,7 @@ def test_a_250_character_out_name_builds_and_its_hidden_names_fit(archive, tmp_p
 def test_an_out_that_appears_during_the_build_is_not_replaced(archive, tmp_path, monkeypatch, capsys):
     """Without --overwrite the final placement checks again that --out is still absent (an empty folder made
     meanwhile would otherwise be replaced without a word by rename)."""
-    import ferv39k_hf.dataset.export as export
+    from ferv39k_hf.dataset import export
 
     out = tmp_path / "ferv39k"
     run_tasks = export._run_tasks
