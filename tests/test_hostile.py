@@ -287,3 +287,24 @@ def test_an_unlistable_clip_folder_is_that_clips_problem_under_skip(unpacked, tm
 
     monkeypatch.setattr(os, "scandir", refuses_that_folder)
     _assert_damaged_everywhere(root, "/".join(folder.parts[-3:]), "clip folder cannot be listed", tmp_path)
+
+
+def test_an_unlistable_emotion_folder_makes_its_clips_per_clip_reports_not_a_stop(unpacked, tmp_path, monkeypatch):
+    root, folder = unpacked
+    emotion = folder.parent
+    clips = sorted("/".join(p.parts[-3:]) for p in emotion.iterdir())
+    real_scandir = os.scandir
+
+    def loops_there(path="."):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(emotion):
+            raise OSError(40, "Too many levels of symbolic links", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", loops_there)
+    report = verify_archive(root, progress=False)
+    assert not report.ok and any(f.file == str(emotion) and "cannot be listed" in f.reason for f in report.findings)
+    build_dataset_folder(root, tmp_path / "skip", on_error="skip")
+    skipped = json.loads((tmp_path / "skip" / "build_report.json").read_text())["skipped"]
+    listed = sorted(entry["clip_id"] for entry in skipped)
+    assert listed and set(listed) <= set(clips), skipped
+    assert all(f"{emotion} cannot be listed (Too many levels of symbolic links)" in e["reason"] for e in skipped)

@@ -176,7 +176,8 @@ class ClipReader:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise ClipDamaged(f"{problems[0]}{more}")
         if not refs:
-            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
+            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})"
+                              + self.part.why_missing(record.clip_id))
         return refs
 
     def read_into(self, record: ClipRecord, batch: FrameBatch) -> int:

@@ -93,6 +93,7 @@ class Part:
         self._on_disk: Dict[str, List[Tuple[int, str]]] = {}  # clip id -> (folder index, entry name)
         self._in_zips: Dict[str, List[ZipClip]] = {}
         self._root_real = root_real
+        self.unlistable: List[Tuple[str, str]] = []  # (folder, why) of folders in the part that could not be listed
 
     def __repr__(self) -> str:
         return f"Part({self.kind!r}, roots={self.roots!r})"
@@ -120,6 +121,14 @@ class Part:
             return missing
         root = self.roots[0]
         return root + missing if root.endswith(("!", "/")) else f"{root}/{missing}"
+
+    def why_missing(self, clip_id: str) -> str:
+        """"", or why a clip that is not found may be there after all: a folder above it could not be listed."""
+        scene, emotion = clip_id.split("/")[:2]
+        for folder, why in self.unlistable:
+            if folder.replace(os.sep, "/").endswith((f"/{scene}", f"/{scene}/{emotion}")):
+                return f"; the folder {folder} cannot be listed ({why})"
+        return ""
 
     def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
         """The clip's frames, natural-sorted, and every entry named like a frame that is not one to read: links
@@ -284,19 +293,21 @@ class _Finder:
         self._visited.add(real)
         return True
 
-    def _entries(self, path: str, inside_part: bool = True) -> List[os.DirEntry]:
+    def _entries(self, path: str, part: Optional[Part] = None) -> List[os.DirEntry]:
         """A folder's entries by name, without hidden ones or links out of the root.
 
-        An unreadable folder inside a part is an error; elsewhere (lost+found at a
-        mount point, say) it is reported and passed over.
+        An unreadable folder is reported and passed over: elsewhere (lost+found at a mount point, say) it is
+        not searched; inside a ``part`` its clips read as missing, each naming the folder (so that a build
+        under --on-error skip lists them rather than stopping).
         """
         try:
             with os.scandir(path) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
-            if inside_part:
-                raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
-            self.unsafe.append(UnsafeEntry(None, path, f"folder cannot be listed ({err.strerror}); not searched"))
+            if part is not None:
+                part.unlistable.append((path, err.strerror or type(err).__name__))
+            what = "the clips in it read as missing" if part is not None else "not searched"
+            self.unsafe.append(UnsafeEntry(None, path, f"folder cannot be listed ({err.strerror}); {what}"))
             return []
         kept = []
         for entry in entries:
@@ -317,7 +328,7 @@ class _Finder:
         if kind in PART_KINDS:
             self._scan_part(kind, path, depth)
             return
-        for entry in self._entries(path, inside_part=False):
+        for entry in self._entries(path):
             if entry.is_dir():
                 self.enter(entry.path, depth + 1)
             elif entry.is_file():
@@ -327,7 +338,7 @@ class _Finder:
         """A part folder: scene / emotion / clip levels only, never the frames."""
         clips: List[Tuple[str, str]] = []
         nested = False
-        for scene in self._entries(path):
+        for scene in self._entries(path, self.parts[kind]):
             if not scene.is_dir():
                 if scene.is_file():
                     self._note_file(scene)
@@ -336,7 +347,7 @@ class _Finder:
                 nested = True
                 self.enter(scene.path, depth + 1)
                 continue
-            for emotion in self._entries(scene.path):
+            for emotion in self._entries(scene.path, self.parts[kind]):
                 if not emotion.is_dir():
                     continue
                 if folder_kind(emotion.name):
@@ -356,7 +367,7 @@ class _Finder:
                       clips: List[Tuple[str, str]], depth: int) -> bool:
         """Add the clips of one emotion folder; True if it wraps another part folder."""
         nested = False
-        for entry in self._entries(emotion.path):
+        for entry in self._entries(emotion.path, self.parts[kind]):
             if entry.is_dir() and folder_kind(entry.name):
                 nested = True
                 self.enter(entry.path, depth)

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, TextIO, Tuple
 
-from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.errors import QUOTED_CHARS, Ferv39kError, quoted
 from ferv39k_hf.taxonomy import CLASS_WORDS
 
 ID_COLUMNS = ("clip_id", "clip")
@@ -22,19 +22,9 @@ PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
 # examples/predict.py writes "probability" (the top class's): read, never used
 KNOWN_COLUMNS = (*ID_COLUMNS, "prediction", "probability", *PROBABILITY_COLUMNS)
 MAX_LINE_CHARS = 1 << 20  # a row of 7 probabilities is under 200 characters
-QUOTED_CHARS = 80  # how much of a long value an error message shows
-
-
+__all__ = ["QUOTED_CHARS", "PredictionFileError", "check_columns", "open_rows", "quoted"]
 class PredictionFileError(Ferv39kError, ValueError):
     """A predictions file or dataset folder that cannot be scored as it is; the message names file and lines."""
-
-
-def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
-    """``repr(value)``, or of its first ``limit`` characters and how long it is: bounded for one-line messages."""
-    text = str(value) if not isinstance(value, str) else value
-    if len(text) <= limit:
-        return repr(value)
-    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 Row = Tuple[int, Dict[str, Any]]  # (line number, column -> value)
