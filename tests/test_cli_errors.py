@@ -181,3 +181,41 @@ def test_mutated_archives_through_the_commands_end_in_a_report_or_one_line(seed,
         if code == 1 and argv[0] == "build":
             assert len(errors) == 1 and errors[0].startswith("ferv39k-hf build: error: "), err
         assert len(errors) <= 1, err
+
+
+_SLOW_WORKERS = """
+import os, time
+if os.environ.get("FERV39K_TEST_SLOW_SHARDS"):
+    from ferv39k_hf.dataset import shardwriter
+
+    def write_slowly(self, task, progress=None):
+        open(os.path.join(os.environ["FERV39K_TEST_SLOW_SHARDS"], f"worker-{os.getpid()}"), "w").close()
+        time.sleep(120)
+
+    shardwriter._ShardWriter.write = write_slowly
+"""
+
+
+def test_ctrl_c_with_worker_processes_is_one_line_and_leaves_nothing(small, tmp_path):
+    """Ctrl-C reaches the whole process group; only the parent speaks (issue 25: no `Process ForkServerPoolWorker`
+    traceback). Every process of the build, workers included, loads the sitecustomize that keeps shards busy."""
+    import signal
+    import time
+
+    hooks, started = tmp_path / "hooks", tmp_path / "started"
+    hooks.mkdir(), started.mkdir()
+    (hooks / "sitecustomize.py").write_text(_SLOW_WORKERS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hooks)] + sys.path), FERV39K_TEST_SLOW_SHARDS=str(started))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ferv39k_hf.cli", "build", str(small), "--out", str(out),
+                             "--num-proc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(started.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert len(list(started.iterdir())) == 2, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "build faces" not in line]
+    assert proc.returncode == 130 and lines == ["ferv39k-hf build: interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hooks", "started"], "no partial, lock or --out left"

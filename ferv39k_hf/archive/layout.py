@@ -459,6 +459,10 @@ def find_layout(root: Union[str, os.PathLike]) -> Layout:
                           f"with or without drive suffixes such as -002, in folders and zip files at any depth)")
     sources, members = finder.split_sources()
     missing = [name for split, name in SPLIT_FILE_NAMES.items() if (split, None) not in sources]
+    linked = [u for u in finder.unsafe if u.container is None and os.path.basename(u.name) in missing]
+    if linked:  # found, but a link out of the root: say so rather than "not found"
+        raise LayoutError(f"{linked[0]}: ferv39k-hf reads only files inside the archive root; copy the split "
+                          "file into the archive (or link to a copy inside it)")
     if missing:
         raise LayoutError(f"{path}: no {' or '.join(missing)} found (searched every folder and zip file "
                           f"under the root for the split files {', '.join(SPLIT_FILE_NAMES.values())})")

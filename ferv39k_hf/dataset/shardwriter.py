@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,9 @@ _WORKER: Dict[str, Any] = {}
 
 
 def _init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says so in one line; a worker
+    # that took the KeyboardInterrupt itself would print its own traceback on the way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["writer"] = _ShardWriter(layout, options, tmp_dir)
     _WORKER["progress"] = progress
 
