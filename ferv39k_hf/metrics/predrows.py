@@ -12,7 +12,7 @@ import itertools
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, TextIO, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
 
 from ferv39k_hf.errors import QUOTED_CHARS, Ferv39kError, quoted
 from ferv39k_hf.taxonomy import CLASS_WORDS
@@ -46,29 +46,34 @@ def open_rows(path: Path) -> Tuple[List[str], Iterator[Row]]:
         raise
 
 
-def _open(path: Path) -> TextIO:
+def _open(path: Path) -> BinaryIO:
     try:
-        return open(path, encoding="utf-8-sig", newline="")
+        return open(path, "rb")
     except OSError as err:
         raise PredictionFileError(f"{path}: cannot read the file ({err.strerror})") from None
 
 
 class _Lines:
-    """A text file's lines, each at most MAX_LINE_CHARS, with its line number and one-line decoding errors."""
+    """A file's lines as text, each at most MAX_LINE_CHARS bytes, decoded one by one (so that a decoding error
+    names its line), with the line number."""
 
-    def __init__(self, handle: TextIO, path: Path):
+    def __init__(self, handle: BinaryIO, path: Path):
         self.handle, self.path, self.number = handle, path, 0
         self._peeked: List[str] = []
+        self._read_lines = 0
 
     def _read(self) -> str:
+        data = self.handle.readline(MAX_LINE_CHARS + 1)
+        self._read_lines += bool(data)
+        if len(data) > MAX_LINE_CHARS:
+            raise PredictionFileError(f"{self.path} line {self._read_lines}: longer than {MAX_LINE_CHARS:,} "
+                                      f"bytes (starts {quoted(data[:QUOTED_CHARS].decode('utf-8', 'replace'))}); "
+                                      "not a predictions file")
         try:
-            line = self.handle.readline(MAX_LINE_CHARS + 1)
+            return data.decode("utf-8-sig" if self._read_lines == 1 else "utf-8")
         except UnicodeDecodeError as err:
-            raise PredictionFileError(f"{self.path} line {self.number + 1}: not UTF-8 text ({err.reason})") from None
-        if len(line) > MAX_LINE_CHARS:
-            raise PredictionFileError(f"{self.path} line {self.number + 1}: longer than {MAX_LINE_CHARS:,} "
-                                      f"characters (starts {quoted(line)}); not a predictions file")
-        return line
+            raise PredictionFileError(f"{self.path} line {self._read_lines}: not UTF-8 text ({err.reason} at "
+                                      f"byte {err.start + 1} of the line)") from None
 
     def first_text(self) -> str:
         """The first line with text, kept to be read again; "" for a file of blank lines."""
