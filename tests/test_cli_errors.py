@@ -322,3 +322,30 @@ def test_push_to_a_refused_connection_is_one_line(small_built, monkeypatch, caps
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     line = _fails_in_one_line(capsys, ["push", str(small_built), "--repo-id", "team/ferv39k", "--token", "hf_test"])
     assert f"could not reach the Hub at http://127.0.0.1:{port}" in line and "hf_test" not in line
+
+
+def test_a_split_file_linked_out_of_the_archive_is_named_as_such(small, tmp_path, capsys):
+    root = tmp_path / "FERV39k"
+    shutil.copytree(small, root)
+    split = root / "4_setups" / "All_scenes" / "train_All.csv"
+    outside = tmp_path / "elsewhere" / "train_All.csv"
+    outside.parent.mkdir()
+    split.replace(outside)
+    split.symlink_to(outside)
+    line = _fails_in_one_line(capsys, ["verify", str(root)])
+    assert f"{split}: symbolic link to {outside}, outside the root" in line and "copy the split file" in line
+    assert "no train_All.csv found" not in line
+
+
+def test_a_10_mb_split_file_line_is_quoted_by_its_start_in_the_error_and_the_report(small, tmp_path, capsys):
+    root = tmp_path / "FERV39k"
+    shutil.copytree(small, root)
+    split = root / "4_setups" / "All_scenes" / "train_All.csv"
+    split.write_text("Action/Angry/" + "0" * 10_000_000 + " Angry\n" + split.read_text())
+    line = _fails_in_one_line(capsys, ["build", str(root), "--out", str(tmp_path / "raise")])
+    assert "train_All.csv:1" in line and "(10,000,013 characters)" in line and len(line) < 600, len(line)
+    assert main(["build", str(root), "--out", str(tmp_path / "skip"), "--on-error", "skip"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "skip" / "build_report.json"
+    assert report.stat().st_size < 10_000
+    assert json.loads(report.read_text())["skipped"][0]["line"] == 1
