@@ -187,8 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MAX_LINE = 2000  # messages quote long input by its start; this bounds any that does not
+
+
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    line = " ".join(str(text).split())
+    return line if len(line) <= _MAX_LINE else f"{line[:_MAX_LINE]}... (message cut at {_MAX_LINE} characters)"
 
 
 def describe_failure(err: BaseException) -> str:

@@ -11,3 +11,15 @@ class LayoutError(Ferv39kError, FileNotFoundError):
 
 class BuildError(Ferv39kError):
     """A build stopped: a damaged clip under --on-error raise, or an output folder in the way."""
+
+
+QUOTED_CHARS = 80  # how much of a long value a message shows
+
+
+def quoted(value: object, limit: int = QUOTED_CHARS) -> str:
+    """``repr(value)``, or that of its first ``limit`` characters and how long it is: a message stays one short
+    line whatever the input holds."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"

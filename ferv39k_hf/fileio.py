@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Union
+import stat
+from typing import Tuple, Union
 
 from ferv39k_hf.errors import LayoutError
 
@@ -16,6 +17,7 @@ __all__ = [
     "check_file_size",
     "count_frames",
     "describe_source",
+    "open_regular",
     "open_video",
     "read_file",
     "unreadable",
@@ -44,19 +46,34 @@ def check_file_size(path: str, size: int, limit: int) -> None:
                           "damaged, or not what its name says")
 
 
+def open_regular(path: str) -> Tuple[int, int]:
+    """``(fd, size)`` of a regular file opened for reading; LayoutError naming ``path`` for anything else.
+
+    O_NONBLOCK: a FIFO put where a file was listed must not hang the read (it changes nothing for files)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        raise unreadable(path, err) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise LayoutError(f"{path}: not a regular file (it changed since it was listed, or is a device or FIFO)")
+    return fd, info.st_size
+
+
 def read_file(path: str, limit: int) -> bytes:
     """The bytes of a plain file, refused before reading when it holds more than ``limit``."""
+    fd, size = open_regular(path)
     try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
+        with open(fd, "rb") as handle:
             check_file_size(path, size, limit)
             data = handle.read(size + 1)  # read(n) allocates n bytes first: never the limit itself
     except LayoutError:  # the size check's own message (a LayoutError is an OSError too)
         raise
     except OSError as err:
         raise unreadable(path, err) from None
-    if len(data) > size:
-        raise LayoutError(f"{path}: the file grew while it was read")
+    if len(data) != size:
+        raise LayoutError(f"{path}: the file {'grew' if len(data) > size else 'shrank'} while it was read")
     return data
 
 

@@ -1,5 +1,6 @@
 """Every command, given bad input, ends in one line 'ferv39k-hf COMMAND: error: ...' and never a traceback."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -181,3 +182,170 @@ def test_mutated_archives_through_the_commands_end_in_a_report_or_one_line(seed,
         if code == 1 and argv[0] == "build":
             assert len(errors) == 1 and errors[0].startswith("ferv39k-hf build: error: "), err
         assert len(errors) <= 1, err
+
+
+_SLOW_WORKERS = """
+import os, time
+if os.environ.get("FERV39K_TEST_SLOW_SHARDS"):
+    from ferv39k_hf.dataset import shardwriter
+
+    def write_slowly(self, task, progress=None):
+        open(os.path.join(os.environ["FERV39K_TEST_SLOW_SHARDS"], f"worker-{os.getpid()}"), "w").close()
+        time.sleep(120)
+
+    shardwriter.ShardWriter.write = write_slowly
+"""
+
+
+def test_ctrl_c_with_worker_processes_is_one_line_and_leaves_nothing(small, tmp_path):
+    """Ctrl-C reaches the whole process group; only the parent speaks (issue 25: no `Process ForkServerPoolWorker`
+    traceback). Every process of the build, workers included, loads the sitecustomize that keeps shards busy."""
+    import signal
+    import time
+
+    hooks, started = tmp_path / "hooks", tmp_path / "started"
+    hooks.mkdir(), started.mkdir()
+    (hooks / "sitecustomize.py").write_text(_SLOW_WORKERS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hooks)] + sys.path), FERV39K_TEST_SLOW_SHARDS=str(started))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ferv39k_hf.cli", "build", str(small), "--out", str(out),
+                             "--num-proc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(list(started.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert len(list(started.iterdir())) == 2, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "build faces" not in line]
+    assert proc.returncode == 130 and lines == ["ferv39k-hf build: interrupted"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hooks", "started"], "no partial, lock or --out left"
+
+
+# -- predictions files that lie, and a Hub that cannot be reached (issue 25) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_built(small, tmp_path_factory):
+    from ferv39k_hf.dataset.export import build_dataset_folder
+
+    out = tmp_path_factory.mktemp("built") / "ferv39k"
+    build_dataset_folder(small, out)
+    return out
+
+
+def _test_clips(folder):
+    from ferv39k_hf.metrics.predictions import read_split
+
+    return read_split(folder, "test")
+
+
+PREDICTIONS = {  # name -> (file text from the test split's first clip id, words the one line must hold)
+    "a column named twice": ("clip_id,prediction,prediction\n{id},Angry,Happy\n",
+                             "line 1: column 'prediction' is named twice"),
+    "an unknown column": ("clip_id,prediction,label\n{id},Angry,Angry\n", "line 1: unknown column(s) 'label'"),
+    "both id columns": ("clip_id,clip,prediction\n{id},{id},Angry\n", "both clip_id and clip columns"),
+    "a field over the csv limit": ('clip_id,prediction\n{id},"' + "A" * 200_000 + '"\n',
+                                   "line 2: not CSV the reader can take (field larger than field limit"),
+    "a line of 2 MB": ("clip_id,prediction\n{id}," + "A" * (2 << 20) + "\n", "line 2: longer than 1,048,576 bytes"),
+    "a long prediction": ("clip_id,prediction\n{id}," + "A" * 100_000 + "\n", "... (100,000 characters) is neither"),
+    "a JSON key twice": ('{{"clip_id": "{id}", "prediction": "Angry", "prediction": "Happy"}}\n',
+                         "line 1: key 'prediction' appears twice"),
+    "a JSON key unknown": ('{{"clip_id": "{id}", "prediction": "Angry"}}\n{{"clip_id": "{id}", "label": 1}}\n',
+                           "line 2: unknown column(s) 'label'"),
+    "bytes that are not UTF-8": ("clip_id,prediction\n{id},Angry\n\udcff\n", "line 3: not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PREDICTIONS))
+def test_a_predictions_file_that_lies_is_one_short_line_naming_file_and_line(case, small_built, tmp_path, capsys):
+    text, words = PREDICTIONS[case]
+    path = tmp_path / "preds.csv"
+    path.write_bytes(text.format(id=_test_clips(small_built).clip_ids[0]).encode("utf-8", "surrogateescape"))
+    line = _fails_in_one_line(capsys, ["score", str(path), "--dataset", str(small_built), "--resamples", "10"])
+    assert str(path) in line and words in line, line
+    assert len(line) < 600, f"{len(line):,} characters"
+
+
+def test_the_issue_header_that_names_prediction_twice_is_refused_not_scored(small_built, tmp_path, capsys):
+    """`clip_id,prediction,prediction`: the last column was scored silently (WAR 14.29% instead of 60.39%)."""
+    clips = _test_clips(small_built)
+    path = tmp_path / "twice.csv"
+    path.write_text("clip_id,prediction,prediction\n" + "".join(f"{c},{w},Fear\n" for c, w in
+                                                                zip(clips.clip_ids, clips.words)))
+    line = _fails_in_one_line(capsys, ["score", str(path), "--dataset", str(small_built)])
+    assert "column 'prediction' is named twice" in line
+
+
+_SCORE_PEAK = r"""
+import json, sys
+from test_fuzz import peak_mb
+from ferv39k_hf.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "peak_mb": peak_mb()}))
+"""
+
+
+@pytest.mark.slow
+def test_score_reads_a_large_file_of_unknown_clips_in_bounded_memory(small_built, tmp_path):
+    """40 MB of rows naming no clip of the split: one line, and memory for the rows kept, not for the file (the
+    whole-file reader took some 25 times the file's size)."""
+    big, tiny = tmp_path / "big.csv", tmp_path / "tiny.csv"
+    with open(big, "w") as handle:
+        handle.write("clip_id,prediction\n")
+        for start in range(0, 1_600_000, 100_000):
+            handle.write("".join(f"Unknown/Angry/{n:08d},Angry\n" for n in range(start, start + 100_000)))
+    tiny.write_text("clip_id,prediction\nUnknown/Angry/00000000,Angry\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent)] + sys.path))
+    peaks = {}
+    for path in (tiny, big):
+        done = subprocess.run([sys.executable, "-c", _SCORE_PEAK, "score", str(path), "--dataset", str(small_built)],
+                              capture_output=True, text=True, timeout=600, env=env, check=False)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        errors = [line for line in done.stderr.splitlines() if line.strip()]
+        assert result["code"] == 1 and len(errors) == 1 and "1,600,000" not in errors[0], done.stderr[-2000:]
+        assert len(errors[0]) < 1000 and "clip(s) not in the test split" in errors[0]
+        peaks[path.name] = result["peak_mb"]
+    assert peaks["big.csv"] - peaks["tiny.csv"] < 100, peaks  # the file is about 40 MB
+
+
+def test_push_to_a_refused_connection_is_one_line(small_built, monkeypatch, capsys):
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, then closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    line = _fails_in_one_line(capsys, ["push", str(small_built), "--repo-id", "team/ferv39k", "--token", "hf_test"])
+    assert f"could not reach the Hub at http://127.0.0.1:{port}" in line and "hf_test" not in line
+
+
+def test_a_split_file_linked_out_of_the_archive_is_named_as_such(small, tmp_path, capsys):
+    root = tmp_path / "FERV39k"
+    shutil.copytree(small, root)
+    split = root / "4_setups" / "All_scenes" / "train_All.csv"
+    outside = tmp_path / "elsewhere" / "train_All.csv"
+    outside.parent.mkdir()
+    split.replace(outside)
+    split.symlink_to(outside)
+    line = _fails_in_one_line(capsys, ["verify", str(root)])
+    assert f"{split}: symbolic link to {outside}, outside the root" in line and "copy the split file" in line
+    assert "no train_All.csv found" not in line
+
+
+def test_a_10_mb_split_file_line_is_quoted_by_its_start_in_the_error_and_the_report(small, tmp_path, capsys):
+    root = tmp_path / "FERV39k"
+    shutil.copytree(small, root)
+    split = root / "4_setups" / "All_scenes" / "train_All.csv"
+    split.write_text("Action/Angry/" + "0" * 10_000_000 + " Angry\n" + split.read_text())
+    line = _fails_in_one_line(capsys, ["build", str(root), "--out", str(tmp_path / "raise")])
+    assert "train_All.csv:1" in line and "(10,000,013 characters)" in line and len(line) < 600, len(line)
+    assert main(["build", str(root), "--out", str(tmp_path / "skip"), "--on-error", "skip"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "skip" / "build_report.json"
+    assert report.stat().st_size < 10_000
+    assert json.loads(report.read_text())["skipped"][0]["line"] == 1

@@ -193,3 +193,50 @@ def test_mutated_archives_end_in_a_report_or_a_named_error(fuzz_base, tmp_path):
     assert not result["failures"], json.dumps(result["failures"], indent=1)[:6000]
     assert result["slowest"] < CASE_SECONDS
     assert result["peak_mb"] < PEAK_MB, result
+
+
+def _predictions_mutation(rng: random.Random, text: str) -> bytes:
+    """A predictions file damaged the ways a hand-edited or truncated one is."""
+    lines = text.splitlines(keepends=True)
+    choice = rng.randrange(8)
+    if choice == 0:  # a column named twice, or one nobody knows
+        lines[0] = lines[0].rstrip("\n") + rng.choice([",prediction\n", ",clip_id\n", ",label\n", ",p_Angry\n"])
+    elif choice == 1:  # a stray quote
+        index = rng.randrange(len(lines))
+        cut = rng.randrange(len(lines[index]) + 1)
+        lines[index] = lines[index][:cut] + '"' + lines[index][cut:]
+    elif choice == 2:  # a field far over any limit
+        lines.insert(rng.randrange(1, len(lines) + 1), "Action/Angry/0000," + "x" * rng.choice([200_000, 2 << 20]))
+    elif choice == 3:  # cut anywhere
+        return "".join(lines).encode()[:rng.randrange(len("".join(lines)))]
+    elif choice == 4:  # lines repeated or dropped
+        index = rng.randrange(1, len(lines))
+        lines.insert(index, lines[index]) if rng.random() < 0.5 else lines.pop(index)
+    elif choice == 5:  # a value that is not a class
+        index = rng.randrange(1, len(lines))
+        lines[index] = lines[index].split(",")[0] + "," + rng.choice(["7", "-1", "angry!", "", "1e400", "NaN"]) + "\n"
+    data = bytearray("".join(lines).encode())
+    if choice >= 6:  # bytes flipped
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def test_mutated_predictions_files_score_or_end_in_one_line(fuzz_base, tmp_path, capsys):
+    from ferv39k_hf.cli import main
+    from ferv39k_hf.dataset.export import build_dataset_folder
+    from ferv39k_hf.metrics.predictions import read_split
+
+    built = tmp_path / "built"
+    build_dataset_folder(fuzz_base / "plain", built)
+    clips = read_split(built, "test")
+    text = "clip_id,prediction\n" + "".join(f"{c},{w}\n" for c, w in zip(clips.clip_ids, clips.words))
+    rng = random.Random(11)
+    for case in range(60):
+        path = tmp_path / f"case-{case}.csv"
+        path.write_bytes(_predictions_mutation(rng, text))
+        code = main(["score", str(path), "--dataset", str(built), "--resamples", "10", "--allow-partial"])
+        out, err = capsys.readouterr()
+        errors = [line for line in err.splitlines() if line.strip()]
+        assert "Traceback" not in out + err and code in (0, 1), (case, err[-2000:])
+        assert len(errors) == code and all(len(line) < 1000 and str(path) in line for line in errors), (case, err)

@@ -6,6 +6,7 @@ build --on-error raise stops naming it, and no read goes past what a frame can h
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def _assert_damaged_everywhere(root: Path, clip_id: str, words: str, tmp_path: P
     skipped = json.loads((tmp_path / "skip" / "build_report.json").read_text())["skipped"]
     assert [entry["clip_id"] for entry in skipped] == [clip_id] and words in skipped[0]["reason"]
     assert sum(result.counts.values()) + 1 == report.clips_checked
-    with pytest.raises(BuildError, match=clip_id.replace("/", ".") + ".*" + words):
+    with pytest.raises(BuildError, match=re.escape(clip_id) + ".*" + re.escape(words)):
         build_dataset_folder(root, tmp_path / "raise")
     assert not (tmp_path / "raise").exists()
 
@@ -182,3 +183,128 @@ def test_line_numbers_count_lines_as_an_editor_does():
     records, problems = parse_split_text(text, split="train", source="train_All.csv")
     assert [r.line for r in records] == [1, 3]
     assert [(p.line, p.clip_id) for p in problems] == [(2, None), (4, "Action/Angry/x")]
+
+
+# -- entries where a frame should be that are not frames (issue 25) ------------------------------------------
+
+
+@pytest.fixture
+def unpacked(tmp_path):
+    """A small unpacked archive (faces only); returns (root, a listed clip's folder)."""
+    root = tmp_path / "FERV39k"
+    write_sample_archive(root, scale=0.001, parts=["faces"], scenes=["Action", "Crime"])
+    folder = sorted(p for p in (root / "2_ClipsforFaceCrop" / "Crime").glob("*/*") if p.is_dir())[0]
+    return root, folder
+
+
+def _make_fifo(path: Path):
+    os.mkfifo(path)
+
+
+_NOT_FRAMES = {  # how an entry named like a frame is replaced, and the words every report says of it
+    "a FIFO": (_make_fifo, "a named pipe (FIFO), not a frame file"),
+    "a folder": (os.mkdir, "a folder, not a frame file"),
+    "a dangling link": (lambda path: os.symlink("nowhere.jpg", path), "dangling symbolic link"),
+    "a link out of the archive": (lambda path: os.symlink("/dev/zero", path), "symbolic link to /dev/zero, outside"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_NOT_FRAMES))
+def test_an_entry_named_like_a_frame_that_is_not_one_is_named_everywhere(unpacked, tmp_path, case):
+    """The issue's reproduction: one frame of a clip replaced; never 40 frames instead of 41 with exit 0."""
+    root, folder = unpacked
+    make, words = _NOT_FRAMES[case]
+    frame = sorted(folder.glob("*.jpg"))[1]
+    frame.unlink()
+    make(frame)
+    _assert_damaged_everywhere(root, "/".join(folder.parts[-3:]), words, tmp_path)
+
+
+def test_a_frame_that_vanishes_between_listing_and_reading_names_the_clip(unpacked, tmp_path, monkeypatch):
+    from ferv39k_hf.archive.clipfiles import ClipReader
+
+    root, folder = unpacked
+    clip_id = "/".join(folder.parts[-3:])
+    frame_refs = ClipReader.frame_refs
+
+    def listed_then_deleted(self, record):
+        refs = frame_refs(self, record)
+        if record.clip_id == clip_id:
+            os.unlink(refs[-1].name)  # the last frame: no gap in the numbers gives it away
+        return refs
+
+    monkeypatch.setattr(ClipReader, "frame_refs", listed_then_deleted)
+    build_dataset_folder(root, tmp_path / "skip", on_error="skip")
+    skipped = json.loads((tmp_path / "skip" / "build_report.json").read_text())["skipped"]
+    assert [entry["clip_id"] for entry in skipped] == [clip_id] and "No such file" in skipped[0]["reason"]
+
+
+def test_a_frame_that_changes_size_while_it_is_read_is_refused(unpacked):
+    from ferv39k_hf.archive.files import ByteSink
+    from ferv39k_hf.archive.layout import find_layout
+    from ferv39k_hf.errors import LayoutError
+
+    root, folder = unpacked
+    part = find_layout(root).part("faces")
+    ref = part.frames("/".join(folder.parts[-3:]))[0]
+    sink = ByteSink(capacity=16)
+    real_fill = sink.fill_from
+
+    def grows_meanwhile(fd, most):
+        with open(ref.name, "ab") as handle:
+            handle.write(b"\0" * 10)
+        return real_fill(fd, most)
+
+    sink.fill_from = grows_meanwhile
+    with pytest.raises(LayoutError, match="changed size while it was read"):
+        part.read_into(ref, sink)
+    assert sink.end == 0
+
+
+def test_a_gap_in_frame_numbers_is_a_verify_warning_and_a_build_report_warning(unpacked, tmp_path):
+    root, folder = unpacked
+    clip_id = "/".join(folder.parts[-3:])
+    sorted(folder.glob("*.jpg"))[2].unlink()  # "a frame deleted while build runs": 02 is gone
+    report = verify_archive(root, progress=False)
+    assert report.ok and [(f.kind, f.clip_id) for f in report.findings] == [("frame-gap", clip_id)]
+    assert "frame numbers skip 02" in report.findings[0].reason
+    assert "1 warning(s): frame-gap 1" in report.format() and "OK: no problems" in report.format()
+    result = build_dataset_folder(root, tmp_path / "out")
+    warnings = json.loads((tmp_path / "out" / "build_report.json").read_text())["warnings"]
+    assert [(w["clip_id"], "skip 02" in w["reason"]) for w in warnings] == [(clip_id, True)]
+    assert f"clip {clip_id}: frame numbers skip 02" in result.summary()
+
+
+def test_an_unlistable_clip_folder_is_that_clips_problem_under_skip(unpacked, tmp_path, monkeypatch):
+    """ELOOP or EACCES on one clip folder (root ignores modes, so the error is injected) is a per-clip report."""
+    root, folder = unpacked
+    real_scandir = os.scandir
+
+    def refuses_that_folder(path="."):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(folder):
+            raise OSError(40, "Too many levels of symbolic links", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuses_that_folder)
+    _assert_damaged_everywhere(root, "/".join(folder.parts[-3:]), "clip folder cannot be listed", tmp_path)
+
+
+def test_an_unlistable_emotion_folder_makes_its_clips_per_clip_reports_not_a_stop(unpacked, tmp_path, monkeypatch):
+    root, folder = unpacked
+    emotion = folder.parent
+    clips = sorted("/".join(p.parts[-3:]) for p in emotion.iterdir())
+    real_scandir = os.scandir
+
+    def loops_there(path="."):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(emotion):
+            raise OSError(40, "Too many levels of symbolic links", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", loops_there)
+    report = verify_archive(root, progress=False)
+    assert not report.ok and any(f.file == str(emotion) and "cannot be listed" in f.reason for f in report.findings)
+    build_dataset_folder(root, tmp_path / "skip", on_error="skip")
+    skipped = json.loads((tmp_path / "skip" / "build_report.json").read_text())["skipped"]
+    listed = sorted(entry["clip_id"] for entry in skipped)
+    assert listed and set(listed) <= set(clips), skipped
+    assert all(f"{emotion} cannot be listed (Too many levels of symbolic links)" in e["reason"] for e in skipped)

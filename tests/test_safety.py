@@ -288,7 +288,8 @@ def test_killed_builds_partial_is_removed_by_the_next_build_and_a_live_ones_kept
         marker = json.loads((partial / MARKER).read_text())
         assert (marker["host"], marker["pid"]) == (socket.gethostname(), proc.pid)
         live = snapshot(partial)
-        build(archive, tmp_path / "ferv39k", "--overwrite")  # beside a build in progress
+        status, err = cli(capsys, "build", archive, "--out", out, "--overwrite")  # while that build runs
+        assert_refused(status, err, "build", f"{out} is being built by another ferv39k-hf build (process {proc.pid}")
         assert snapshot(partial) == live
     finally:
         _kill(proc)

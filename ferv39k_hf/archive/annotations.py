@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.errors import QUOTED_CHARS, Ferv39kError, quoted
 from ferv39k_hf.taxonomy import CLASS_WORDS, SCENE_TO_SCENARIO, SCENES
 
 _CLIP_NUMBER = re.compile(r"^\d+$")
@@ -103,21 +103,23 @@ def parse_line(raw: str, *, split: str, source: str, line: int) -> Tuple[Optiona
         return None, Problem(clip_id, split, line, reason, source)
 
     if len(fields) != 2:
-        return bad(f"expected 'Scene/Emotion/NNNN Emotion', found {text!r}")
+        return bad(f"expected 'Scene/Emotion/NNNN Emotion', found {quoted(text)}")
     path, word = fields
     parts = path.replace("\\", "/").strip("/").split("/")
     if len(parts) != 3:
-        return bad(f"clip path {path!r} is not Scene/Emotion/NNNN")
+        return bad(f"clip path {quoted(path)} is not Scene/Emotion/NNNN")
+    if len(path) > QUOTED_CHARS:  # far longer than any clip's: quoted once by its start, never named as a clip
+        return bad(f"clip path {quoted(path)} is longer than any Scene/Emotion/NNNN")
     scene, emotion, number = parts
     clip_id = "/".join(parts)
     if scene not in SCENES:
-        return bad(f"unknown scene {scene!r} (not one of the 22 official scenes)", clip_id)
+        return bad(f"unknown scene {quoted(scene)} (not one of the 22 official scenes)", clip_id)
     if emotion not in CLASS_WORDS:
-        return bad(f"unknown class {emotion!r} in the clip path", clip_id)
+        return bad(f"unknown class {quoted(emotion)} in the clip path", clip_id)
     if not _CLIP_NUMBER.match(number):
-        return bad(f"clip number {number!r} is not numeric", clip_id)
+        return bad(f"clip number {quoted(number)} is not numeric", clip_id)
     if word != emotion:
-        return bad(f"label {word!r} disagrees with the path's class {emotion!r}", clip_id)
+        return bad(f"label {quoted(word)} disagrees with the path's class {emotion!r}", clip_id)
     return ClipRecord(clip_id, scene, emotion, split, source, line), None
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ferv39k_hf.archive.annotations import ClipRecord
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.layout import Layout, Part
-from ferv39k_hf.fileio import check_file_size, count_frames
+from ferv39k_hf.fileio import check_file_size, count_frames, open_regular
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -59,8 +60,9 @@ def mp4_problem(head: bytes) -> Optional[str]:
 
 def _read_head_tail(ref: FileRef, limit: int) -> tuple:
     """First and last bytes of a plain file without reading all of it; LayoutError if it holds over ``limit``."""
-    with open(ref.name, "rb") as handle:
-        check_file_size(ref.name, os.fstat(handle.fileno()).st_size, limit)
+    fd, size = open_regular(ref.name)
+    with open(fd, "rb") as handle:
+        check_file_size(ref.name, size, limit)
         head = handle.read(16)
         size = handle.seek(0, os.SEEK_END)
         handle.seek(max(0, size - _JPEG_TAIL))
@@ -87,6 +89,32 @@ def frame_problem(part: Part, ref: FileRef, deep: bool = False, data: Optional[A
     if problem is None and deep:
         problem = jpeg_decode_problem(data)
     return problem
+
+
+_NUMBERED_FRAME = re.compile(r"^(\d+)\.jpe?g$", re.IGNORECASE)
+
+
+def numbering_gap(names: Sequence[str]) -> Optional[str]:
+    """What a clip's frame names lack when they are numbers with a gap ("frame numbers skip 05, 07 ..."), or None.
+
+    The archive numbers a clip's frames consecutively, so a gap means a frame was lost (deleted, or never
+    unpacked). Names that are not all plain numbers say nothing either way."""
+    numbers = set()
+    for name in names:
+        match = _NUMBERED_FRAME.match(posixpath.basename(name))
+        if match is None:
+            return None
+        numbers.add(int(match.group(1)))
+    if not numbers:
+        return None
+    first, last = min(numbers), max(numbers)
+    if last - first + 1 == len(numbers):
+        return None
+    missing = [n for n in range(first, last + 1) if n not in numbers]
+    width = len(_NUMBERED_FRAME.match(posixpath.basename(names[0])).group(1))
+    shown = ", ".join(f"{n:0{width}d}" for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return (f"frame numbers skip {shown} ({len(numbers)} frames numbered {first:0{width}d} to {last:0{width}d}): "
+            "a frame may have been lost")
 
 
 class FrameBatch:
@@ -137,11 +165,21 @@ class ClipReader:
         return self._read_frames(record)
 
     def _read_frames(self, record: ClipRecord) -> Dict[str, Any]:
-        refs = self.part.frames(record.clip_id)
-        if not refs:
-            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
+        refs = self.frame_refs(record)
         frames = [self._read_frame(ref, f"{record.clip_id}/{posixpath.basename(ref.name)}") for ref in refs]
         return {"num_frames": len(frames), "frames": frames}
+
+    def frame_refs(self, record: ClipRecord) -> List[FileRef]:
+        """The clip's frames as listed, or ClipDamaged naming the first entry that is not a frame to read
+        (the listing verify checks: nothing named like a frame is passed over without a word)."""
+        refs, problems = self.part.scan_clip(record.clip_id)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ClipDamaged(f"{problems[0]}{more}")
+        if not refs:
+            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})"
+                              + self.part.why_missing(record.clip_id))
+        return refs
 
     def read_into(self, record: ClipRecord, batch: FrameBatch) -> int:
         """Append the clip's frames to ``batch``; the number of frames, or ClipDamaged, leaving ``batch`` as it was.
@@ -151,9 +189,7 @@ class ClipReader:
         """
         if self.kind == "videos" or self.frames != "copy":
             raise ValueError("read_into reads copied frames of the faces and scenes parts only")
-        refs = self.part.frames(record.clip_id)
-        if not refs:
-            raise ClipDamaged(f"clip folder missing or empty ({self.part.clip_location(record.clip_id)})")
+        refs = self.frame_refs(record)
         first, sink, read_into = len(batch.ends), batch.sink, self.part.read_into
         try:
             for ref in refs:

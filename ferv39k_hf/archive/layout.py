@@ -14,6 +14,7 @@ A Layout holds no open files, so it pickles into worker processes.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple, Union
@@ -45,9 +46,10 @@ class SplitSource:
 class UnsafeEntry:
     """A zip member or link that is never read or written."""
 
-    container: Optional[str]  # the zip, or None for a symbolic link on disk
+    container: Optional[str]  # the zip, or None for an entry on disk
     name: str
     reason: str
+    kind: str = "unsafe-entry"  # or "bad-frame": a clip folder's entry that is not a frame file
 
     def __str__(self) -> str:
         where = f"{self.container}!{self.name}" if self.container else self.name
@@ -56,6 +58,28 @@ class UnsafeEntry:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+_NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _frame_entry_problem(entry: os.DirEntry, root_real: str) -> Optional[UnsafeEntry]:
+    """Why a clip folder's entry named like a frame is not one to read, or None for a regular file (or a link
+    to one inside the root). Nothing named like a frame is passed over without a word."""
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not _inside(target, root_real):
+            return UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root")
+    try:
+        mode = entry.stat().st_mode  # follows a link: its target's type
+    except OSError as err:
+        what = "dangling symbolic link" if entry.is_symlink() else "entry that cannot be read"
+        return UnsafeEntry(None, entry.path, f"{what} ({err.strerror}), not a frame file", "bad-frame")
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _NOT_A_FILE if test(mode)), "not a regular file")
+    return UnsafeEntry(None, entry.path, f"{kind}, not a frame file", "bad-frame")
 
 
 class Part:
@@ -70,6 +94,7 @@ class Part:
         self._on_disk: Dict[str, List[Tuple[int, str]]] = {}  # clip id -> (folder index, entry name)
         self._in_zips: Dict[str, List[ZipClip]] = {}
         self._root_real = root_real
+        self.unlistable: List[Tuple[str, str]] = []  # (folder, why) of folders in the part that could not be listed
 
     def __repr__(self) -> str:
         return f"Part({self.kind!r}, roots={self.roots!r})"
@@ -98,8 +123,17 @@ class Part:
         root = self.roots[0]
         return root + missing if root.endswith(("!", "/")) else f"{root}/{missing}"
 
+    def why_missing(self, clip_id: str) -> str:
+        """"", or why a clip that is not found may be there after all: a folder above it could not be listed."""
+        scene, emotion = clip_id.split("/")[:2]
+        for folder, why in self.unlistable:
+            if folder.replace(os.sep, "/").endswith((f"/{scene}", f"/{scene}/{emotion}")):
+                return f"; the folder {folder} cannot be listed ({why})"
+        return ""
+
     def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
-        """The clip's frames, natural-sorted, and any links in its folders that point out of the root."""
+        """The clip's frames, natural-sorted, and every entry named like a frame that is not one to read: links
+        out of the root, folders, FIFOs, devices, dangling links, an unlistable clip folder."""
         if self.kind == "videos":
             raise LayoutError(f"{self.folder} holds mp4 files, not frame folders: use video({clip_id!r})")
         found: Dict[str, FileRef] = {}  # basename -> first copy found
@@ -120,19 +154,18 @@ class Part:
             listing = os.scandir(folder)
         except (FileNotFoundError, NotADirectoryError):
             return  # gone since discovery: the clip reads as missing frames
-        except OSError as err:
-            raise LayoutError(f"{folder}: cannot list the clip folder ({err.strerror})") from None
+        except OSError as err:  # the clip's own problem, not the archive's: reported with the clip
+            unsafe.append(UnsafeEntry(None, folder, f"clip folder cannot be listed ({err.strerror})", "bad-frame"))
+            return
         with listing:
             for entry in listing:
                 if not is_frame(entry.name) or entry.name in found:
                     continue
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if not _inside(target, self._root_real):
-                        unsafe.append(UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root"))
-                        continue
-                if entry.is_file():  # the listing's file type: no stat per frame
+                problem = _frame_entry_problem(entry, self._root_real)
+                if problem is None:
                     found[entry.name] = FileRef(None, entry.path)
+                else:
+                    unsafe.append(problem)
 
     def frames(self, clip_id: str) -> List[FileRef]:
         """The clip folder's *.jpg files, natural-sorted; [] if the clip is missing or empty."""
@@ -179,11 +212,11 @@ class Part:
             return
         start = sink.end
         try:
-            fd = os.open(ref.name, os.O_RDONLY | os.O_CLOEXEC)
+            fd, size = fileio.open_regular(ref.name)
             try:
-                fileio.check_file_size(ref.name, os.fstat(fd).st_size, self.max_bytes)
-                grown = sink.fill_from(fd, self.max_bytes + 1)
-                fileio.check_file_size(ref.name, grown, self.max_bytes)  # it grew since
+                fileio.check_file_size(ref.name, size, self.max_bytes)
+                if sink.fill_from(fd, self.max_bytes + 1) != size:
+                    raise LayoutError(f"{ref.name}: the file changed size while it was read")
             finally:
                 os.close(fd)
         except LayoutError:
@@ -261,19 +294,21 @@ class _Finder:
         self._visited.add(real)
         return True
 
-    def _entries(self, path: str, inside_part: bool = True) -> List[os.DirEntry]:
+    def _entries(self, path: str, part: Optional[Part] = None) -> List[os.DirEntry]:
         """A folder's entries by name, without hidden ones or links out of the root.
 
-        An unreadable folder inside a part is an error; elsewhere (lost+found at a
-        mount point, say) it is reported and passed over.
+        An unreadable folder is reported and passed over: elsewhere (lost+found at a mount point, say) it is
+        not searched; inside a ``part`` its clips read as missing, each naming the folder (so that a build
+        under --on-error skip lists them rather than stopping).
         """
         try:
             with os.scandir(path) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
-            if inside_part:
-                raise LayoutError(f"{path}: cannot list the folder ({err.strerror})") from None
-            self.unsafe.append(UnsafeEntry(None, path, f"folder cannot be listed ({err.strerror}); not searched"))
+            if part is not None:
+                part.unlistable.append((path, err.strerror or type(err).__name__))
+            what = "the clips in it read as missing" if part is not None else "not searched"
+            self.unsafe.append(UnsafeEntry(None, path, f"folder cannot be listed ({err.strerror}); {what}"))
             return []
         kept = []
         for entry in entries:
@@ -294,7 +329,7 @@ class _Finder:
         if kind in PART_KINDS:
             self._scan_part(kind, path, depth)
             return
-        for entry in self._entries(path, inside_part=False):
+        for entry in self._entries(path):
             if entry.is_dir():
                 self.enter(entry.path, depth + 1)
             elif entry.is_file():
@@ -304,7 +339,7 @@ class _Finder:
         """A part folder: scene / emotion / clip levels only, never the frames."""
         clips: List[Tuple[str, str]] = []
         nested = False
-        for scene in self._entries(path):
+        for scene in self._entries(path, self.parts[kind]):
             if not scene.is_dir():
                 if scene.is_file():
                     self._note_file(scene)
@@ -313,7 +348,7 @@ class _Finder:
                 nested = True
                 self.enter(scene.path, depth + 1)
                 continue
-            for emotion in self._entries(scene.path):
+            for emotion in self._entries(scene.path, self.parts[kind]):
                 if not emotion.is_dir():
                     continue
                 if folder_kind(emotion.name):
@@ -333,7 +368,7 @@ class _Finder:
                       clips: List[Tuple[str, str]], depth: int) -> bool:
         """Add the clips of one emotion folder; True if it wraps another part folder."""
         nested = False
-        for entry in self._entries(emotion.path):
+        for entry in self._entries(emotion.path, self.parts[kind]):
             if entry.is_dir() and folder_kind(entry.name):
                 nested = True
                 self.enter(entry.path, depth)
@@ -425,6 +460,10 @@ def find_layout(root: Union[str, os.PathLike]) -> Layout:
                           f"with or without drive suffixes such as -002, in folders and zip files at any depth)")
     sources, members = finder.split_sources()
     missing = [name for split, name in SPLIT_FILE_NAMES.items() if (split, None) not in sources]
+    linked = [u for u in finder.unsafe if u.container is None and os.path.basename(u.name) in missing]
+    if linked:  # found, but a link out of the root: say so rather than "not found"
+        raise LayoutError(f"{linked[0]}: ferv39k-hf reads only files inside the archive root; copy the split "
+                          "file into the archive (or link to a copy inside it)")
     if missing:
         raise LayoutError(f"{path}: no {' or '.join(missing)} found (searched every folder and zip file "
                           f"under the root for the split files {', '.join(SPLIT_FILE_NAMES.values())})")

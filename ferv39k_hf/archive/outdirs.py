@@ -5,7 +5,9 @@ so symbolic links and bind mounts are seen through). A build folder carries a
 marker file, :data:`MARKER`, naming the tool and every file it wrote; a
 folder is replaced only when its marker is sound and it holds nothing else.
 A build's temporary folder is marked first thing with its host and process,
-so that a later build can tell a crashed one's leftovers from a live one's.
+so that a later build can tell a crashed one's leftovers from a live one's;
+a build killed at any instant leaves what the next one removes, keeps until
+it has succeeded, or puts back (see :func:`recover_leftovers`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import socket
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ferv39k_hf.archive.buildlock import hidden_stem
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.taxonomy import CONFIG_NAMES
 
 MARKER = ".ferv39k-hf-build.json"
+_MARKER_STAGED = MARKER + ".new"  # the marker being written, renamed over MARKER when whole
 TOOL = "ferv39k-hf build"
 FORMAT = 1
 
@@ -94,7 +98,10 @@ def write_marker(folder: Path, files: List[str], *, writer: bool) -> None:
     marker: Dict[str, Any] = {"tool": TOOL, "format": FORMAT, "version": _version(), "files": sorted(files)}
     if writer:
         marker.update(host=socket.gethostname(), pid=os.getpid())
-    (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # Written aside and renamed over: a reader sees the old marker or the new one, never half of one.
+    staged = folder / _MARKER_STAGED
+    staged.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staged, folder / MARKER)
 
 
 def _version() -> str:
@@ -144,7 +151,7 @@ def _foreign(folder: Path, is_ours, own_dirs: Tuple[str, ...] = ()) -> List[str]
     """What under ``folder`` the build did not write: ``is_ours(rel)`` decides for files; their folders, and
     ``own_dirs``, are the build's too."""
     files, dirs, other = _entries(folder)
-    ours = {f for f in files if f == MARKER or is_ours(f)}
+    ours = {f for f in files if f in (MARKER, _MARKER_STAGED) or is_ours(f)}
     parents = {above.as_posix() for f in ours for above in Path(f).parents} | set(own_dirs)
     extra = [f for f in files if f not in ours] + [d for d in dirs if d not in parents] + other
     return sorted(extra)
@@ -200,22 +207,29 @@ def check_build_out(out: Path, root: "os.PathLike[str] | str", overwrite: bool) 
     check_build_folder(out)
 
 
-def start_build(out: Path, root: "os.PathLike[str] | str", overwrite: bool) -> Tuple[Path, List[str]]:
-    """Check ``out``, remove crashed builds' leftovers beside it, make the marked temporary folder.
+def start_build(out: Path, root: "os.PathLike[str] | str", overwrite: bool) -> Tuple[Path, List[str], List[Path]]:
+    """With ``out``'s lock held (see :mod:`~ferv39k_hf.archive.buildlock`): handle dead builds' leftovers beside
+    it, check ``out`` again, make the marked temporary folder.
 
-    Returns the temporary folder and notes on what was removed.
+    Returns the temporary folder, notes on what was removed, restored or kept, and the complete builds left by
+    dead builds that :func:`remove_superseded` removes once this build is in place.
     """
-    check_build_out(out, root, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    notes = remove_stale(out)
+    notes, kept = recover_leftovers(out)
+    try:
+        check_build_out(out, root, overwrite)
+    except OutputRefused as err:
+        if not notes:
+            raise
+        raise OutputRefused(f"{err} (before that: {'; '.join(notes)})") from None
     tmp = _fresh_name(out, "partial", make=True)
     write_marker(tmp, [], writer=True)
-    return tmp, notes
+    return tmp, notes, kept
 
 
 def _fresh_name(out: Path, kind: str, *, make: bool) -> Path:
     """``.NAME.KIND-PID`` beside ``out`` (with a counter when taken); never an existing path."""
-    base = out.parent / f".{out.name}.{kind}-{os.getpid()}"
+    base = out.parent / f"{hidden_stem(out)}.{kind}-{os.getpid()}"
     for count in range(1000):
         path = base if count == 0 else base.with_name(f"{base.name}-{count}")
         if make:
@@ -226,7 +240,8 @@ def _fresh_name(out: Path, kind: str, *, make: bool) -> Path:
                 continue
         if not (path.exists() or path.is_symlink()):
             return path
-    raise BuildError(f"no free name for a {kind} folder beside {out}; remove the .{out.name}.{kind}-* folders there")
+    raise BuildError(f"no free name for a {kind} folder beside {out}; remove the {hidden_stem(out)}.{kind}-* "
+                     "folders there")
 
 
 def seal_build(tmp: Path) -> None:
@@ -240,14 +255,17 @@ def discard_partial(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def place_build(tmp: Path, out: Path) -> List[str]:
+def place_build(tmp: Path, out: Path, overwrite: bool = True) -> List[str]:
     """Put the sealed build ``tmp`` at ``out``, replacing the build there; notes on anything left in place.
 
-    At every moment ``out`` is the old folder, absent, or the new one.
+    What is there now is checked again: a folder that appeared without ``overwrite``, or one that is no longer
+    a build folder, is refused and ``tmp`` kept. At every moment ``out`` is the old folder, absent, or the new
+    one, and a build killed at any point leaves what the next build recovers (:func:`recover_leftovers`).
     """
     old = None
-    if out.exists() or out.is_symlink():
-        problem = folder_problem(out)
+    if os.path.lexists(out):
+        problem = None if overwrite else f"{out} appeared while the build ran and --overwrite was not given"
+        problem = problem or folder_problem(out)
         if problem is not None:  # it changed while the build ran
             raise OutputRefused(f"{out} was not replaced: {problem}. The new build is in {tmp}; move what you "
                                 f"want to keep out of {out} and run the build again, or rename {tmp} yourself")
@@ -255,6 +273,9 @@ def place_build(tmp: Path, out: Path) -> List[str]:
         write_marker(out, read_marker(out)["files"], writer=True)
         old = _fresh_name(out, "old", make=False)
         os.replace(out, old)
+    if os.path.lexists(out):  # made in the instant since: rename would silently replace an empty folder
+        raise OutputRefused(f"{out} appeared while the build was put in place; the new build is in {tmp}"
+                            + (f" and the previous one in {old}" if old else ""))
     os.replace(tmp, out)
     if old is None:
         return []
@@ -296,48 +317,87 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stale_problem(path: Path, kind: str) -> Optional[str]:
-    """Why the leftover ``path`` (kind 'partial' or 'old') must be kept; None when it may be removed."""
+def _leftover_state(path: Path, kind: str) -> Tuple[str, str]:
+    """What the leftover ``path`` (kind 'partial' or 'old') is, and why: ('live', ''), ('leave', why),
+    ('remove', '') for an unfinished dead build, ('complete', '') for a finished build a dead one left
+    (a sealed partial, or an old copy moved aside). Called with ``out``'s lock held, so no build of this
+    version is working on it."""
     if path.is_symlink() or not path.is_dir():
-        return "not a folder"
+        return "leave", "not a folder"
     marker = _marker_or_none(path)
     if marker is None:
-        return f"it has no sound marker {MARKER}"
+        return "leave", f"it has no sound marker {MARKER}"
     host, pid = marker.get("host"), marker.get("pid")
+    if host is None and pid is None:  # sealed: every file listed; never placed by the build that made it
+        extra = _foreign(path, set(marker["files"]).__contains__)
+        return ("leave", f"it holds paths a build does not write ({', '.join(extra[:3])})") if extra \
+            else ("complete", "")
     if host != socket.gethostname():
-        return f"it was made on host {host!r}" if host else "its marker names no host or process"
+        return "leave", f"it was made on host {str(host)[:80]!r}"
     if type(pid) is not int or pid <= 0:  # 0 or -1 would address process groups in os.kill
-        return "its marker names no process"
+        return "leave", "its marker names no process"
     if pid == os.getpid() or _alive(pid):
-        return ""  # a build in progress: say nothing
+        return "live", ""  # a build of an earlier version (without the lock) in progress: say nothing
     if kind == "partial":  # its files are not listed yet: it may hold any the build writes
         extra = _foreign(path, _is_partial_file, ("data", *(f"data/{config}" for config in CONFIG_NAMES)))
     else:
         extra = _foreign(path, set(marker["files"]).__contains__)
     if extra:
-        return f"it holds paths a build does not write ({', '.join(extra[:3])})"
-    return None
+        return "leave", f"it holds paths a build does not write ({', '.join(extra[:3])})"
+    return ("remove" if kind == "partial" else "complete"), ""
 
 
-def remove_stale(out: Path) -> List[str]:
-    """Remove the ``.NAME.partial-*`` and ``.NAME.old-*`` folders beside ``out`` that a dead build on this host left.
-
-    Only folders carrying the marker, with this host's name and a process id no
-    longer running, and holding only what a build writes, are removed.
-    """
-    notes = []
-    prefixes = {f".{out.name}.partial-": "partial", f".{out.name}.old-": "old"}
+def _leftovers(out: Path) -> List[Tuple[str, Path]]:
+    """(kind, path) of the ``.NAME.partial-*`` and ``.NAME.old-*`` entries beside ``out``, by name."""
+    prefixes = {f"{hidden_stem(out)}.partial-": "partial", f"{hidden_stem(out)}.old-": "old"}
     with os.scandir(out.parent) as found:
         names = sorted(entry.name for entry in found)
-    for name in names:
-        kind = next((k for prefix, k in prefixes.items() if name.startswith(prefix)), None)
-        if kind is None:
-            continue
-        path = out.parent / name
-        problem = _stale_problem(path, kind)
-        if problem is None:
+    return [(kind, out.parent / name) for name in names
+            for prefix, kind in prefixes.items() if name.startswith(prefix)]
+
+
+def recover_leftovers(out: Path) -> Tuple[List[str], List[Path]]:
+    """Handle what dead builds on this host left beside ``out``; (notes, complete builds kept for now).
+
+    An unfinished temporary folder is removed. A finished build that was never placed (sealed partial) or a
+    previous build moved aside (``.old``) is kept until the new build is in place (:func:`remove_superseded`);
+    when ``out`` is missing, the previous build moved aside is put back first. Anything not a dead build's
+    marked folder holding only what a build writes is left alone and named.
+    """
+    notes: List[str] = []
+    complete: List[Tuple[str, Path]] = []
+    for kind, path in _leftovers(out):
+        state, why = _leftover_state(path, kind)
+        if state == "remove":
             done = "removed" if _remove(path) else "could not remove all of"
             notes.append(f"{done} {path}, left by a ferv39k-hf build on this host that is no longer running")
-        elif problem:
-            notes.append(f"left {path} alone: {problem}")
+        elif state == "complete":
+            complete.append((kind, path))
+        elif why:
+            notes.append(f"left {path} alone: {why}")
+    olds = [path for kind, path in complete if kind == "old"]
+    if olds and not os.path.lexists(out):
+        old = max(olds, key=lambda p: p.stat().st_mtime_ns)
+        write_marker(old, read_marker(old)["files"], writer=False)  # a finished build again, claimed by none
+        os.replace(old, out)
+        complete.remove(("old", old))
+        notes.append(f"restored {out} from {old}: a build killed while replacing it had moved it aside")
+    kept = [path for _, path in complete]
+    if kept:
+        notes.append(f"kept {', '.join(map(str, kept))} (complete build(s) that builds no longer running left) "
+                     "until this build is in place")
+    return notes, kept
+
+
+def remove_superseded(kept: List[Path]) -> List[str]:
+    """Remove the complete builds :func:`recover_leftovers` kept, now that a new build is in place; each is
+    checked again first."""
+    notes = []
+    for path in kept:
+        kind = "old" if ".old-" in path.name else "partial"
+        if _leftover_state(path, kind)[0] != "complete":
+            notes.append(f"left {path} alone: it changed since the build began")
+            continue
+        done = "removed" if _remove(path) else "could not remove all of"
+        notes.append(f"{done} {path}, a complete build left by a build no longer running, now superseded")
     return notes

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
 from ferv39k_hf.archive.listcheck import check_frame_counts
 from ferv39k_hf.archive.lists import open_lists
-from ferv39k_hf.archive.clipfiles import frame_problem, mp4_problem
+from ferv39k_hf.archive.clipfiles import frame_problem, mp4_problem, numbering_gap
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.archive.files import FileRef
 from ferv39k_hf.archive.layout import Layout, Part, find_layout
@@ -24,10 +24,13 @@ from ferv39k_hf.fileio import count_frames
 from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
 
 
+WARNING_KINDS = ("frame-gap",)  # findings that do not fail verify
+
+
 @dataclass
 class Finding:
     kind: str  # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry,
-    # count, frame-count (a DFER-CLIP list's frame count the archive contradicts)
+    # count, frame-count (a DFER-CLIP list's frame count the archive contradicts), frame-gap (a warning)
     reason: str
     clip_id: Optional[str] = None
     file: Optional[str] = None
@@ -53,8 +56,17 @@ class VerifyReport:
     frame_counts: Dict[str, int] = field(default_factory=dict, repr=False)  # clip id -> frames found (frame parts)
 
     @property
+    def problems(self) -> List[Finding]:
+        return [f for f in self.findings if f.kind not in WARNING_KINDS]
+
+    @property
+    def warnings(self) -> List[Finding]:
+        return [f for f in self.findings if f.kind in WARNING_KINDS]
+
+    @property
     def ok(self) -> bool:
-        return not self.findings
+        """No problem; warnings (frame numbering gaps) are printed but do not fail the check."""
+        return not self.problems
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -78,14 +90,16 @@ class VerifyReport:
         lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({'full decode' if self.deep else 'marker check'})")
         for entry in self.split_lists or ():
             lines.append(f"{entry['split']} list: {entry['file']} ({entry['format']} format, sha256 {entry['sha256'][:16]}...)")
+        for label, found in (("warning(s)", self.warnings), ("problem(s)", self.problems)):
+            if not found:
+                continue
+            by_kind = Counter(f.kind for f in found)
+            lines.append(f"{len(found)} {label}: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
+            lines += [f"  {f}" for f in found[:limit]]
+            if len(found) > limit:
+                lines.append(f"  ... and {len(found) - limit} more (use --json for all)")
         if self.ok:
-            lines.append(f"OK: no problems in {self.root}")
-            return "\n".join(lines)
-        by_kind = Counter(f.kind for f in self.findings)
-        lines.append(f"{len(self.findings)} problem(s): " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
-        lines += [f"  {f}" for f in self.findings[:limit]]
-        if len(self.findings) > limit:
-            lines.append(f"  ... and {len(self.findings) - limit} more (use --json for all)")
+            lines.append(f"OK: no problems in {self.root}" + (" (see the warnings above)" if self.warnings else ""))
         return "\n".join(lines)
 
 
@@ -123,8 +137,8 @@ def _read(part: Part, ref: FileRef) -> Tuple[bytes, Optional[str]]:
 
 
 def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
-    refs, links = part.scan_clip(record.clip_id)
-    report.findings += [Finding("unsafe-entry", u.reason, record.clip_id, u.name) for u in links]
+    refs, entries = part.scan_clip(record.clip_id)
+    report.findings += [Finding(u.kind, u.reason, record.clip_id, u.name) for u in entries]
     location = part.clip_location(record.clip_id)
     if not refs:
         kind = "empty-clip" if part.clip_locations(record.clip_id) else "missing-clip"
@@ -132,6 +146,9 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
         report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
         return
     report.frame_counts[record.clip_id] = len(refs)
+    gap = numbering_gap([ref.name for ref in refs] + [u.name for u in entries])  # an entry named already is no gap
+    if gap:
+        report.findings.append(Finding("frame-gap", gap, record.clip_id, location))
     for ref in refs:
         problem = frame_problem(part, ref, deep)
         report.frames_checked += 1

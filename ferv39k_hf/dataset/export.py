@@ -34,7 +34,9 @@ from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, init_worker, 
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.archive.layout import Layout, find_layout
-from ferv39k_hf.archive.outdirs import check_build_out, discard_partial, place_build, seal_build, start_build
+from ferv39k_hf.archive.buildlock import lock_out
+from ferv39k_hf.archive.outdirs import (check_build_out, discard_partial, place_build, remove_superseded, seal_build,
+                                      start_build)
 from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER
 
@@ -52,6 +54,7 @@ class BuildResult:
     seconds: float
     notes: List[str] = field(default_factory=list)  # leftovers removed or kept beside the output
     frame_count_mismatches: List[Any] = field(default_factory=list)  # DFER-CLIP counts the archive contradicts
+    warnings: List[Problem] = field(default_factory=list)  # clips built with a gap in their frame numbers
 
     def summary(self) -> str:
         lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
@@ -65,6 +68,10 @@ class BuildResult:
             lines.append(f"  frame counts: {len(self.frame_count_mismatches)} list line(s) claim a frame count the "
                          f"archive contradicts (not used); see {self.out / 'build_report.json'}")
             lines += [f"    {m}" for m in self.frame_count_mismatches[:5]]
+        if self.warnings:
+            lines.append(f"  warning: {len(self.warnings)} clip(s) built with a gap in their frame numbers; see "
+                         f"{self.out / 'build_report.json'}")
+            lines += [f"    clip {p.clip_id}: {p.reason}" for p in self.warnings[:5]]
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f'  load it: datasets.load_dataset("{self.out}")')
         return "\n".join(lines)
@@ -140,17 +147,32 @@ def build_dataset_folder(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     out = Path(out).absolute()
     check_build_out(out, root, overwrite)  # before reading the archive: a refused --out fails at once
-    layout = find_layout(root)
-    layout.part(config)  # fail early, naming the root, if the part is absent
-    lists = open_lists(train_list, test_list, list_format)
-    plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error, lists=lists)
-    listed = ListsUsed(lists, *check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs]))
-    options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error, "num_proc": num_proc}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lock_out(out):  # held to the end: a second build into the same --out fails at once, naming this one
+        layout = find_layout(root)
+        layout.part(config)  # fail early, naming the root, if the part is absent
+        lists = open_lists(train_list, test_list, list_format)
+        plan = plan_splits(layout, validation_fraction=validation_fraction, seed=seed, on_error=on_error,
+                           lists=lists)
+        listed = ListsUsed(lists, *check_frame_counts(lists, layout, [r for rs in plan.records.values() for r in rs]))
+        options = {"config": config, "label_order": label_order, "frames": frames, "on_error": on_error,
+                   "num_proc": num_proc}
+        result = _build_locked(layout, plan, listed, options, out, root, overwrite, validation_fraction, seed,
+                               command)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _build_locked(layout: Layout, plan: Any, listed: ListsUsed, options: Dict[str, Any], out: Path, root: Any,
+                  overwrite: bool, validation_fraction: float, seed: int, command: Optional[str]) -> BuildResult:
+    """The build proper, with ``out``'s lock held: temporary folder, shards, card and report, placement."""
+    config = options["config"]
     tasks = plan_shards(plan.records, config)
-    tmp, notes = start_build(out, root, overwrite)  # also removes dead builds' leftovers: count their space
+    tmp, notes, kept = start_build(out, root, overwrite)  # also handles dead builds' leftovers: count their space
     needed = 0
     try:
-        needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values()) if frames == "copy" else 0)
+        needed = needed_bytes(payload_bytes(layout.part(config), plan.records.values())
+                              if options["frames"] == "copy" else 0)
         check_free_space(f"building {config}", out, needed)
         tmp_data = tmp / "data" / config
         tmp_data.mkdir(parents=True)
@@ -164,8 +186,8 @@ def build_dataset_folder(
             raise BuildError(f"the disk filled during the build, which was removed ({out} is as it was): "
                              f"{shortage(f'building {config}', out, needed)}") from None
         raise
-    result.notes = notes + place_build(tmp, out)
-    result.seconds = time.perf_counter() - started
+    result.notes = notes + place_build(tmp, out, overwrite)
+    result.notes += remove_superseded(kept)
     return result
 
 
@@ -178,6 +200,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
     scenario_counts: Dict[str, Counter] = {}
     split_bytes: Dict[str, int] = {}
     skipped = list(problems)
+    warnings: List[Problem] = []
     for res in results:  # in task order: split by split, shard by shard
         shards.setdefault(res.split, []).append(f"data/{config}/{res.filename}")
         counts[res.split] = counts.get(res.split, 0) + res.rows
@@ -185,6 +208,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         class_counts.setdefault(res.split, Counter()).update(res.class_counts)
         scenario_counts.setdefault(res.split, Counter()).update(res.scenario_counts)
         skipped.extend(res.skipped)
+        warnings.extend(res.warnings)
     if command is None:
         command = _build_command(root, out, options, validation_fraction, seed) + listed.command_words()
     card = render_card(
@@ -200,12 +224,15 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
         "lines": sum(counts.values()) + len(skipped),
         "skipped": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
                     for p in skipped],
+        # clips built as they are whose frame numbers have a gap: a frame may have been lost
+        "warnings": [{"clip_id": p.clip_id, "split": p.split, "line": p.line, "reason": p.reason, "source": p.source}
+                     for p in warnings],
     }
     report.update(listed.report())
     (tmp / "build_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0,
-                       frame_count_mismatches=list(listed.mismatches))
+                       frame_count_mismatches=list(listed.mismatches), warnings=warnings)
 
 
 def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fraction: float, seed: int) -> str:

@@ -157,11 +157,29 @@ def run_push_command(args: Any) -> int:
     except HfHubHTTPError as err:
         message = str(err).replace(secret, "***") if secret else str(err)
         raise PushRefused(f"the Hub refused the push to {args.repo_id}: {message}") from None
+    except Exception as err:  # noqa: BLE001 -- only connection failures are ours to describe; others go on
+        if not _unreachable(err):
+            raise
+        from huggingface_hub import constants
+
+        where = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise PushRefused(f"could not reach the Hub at {where} to push {args.repo_id} ({detail}); check the "
+                          "network, HF_ENDPOINT or the proxy settings and push again") from None
     verb = "created private dataset repository" if result.created else "private dataset repository"
     print(f"{verb} {result.repo_id}: uploaded {result.num_files} files from {args.dir}")
     print(f"commit: {result.commit_url}")
     print("Keep it private: FERV39k's terms allow internal use by your own organization only.")
     return 0
+
+
+_NETWORK_ERRORS = ("ConnectError", "ConnectTimeout", "TransportError", "NetworkError", "TimeoutException",
+                   "ConnectionError", "Timeout", "ProxyError")  # httpx's and requests' names, whichever is used
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the Hub could not be reached (refused, unresolved, timed out), by its type's names."""
+    return isinstance(err, OSError) or any(kind.__name__ in _NETWORK_ERRORS for kind in type(err).__mro__)
 
 
 # -- checkpoints ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
-from ferv39k_hf.archive.clipfiles import ClipReader, FrameBatch
+from ferv39k_hf.archive.clipfiles import ClipReader, FrameBatch, numbering_gap
 from ferv39k_hf.archive.layout import Layout
 from ferv39k_hf.dataset import fingerprint
 from ferv39k_hf.dataset.builder import clip_features, make_example, read_or_skip
@@ -43,6 +44,7 @@ class ShardResult:
     rows: int
     nbytes: int
     skipped: List[Problem] = field(default_factory=list)
+    warnings: List[Problem] = field(default_factory=list)  # clips built whose frame numbers have a gap
     class_counts: Counter = field(default_factory=Counter)
     scenario_counts: Counter = field(default_factory=Counter)
 
@@ -93,6 +95,8 @@ class ShardWriter:
             _count(progress)
             if row is None:
                 continue
+            if config != "videos":
+                self._note_gap(record, [item["path"] for item in row["frames"]], result)
             _update_digest(digest, row, config)
             rows.append(row)
             items = [row["video"]] if config == "videos" else row["frames"]
@@ -116,6 +120,7 @@ class ShardWriter:
             _count(progress)
             if row is None:
                 continue
+            self._note_gap(record, batch.paths[first:], result)
             _update_digest_packed(digest, row, batch, first)
             rows.append(row)
             if len(rows) == ROWS_PER_GROUP or batch.sink.end >= _MAX_GROUP_BYTES:
@@ -134,6 +139,14 @@ class ShardWriter:
         result.class_counts[record.emotion] += 1
         result.scenario_counts[SCENE_TO_SCENARIO[record.scene]] += 1
         return make_example(record, fields, self.options["label_order"])
+
+
+    @staticmethod
+    def _note_gap(record: ClipRecord, paths: List[str], result: ShardResult) -> None:
+        """A clip built with a gap in its frame numbers is named in build_report.json's warnings."""
+        gap = numbering_gap(paths)
+        if gap:
+            result.warnings.append(Problem(record.clip_id, record.split, record.line, gap, record.source))
 
 
 class _BatchReader:
@@ -232,6 +245,9 @@ _WORKER: Dict[str, Any] = {}
 
 def init_worker(layout: Layout, options: Dict[str, Any], tmp_dir: Path, progress: Any) -> None:
     """A pool worker's initializer: the ShardWriter it writes with, and where it reports progress."""
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says so in one line; a worker
+    # that took the KeyboardInterrupt itself would print its own traceback on the way out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["writer"] = ShardWriter(layout, options, tmp_dir)
     _WORKER["progress"] = progress
 

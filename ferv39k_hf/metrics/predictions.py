@@ -11,26 +11,20 @@ through datasets, metadata columns only: no frame is read or decoded.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.metrics.predrows import (ID_COLUMNS, PROBABILITY_COLUMNS, QUOTED_CHARS, PredictionFileError,
+                                         check_columns, open_rows, quoted)
 from ferv39k_hf.taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
 
-ID_COLUMNS = ("clip_id", "clip")
-PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
 METADATA_COLUMNS = ("clip_id", "label", "scene", "scenario")
 SHOWN = 5  # clips named in an error before "..."
-
-
-class PredictionFileError(Ferv39kError, ValueError):
-    """A predictions file or dataset folder that cannot be scored as it is; the message names file and lines."""
 
 
 @dataclass
@@ -42,6 +36,9 @@ class PredictionFile:
     lines: List[int]
     words: List[str]
     probabilities: Optional[np.ndarray]  # (rows, 7) in CLASS_WORDS order
+    # rows read with ``keep`` whose clip is not in it: how many, and (clip id, line) of all or the first few
+    unknown: List[Tuple[str, int]] = field(default_factory=list)
+    unknown_count: int = 0
 
 
 @dataclass
@@ -79,48 +76,11 @@ def normalise_clip_id(text: str) -> str:
 
 def _listing(items: Sequence[str], total: Optional[int] = None) -> str:
     count = len(items) if total is None else total
-    shown = ", ".join(items[:SHOWN])
+    shown = ", ".join(item if len(item) <= 2 * QUOTED_CHARS else quoted(item)[1:-1] for item in items[:SHOWN])
     return shown + (f", ... ({count} in all)" if count > SHOWN else "")
 
 
 # ---------------------------------------------------------------- the predictions file
-
-
-def _read_rows(path: Path) -> Tuple[List[str], List[Tuple[int, Dict[str, object]]]]:
-    """(columns, [(line, row)]) of a CSV (with a header) or JSON Lines file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise PredictionFileError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if not first:
-        raise PredictionFileError(f"{path}: the file is empty: there is nothing to score")
-    rows: List[Tuple[int, Dict[str, object]]] = []
-    if first.lstrip().startswith("{"):
-        columns: Dict[str, None] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PredictionFileError(f"{path} line {number}: not a JSON object ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise PredictionFileError(f"{path} line {number}: not a JSON object")
-            columns.update(dict.fromkeys(row))
-            rows.append((number, row))
-        return list(columns), rows
-    reader = csv.DictReader(text.splitlines(), skipinitialspace=True)
-    columns_list = [str(name).strip() for name in (reader.fieldnames or [])]
-    reader.fieldnames = columns_list
-    for row in reader:
-        if None in row:  # more cells than the header has columns
-            raise PredictionFileError(
-                f"{path} line {reader.line_num}: more values than the header's {len(columns_list)} columns"
-            )
-        if any(value not in (None, "") for value in row.values()):
-            rows.append((reader.line_num, row))
-    return columns_list, rows
 
 
 def _class_word(value: object, order: Optional[Sequence[str]], path: Path, line: int) -> str:
@@ -130,13 +90,15 @@ def _class_word(value: object, order: Optional[Sequence[str]], path: Path, line:
             if text.lower() == word.lower():
                 return word
         try:
-            value = int(text)
+            value = int(text) if len(text) < 20 else text
         except ValueError:
-            raise PredictionFileError(
-                f"{path} line {line}: prediction {value!r} is neither a class word ({', '.join(CLASS_WORDS)}) nor an id"
-            ) from None
+            pass
+        if isinstance(value, str):
+            raise PredictionFileError(f"{path} line {line}: prediction {quoted(value)} is neither a class word "
+                                      f"({', '.join(CLASS_WORDS)}) nor an id")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PredictionFileError(f"{path} line {line}: prediction {value!r} is neither a class word nor an integer id")
+        raise PredictionFileError(f"{path} line {line}: prediction {quoted(value)} is neither a class word nor an "
+                                  "integer id")
     if order is None:
         raise PredictionFileError(
             f"{path} line {line}: prediction {value} is a class id; say which order the ids follow with "
@@ -147,75 +109,99 @@ def _class_word(value: object, order: Optional[Sequence[str]], path: Path, line:
     return order[value]
 
 
-def _probabilities(rows, path: Path) -> np.ndarray:
-    values = np.empty((len(rows), len(CLASS_WORDS)))
-    for index, (line, row) in enumerate(rows):
-        for column, name in enumerate(PROBABILITY_COLUMNS):
-            try:
-                values[index, column] = float(row.get(name))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise PredictionFileError(f"{path} line {line}: {name} = {row.get(name)!r} is not a number") from None
-        row_values = values[index]
-        if not np.isfinite(row_values).all() or (row_values < 0).any() or abs(row_values.sum() - 1) > 1e-3:
-            raise PredictionFileError(
-                f"{path} line {line}: {', '.join(PROBABILITY_COLUMNS)} must be probabilities summing to 1 "
-                f"(got sum {row_values.sum():.6f})"
-            )
+def _probabilities(row: Dict[str, object], path: Path, line: int) -> List[float]:
+    values = []
+    for name in PROBABILITY_COLUMNS:
+        value = row.get(name)
+        try:
+            values.append(float(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            raise PredictionFileError(f"{path} line {line}: {name} = {quoted(value)} is not a number") from None
+    array = np.array(values)
+    if not np.isfinite(array).all() or (array < 0).any() or abs(array.sum() - 1) > 1e-3:
+        raise PredictionFileError(
+            f"{path} line {line}: {', '.join(PROBABILITY_COLUMNS)} must be probabilities summing to 1 "
+            f"(got sum {array.sum():.6f})"
+        )
     return values
 
 
-def read_predictions(path, label_order: Optional[str] = None) -> PredictionFile:
+def _check_header(columns: List[str], path: Path) -> Tuple[str, bool]:
+    """(the id column, whether the 7 probability columns are given); PredictionFileError naming what is wrong."""
+    id_column = next((name for name in ID_COLUMNS if name in columns), None)
+    given = [name for name in PROBABILITY_COLUMNS if name in columns]
+    if id_column is None or ("prediction" not in columns and len(given) < len(PROBABILITY_COLUMNS)):
+        shown = ", ".join(quoted(name) for name in columns[:10]) + (" ..." if len(columns) > 10 else "")
+        raise PredictionFileError(
+            f"{path}: needs a clip_id column and a prediction column (or the 7 probability columns "
+            f"{', '.join(PROBABILITY_COLUMNS)}); found columns [{shown}]"
+        )
+    check_columns(columns, path)
+    if given and len(given) < len(PROBABILITY_COLUMNS):
+        missing = [name for name in PROBABILITY_COLUMNS if name not in given]
+        raise PredictionFileError(f"{path}: probability columns must be all 7 or none; missing {', '.join(missing)}")
+    return id_column, bool(given)
+
+
+def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[Collection[str]] = None,
+                     all_unknown: bool = True) -> PredictionFile:
     """Read a predictions file; see the module docstring for its columns. PredictionFileError names file and line.
 
     ``label_order`` ("alphabetical" or "dfew") says what integer predictions
     mean; class words need none. With probability columns and no
     ``prediction`` column, the prediction is the most probable class; with
-    both, they must agree. Example: ``read_predictions("preds.csv").words[:2]``.
+    both, they must agree. The file is read row by row: with ``keep`` (the
+    clip ids of the split to score) only those rows are kept, and the others
+    are counted in ``unknown_count`` and listed in ``unknown`` (all of them,
+    or with ``all_unknown=False`` the first few), so memory follows the rows
+    kept, not the file. Example: ``read_predictions("preds.csv").words[:2]``.
     """
     path = Path(path)
     if label_order is not None and label_order not in LABEL_ORDERS:
         raise PredictionFileError(f"unknown label order {label_order!r}; use one of {sorted(LABEL_ORDERS)}")
     order = LABEL_ORDERS[label_order] if label_order else None
-    columns, rows = _read_rows(path)
-    id_column = next((name for name in ID_COLUMNS if name in columns), None)
-    given = [name for name in PROBABILITY_COLUMNS if name in columns]
-    if id_column is None or ("prediction" not in columns and len(given) < len(PROBABILITY_COLUMNS)):
-        raise PredictionFileError(
-            f"{path}: needs a clip_id column and a prediction column (or the 7 probability columns "
-            f"{', '.join(PROBABILITY_COLUMNS)}); found columns {columns}"
-        )
-    if given and len(given) < len(PROBABILITY_COLUMNS):
-        missing = [name for name in PROBABILITY_COLUMNS if name not in given]
-        raise PredictionFileError(f"{path}: probability columns must be all 7 or none; missing {', '.join(missing)}")
-    if not rows:
-        raise PredictionFileError(f"{path}: no prediction rows: there is nothing to score")
-    probabilities = _probabilities(rows, path) if given else None
-    words: List[str] = []
+    columns, rows = open_rows(path)
+    id_column, with_probabilities = _check_header(columns, path)
+    result = PredictionFile(path, [], [], [], None)
+    probabilities: List[List[float]] = []
     disagree: List[str] = []
-    for index, (line, row) in enumerate(rows):
-        if "prediction" in columns and row.get("prediction") not in (None, ""):
-            word = _class_word(row.get("prediction"), order, path, line)
-            if probabilities is not None:
-                top = probabilities[index]
-                if top[CLASS_WORDS.index(word)] < top.max() - 1e-6:
-                    disagree.append(f"line {line} ({word}, most probable {CLASS_WORDS[int(top.argmax())]})")
-        elif probabilities is not None:
-            word = CLASS_WORDS[int(probabilities[index].argmax())]
-        else:
-            raise PredictionFileError(f"{path} line {line}: no prediction")
-        words.append(word)
-    if disagree:
-        raise PredictionFileError(
-            f"{path}: the prediction is not the most probable class on {len(disagree)} line(s): "
-            f"{_listing(disagree)}; check --label-order or the probability columns"
-        )
-    clip_ids = []
+    disagreeing = 0
     for line, row in rows:
         value = row.get(id_column)
         if value in (None, ""):
             raise PredictionFileError(f"{path} line {line}: empty {id_column}")
-        clip_ids.append(normalise_clip_id(str(value)))
-    return PredictionFile(path, clip_ids, [line for line, _ in rows], words, probabilities)
+        clip_id = normalise_clip_id(str(value))
+        top = _probabilities(row, path, line) if with_probabilities else None
+        if row.get("prediction") not in (None, ""):
+            word = _class_word(row.get("prediction"), order, path, line)
+            if top is not None and top[CLASS_WORDS.index(word)] < max(top) - 1e-6:
+                disagreeing += 1
+                if len(disagree) < SHOWN:
+                    disagree.append(f"line {line} ({word}, most probable {CLASS_WORDS[int(np.argmax(top))]})")
+        elif top is not None:
+            word = CLASS_WORDS[int(np.argmax(top))]
+        else:
+            raise PredictionFileError(f"{path} line {line}: no prediction")
+        if keep is not None and clip_id not in keep:
+            result.unknown_count += 1
+            if all_unknown or len(result.unknown) < SHOWN:
+                result.unknown.append((quoted(clip_id)[1:-1] if len(clip_id) > QUOTED_CHARS else clip_id, line))
+            continue
+        result.clip_ids.append(clip_id)
+        result.lines.append(line)
+        result.words.append(word)
+        if top is not None:
+            probabilities.append(top)
+    if disagreeing:
+        raise PredictionFileError(
+            f"{path}: the prediction is not the most probable class on {disagreeing} line(s): "
+            f"{_listing(disagree, disagreeing)}; check --label-order or the probability columns"
+        )
+    if not result.clip_ids and not result.unknown_count:
+        raise PredictionFileError(f"{path}: no prediction rows: there is nothing to score")
+    if with_probabilities:
+        result.probabilities = np.array(probabilities, dtype=float).reshape(-1, len(CLASS_WORDS))
+    return result
 
 
 # ---------------------------------------------------------------- the built split
@@ -311,7 +297,8 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
         seen[clip_id].append(line)
     known = set(clips.clip_ids)
     repeated = [f"{c} (lines {', '.join(map(str, lines))})" for c, lines in seen.items() if len(lines) > 1]
-    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known]
+    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known] + predictions.unknown
+    unknown_count = len(unknown) - len(predictions.unknown) + predictions.unknown_count  # rows read with keep
     missing = [c for c in clips.clip_ids if c not in seen]
     problems = []
     if repeated:
@@ -321,8 +308,9 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
             total = len(clips.clip_ids)
             problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
         if unknown:
-            names = [f"{c} (line {line})" for c, line in unknown]
-            problems.append(f"{len(unknown)} clip(s) not in the {clips.split} split: {_listing(names)}")
+            names = [f"{c} (line {line})" for c, line in unknown[:SHOWN]]
+            problems.append(f"{unknown_count} clip(s) not in the {clips.split} split: "
+                            f"{_listing(names, unknown_count)}")
     if problems:
         hint = "" if repeated or allow_partial else "; --allow-partial scores the clips that are there"
         raise PredictionFileError(f"{path}: " + "; ".join(problems) + hint)

@@ -65,8 +65,13 @@ def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[
         report["war"], report["uar"], report["war_ci"]
     """
     clips = read_split(dataset_dir, split)
-    paired = pair(read_predictions(pred, label_order), clips, allow_partial=allow_partial)
+    paired = pair(_read(pred, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
     return {**_header(dataset_dir, split, clips, resamples, seed), **_file_report(paired, str(pred), resamples, seed)}
+
+
+def _read(pred: Any, label_order: Optional[str], clips: Any, allow_partial: bool) -> Any:
+    """The rows of ``pred`` for the split's clips: memory follows the split, not the file (others are counted)."""
+    return read_predictions(pred, label_order, keep=frozenset(clips.clip_ids), all_unknown=allow_partial)
 
 
 def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_order: Optional[str] = None,
@@ -83,8 +88,8 @@ def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_ord
         comparison["war_diff"], comparison["war_diff_ci"], comparison["war_p"], comparison["mcnemar_p"]
     """
     clips = read_split(dataset_dir, split)
-    paired_a = pair(read_predictions(pred_a, label_order), clips, allow_partial=allow_partial)
-    paired_b = pair(read_predictions(pred_b, label_order), clips, allow_partial=allow_partial)
+    paired_a = pair(_read(pred_a, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
+    paired_b = pair(_read(pred_b, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
     check_same_clips(paired_a, paired_b)
     result = compare(predictions_a=paired_a.predictions, predictions_b=paired_b.predictions,
                      references=paired_a.references, resamples=resamples, seed=seed, confidence=CONFIDENCE)
