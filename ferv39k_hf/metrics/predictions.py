@@ -55,6 +55,7 @@ class SplitClips:
     scenes: List[str]
     scenarios: List[str]
     skipped_by_build: int = 0  # this split's lines that the build skipped (build_report.json)
+    synthetic: bool = False  # built from a `ferv39k-hf sample` archive: not FERV39k, never ranked
 
 
 @dataclass
@@ -67,8 +68,9 @@ class Paired:
     scenes: List[str]
     scenarios: List[str]
     split_size: int
-    missing: List[str] = field(default_factory=list)
-    unknown: List[Tuple[str, int]] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # clips of the split with no prediction
+    unknown: List[Tuple[str, int]] = field(default_factory=list)  # (clip, line) in no split of the folder
+    ignored: Dict[str, int] = field(default_factory=dict)  # other split -> its clips in the file, not scored
 
 
 def normalise_clip_id(text: str) -> str:
@@ -285,7 +287,10 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     if sorted(label.names) != sorted(CLASS_WORDS) or list(scene.names) != list(SCENES) \
             or list(scenario.names) != list(SCENARIOS):
         raise PredictionFileError(f"{files[0]}: label, scene or scenario names are not FERV39k's")
-    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split))
+    from ferv39k_hf.dataset.hub import read_card_metadata
+
+    synthetic = bool(read_card_metadata(folder).get("ferv39k_synthetic"))
+    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split), synthetic)
     for row in rows:
         clips.clip_ids.append(row["clip_id"])
         clips.words.append(label.int2str(row["label"]))
@@ -296,23 +301,46 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     return clips
 
 
+def split_names(dataset_dir) -> List[str]:
+    """The splits a built folder's card lists, e.g. ``["train", "test"]``."""
+    from ferv39k_hf.dataset.hub import read_card_metadata
+
+    configs = read_card_metadata(dataset_dir).get("configs") or [{}]
+    return [entry["split"] for entry in configs[0].get("data_files", [])]
+
+
+def other_splits(dataset_dir, split: str) -> Dict[str, str]:
+    """Clip id -> split, for every clip of the folder's splits other than ``split`` (metadata only)."""
+    return {clip_id: other for other in split_names(dataset_dir) if other != split
+            for clip_id in read_split(dataset_dir, other).clip_ids}
+
+
 # ---------------------------------------------------------------- pairing
 
 
-def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool = False) -> Paired:
+def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool = False,
+         others: Optional[Dict[str, str]] = None) -> Paired:
     """Pair each split clip with its prediction; missing, repeated or unknown clips are errors.
 
-    With ``allow_partial`` the clips that have a prediction are scored and the
-    missing and unknown ones are listed in the result; repeated clips stay an
-    error (which of two predictions to score is not defined).
+    ``others`` (clip id -> split, see :func:`other_splits`) names the folder's
+    other splits: a file's clips of those are not scored and are counted in
+    ``ignored`` (a file of the whole archive scores its test clips), not
+    errors. With ``allow_partial`` the clips that have a prediction are scored
+    and the missing ones, and those in no split, are listed in the result;
+    repeated clips stay an error (which of two predictions to score is not defined).
     """
     path = predictions.path
+    others = others or {}
     seen: Dict[str, List[int]] = defaultdict(list)
     for clip_id, line in zip(predictions.clip_ids, predictions.lines):
         seen[clip_id].append(line)
     known = set(clips.clip_ids)
     repeated = [f"{c} (lines {', '.join(map(str, lines))})" for c, lines in seen.items() if len(lines) > 1]
-    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known]
+    ignored: Dict[str, int] = defaultdict(int)
+    for clip_id in seen:
+        if clip_id not in known and clip_id in others:
+            ignored[others[clip_id]] += 1
+    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known and c not in others]
     missing = [c for c in clips.clip_ids if c not in seen]
     problems = []
     if repeated:
@@ -323,7 +351,8 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
             problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
         if unknown:
             names = [f"{c} (line {line})" for c, line in unknown]
-            problems.append(f"{len(unknown)} clip(s) not in the {clips.split} split: {_listing(names)}")
+            where = "any split of the folder" if others else f"the {clips.split} split"
+            problems.append(f"{len(unknown)} clip(s) not in {where}: {_listing(names)}")
     if problems:
         hint = "" if repeated or allow_partial else "; --allow-partial scores the clips that are there"
         raise PredictionFileError(f"{path}: " + "; ".join(problems) + hint)
@@ -341,6 +370,7 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
         split_size=len(clips.clip_ids),
         missing=missing,
         unknown=unknown,
+        ignored=dict(sorted(ignored.items())),
     )
 
 
