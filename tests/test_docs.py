@@ -137,7 +137,7 @@ def test_readme_commands_are_the_ones_ci_runs():
     sample_run = quick_start[quick_start.index("ferv39k-hf sample"):]
     assert sample_run in " ".join(ci.replace("\\\n", " ").split())
     # a light start: what the main job needs, nothing for the tests
-    installs = re.findall(r"pip install ([^&]+)", quick_start)
+    installs = [words.strip() for words in re.findall(r"pip install ([^&]+)", quick_start)]
     assert installs == ['-e ".[video]"'], installs
     tests = _section(readme, "Tests")
     assert 'pip install -e ".[train,video,dev]"' in tests and '-e ".[train,video,dev]"' in ci
