@@ -3,13 +3,17 @@
 
     python examples/predict.py CHECKPOINT clip_frames_folder/ clip.mp4 --top_k 3
     python examples/predict.py CHECKPOINT --batch clips/ --output predictions.csv
+    python examples/predict.py CHECKPOINT --dataset ferv39k --split test --output predictions.csv
 
 A clip is a folder of frames (*.jpg, *.jpeg, *.png, natural-sorted) or a video file
 (decoded with PyAV). ``--batch`` walks a folder and scores every clip under it (each
-folder that holds frames, each video), writing one CSV row per clip with the top
-expression and every class's probability. Frames are sampled and normalised the way
-the checkpoint was trained (``config.ferv39k``, the image processor config); test
-views are softmax-averaged per clip.
+folder that holds frames, each video); ``--dataset`` scores every clip of a split of a
+folder made by ``ferv39k-hf build`` (streamed: no archive and no datasets cache needed).
+Both write one CSV row per clip (``clip`` or ``clip_id``, the top expression as
+``prediction``, its ``probability`` and every class's ``p_<class>``), the file
+``ferv39k-hf score`` reads, with a progress bar. Frames are sampled and normalised the way the checkpoint was
+trained (``config.ferv39k``, the image processor config); test views are
+softmax-averaged per clip.
 """
 
 import argparse
@@ -27,6 +31,7 @@ from ferv39k_hf import VideoClipTransform
 from ferv39k_hf.archive.layout import natural_key
 from ferv39k_hf.metrics import average_views
 from ferv39k_hf.archive.outdirs import OutputRefused, check_outside_archive
+from ferv39k_hf.errors import Ferv39kError
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
@@ -56,15 +61,18 @@ class ClipPredictor:
             spatial_views=spatial,
         )
 
-    @torch.no_grad()
     def probabilities(self, clips: Sequence[Path]) -> np.ndarray:
         """(len(clips), classes) view-averaged probabilities."""
-        batch = _clip_batch(clips)
+        return self.batch_probabilities(_clip_batch(clips))
+
+    @torch.no_grad()
+    def batch_probabilities(self, batch: Dict[str, list]) -> np.ndarray:
+        """(clips, classes) view-averaged probabilities of a batch of columns (``frames`` or ``video`` rows)."""
         inputs = self.transform(batch)
         pixel_values = inputs["pixel_values"].to(self.device)
         logits = self.model(pixel_values=pixel_values).logits.float().cpu()
         views = self.transform.temporal_views * self.transform.spatial_views
-        clip_index = np.repeat(np.arange(len(clips)), views)
+        clip_index = np.repeat(np.arange(len(batch["clip_id"])), views)
         _, probs = average_views(clip_index.tolist(), logits)
         return probs
 
@@ -124,17 +132,72 @@ def _chunks(clips: List[Path], size: int) -> Iterator[List[Path]]:
             yield group[start : start + size]
 
 
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", disable=None)  # None: off when not a terminal
+
+
+class _CsvWriter:
+    """The predictions file ``ferv39k-hf score`` reads: clip_id, prediction, probability, p_<class>."""
+
+    def __init__(self, handle, labels: List[str], id_column: str = "clip_id"):
+        self.writer, self.labels = csv.writer(handle), labels
+        self.writer.writerow([id_column, "prediction", "probability", *(f"p_{label}" for label in labels)])
+
+    def rows(self, names: Sequence[str], probs: np.ndarray) -> None:
+        for name, row in zip(names, probs):
+            top = int(np.argmax(row))
+            self.writer.writerow([name, self.labels[top], f"{row[top]:.6f}", *(f"{x:.6f}" for x in row)])
+
+
 def write_csv(predictor: ClipPredictor, clips: List[Path], root: Path, output: Path, batch_size: int) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["clip", "prediction", "probability", *(f"p_{label}" for label in predictor.labels)])
+    with output.open("w", newline="", encoding="utf-8") as handle, _progress(len(clips), "predict") as bar:
+        writer = _CsvWriter(handle, predictor.labels, id_column="clip")  # a path under --batch, or a clip id
         for chunk in _chunks(clips, batch_size):
-            for clip, probs in zip(chunk, predictor.probabilities(chunk)):
-                [(label, p)] = predictor.top(probs, 1)
-                name = clip.relative_to(root).as_posix() if clip != root else clip.name
-                writer.writerow([name, label, f"{p:.6f}", *(f"{x:.6f}" for x in probs)])
+            names = [clip.relative_to(root).as_posix() if clip != root else clip.name for clip in chunk]
+            writer.rows(names, predictor.probabilities(chunk))
+            bar.update(len(chunk))
     return len(clips)
+
+
+def read_split_card(dataset: str, split: str) -> dict:
+    """The card of a built folder that has ``split``; a Ferv39kError naming the folder otherwise."""
+    from ferv39k_hf.dataset.streaming import StreamError, read_card, split_files
+
+    card = read_card(dataset)
+    splits = split_files(card, dataset, f"{dataset}/README.md")
+    if split not in splits:
+        raise StreamError(f"{dataset}: no split {split!r}; the build has {', '.join(sorted(splits))}")
+    return card
+
+
+def write_split_csv(predictor: ClipPredictor, dataset: str, split: str, output: Path, batch_size: int,
+                    card: Optional[dict] = None) -> int:
+    """Predict every clip of ``split`` of a built folder, read in file order; returns the clip count."""
+    from ferv39k_hf.dataset.streaming import card_row_counts, stream
+
+    card = read_split_card(dataset, split) if card is None else card
+    rows = stream(dataset, split, card=card, rank=0, world_size=1)
+    total = card_row_counts(card).get(split)
+    column = "video" if "video" in (rows.features or {}) else "frames"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with output.open("w", newline="", encoding="utf-8") as handle, _progress(total, f"predict {split}") as bar:
+        writer = _CsvWriter(handle, predictor.labels)
+        batch: List[dict] = []
+        for row in [*rows, None]:  # None: the end, flush the last batch
+            if row is not None:
+                batch.append(row)
+            if batch and (row is None or len(batch) == batch_size):
+                columns = {"clip_id": [r["clip_id"] for r in batch], column: [r[column] for r in batch],
+                           "num_frames": [r.get("num_frames") for r in batch]}
+                writer.rows(columns["clip_id"], predictor.batch_probabilities(columns))
+                count += len(batch)
+                bar.update(len(batch))
+                batch = []
+    return count
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -142,7 +205,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="a folder saved by run_video_classification.py (or a Hub id)")
     parser.add_argument("clips", nargs="*", type=Path, help="frame folders or video files to classify")
     parser.add_argument("--batch", type=Path, help="score every clip under this folder and write a CSV")
-    parser.add_argument("--output", type=Path, default=Path("predictions.csv"), help="CSV path for --batch")
+    parser.add_argument("--dataset", help="score every clip of --split of a folder made by 'ferv39k-hf build' "
+                                          "(a local path or an fsspec URL) and write a CSV")
+    parser.add_argument("--split", default="test", help="the split of --dataset to predict (default test)")
+    parser.add_argument("--output", type=Path, default=Path("predictions.csv"),
+                        help="CSV path for --batch and --dataset (default predictions.csv)")
     parser.add_argument("--top_k", type=int, default=3, help="expressions to print per clip")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_frames", type=int, help="override the checkpoint's frames per clip")
@@ -152,21 +219,33 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--test_views", help="temporal x spatial views, e.g. 2x2 (default: the checkpoint's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     args = parser.parse_args(argv)
-    if bool(args.clips) == bool(args.batch):
-        parser.error("give clips to classify or --batch FOLDER, not both")
+    if sum(map(bool, (args.clips, args.batch, args.dataset))) != 1:
+        parser.error("give clips to classify, --batch FOLDER or --dataset DIR: one of the three")
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.batch:
-        try:  # the clips may be the archive itself: the CSV goes elsewhere
-            check_outside_archive(args.output, args.batch, "--output")
+    source = args.batch or (args.dataset if args.dataset and "://" not in args.dataset else None)
+    if source:
+        try:  # the clips may be the archive (or a built folder): the CSV goes elsewhere
+            check_outside_archive(args.output, source, "--output")
         except OutputRefused as err:
             print(f"predict.py: error: {err}", file=sys.stderr)
             return 2
+    card = None
+    if args.dataset:
+        try:  # before the checkpoint is loaded: a wrong folder or split fails at once
+            card = read_split_card(args.dataset, args.split)
+        except Ferv39kError as err:
+            print(f"predict.py: error: {err}", file=sys.stderr)
+            return 1
     predictor = ClipPredictor(args.checkpoint, num_frames=args.num_frames, image_size=args.image_size,
                               sampling=args.sampling, test_views=args.test_views, device=args.device)
+    if args.dataset:
+        count = write_split_csv(predictor, args.dataset, args.split, args.output, args.batch_size, card)
+        print(f"wrote {count} predictions of split {args.split} to {args.output}")
+        return 0
     if args.batch:
         clips = find_clips(args.batch)
         if not clips:

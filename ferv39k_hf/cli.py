@@ -145,8 +145,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         description="Score PRED, a CSV or JSON Lines file of clip_id and prediction (a class word, or an id with "
         "--label-order; optionally the 7 probability columns p_Angry .. p_Surprise), against a split of a folder "
         "made by 'ferv39k-hf build': WAR and UAR with 95% bootstrap intervals, per-class recall, per-scene and "
-        "per-scenario figures, and the published results with this file ranked among them. With --compare B, "
-        "the paired differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
+        "per-scenario figures, and the published results with this file ranked among them (not on a synthetic "
+        "sample). Clips of the folder's other splits are ignored and counted. With --compare B, the paired "
+        "differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
     )
     p.add_argument("predictions", metavar="PRED", help="predictions file (.csv with a header, or JSON Lines)")
     p.add_argument("--dataset", required=True, metavar="DIR", help="a folder made by 'ferv39k-hf build'")
@@ -157,8 +158,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                         "the file holds ids, not needed for class words")
     p.add_argument("--allow-partial", action="store_true",
                    help="score the clips that have a prediction and say how many are missing (default: a file "
-                        "that misses or names unknown clips is an error listing them)")
+                        "that misses clips of the split, or names clips in no split, is an error listing them)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--full", action="store_true",
+                   help="with --compare: also per-class recall, both files' full reports and the published table")
     p.add_argument("--plot", metavar="FILE.png", help="draw per-class recall and per-scene WAR (needs matplotlib)")
     p.add_argument("--rank-by", choices=["war", "uar"], default="war",
                    help="rank the published results by WAR (default) or UAR")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -40,6 +41,10 @@ ZIP_DATE_TIME = (2022, 3, 1, 9, 35, 12)
 DRIVE_EXPORT = "drive-download-20220301T093512Z"
 # How many zips each part's scenes are spread over, as a drive download does.
 ZIP_PIECES: Dict[str, int] = {"faces": 3, "scenes": 2, "videos": 2}
+# The file at a sample archive's root that says the package made it (and with which settings): verify, build
+# and score read it to say "synthetic", and a second `sample` into the same folder reuses it.
+SAMPLE_MARKER = ".ferv39k-hf-sample.json"
+MARKER_MAKER = "ferv39k-hf sample"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class SampleSummary:
     parts: Tuple[str, ...]
     zipped: bool
     seconds: float
+    reused: bool = False  # the folder already held this sample (its marker says so): nothing was written
 
 
 def cell_counts(scale: float) -> Dict[Tuple[str, str, str], int]:
@@ -285,16 +291,57 @@ def _check_parts(parts: Iterable[str]) -> Tuple[str, ...]:
     return tuple(kind for kind in PART_KINDS if kind in parts)
 
 
-def _prepare_out(out: Path) -> None:
+def read_sample_marker(root: "os.PathLike[str] | str") -> Optional[Dict[str, object]]:
+    """The marker of a sample archive at ``root`` (a dict: ``settings``, ``complete``, ...), or None.
+
+    None for any folder ``ferv39k-hf sample`` did not make, a real archive above all.
+    Example: ``read_sample_marker("demo")["settings"]["seed"] == 0`` after ``ferv39k-hf sample demo``.
+    """
+    path = Path(root) / SAMPLE_MARKER
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("made_by") == MARKER_MAKER else None
+
+
+def is_sample_archive(root: "os.PathLike[str] | str") -> bool:
+    """Whether ``root`` is a complete archive written by ``ferv39k-hf sample`` (synthetic data, not FERV39k)."""
+    marker = read_sample_marker(root)
+    return bool(marker and marker.get("complete"))
+
+
+def _write_marker(root: Path, settings: Dict[str, object], complete: bool) -> None:
+    marker = {"made_by": MARKER_MAKER, "synthetic": True, "complete": complete, "settings": settings,
+              "note": "synthetic drawings in FERV39k's layout, no FERV39k data: results on it are not "
+                      "comparable with published ones"}
+    temporary = root / (SAMPLE_MARKER + ".tmp")
+    temporary.write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, root / SAMPLE_MARKER)
+
+
+def _prepare_out(out: Path, settings: Dict[str, object]) -> bool:
+    """Make ``out`` ready for the sample: True when it already holds this very sample (nothing to write)."""
     if out.exists():
         if not out.is_dir():
             raise BuildError(f"cannot write the sample archive to {out}: it exists and is not a folder; "
                              "choose a new or empty folder")
         # Never mixed into (or written over) files that are not its own, an archive above all.
         if any(out.iterdir()):
-            raise BuildError(f"refusing to write the sample archive into {out}: the folder is not empty; "
-                             "choose a new or empty folder")
+            marker = read_sample_marker(out)
+            if marker is None:
+                raise BuildError(f"refusing to write the sample archive into {out}: the folder is not empty; "
+                                 "choose a new or empty folder")
+            if not marker.get("complete"):
+                raise BuildError(f"{out} holds an unfinished sample archive (an earlier 'ferv39k-hf sample' "
+                                 "stopped): delete the folder and run again")
+            if marker.get("settings") != settings:
+                raise BuildError(f"{out} already holds a sample archive made with other settings "
+                                 f"({marker.get('settings')}); delete it or choose another folder")
+            return True
     out.mkdir(parents=True, exist_ok=True)
+    _write_marker(out, settings, complete=False)
+    return False
 
 
 def restrict_to_scenes(plan: SamplePlan, scenes: Sequence[str]) -> SamplePlan:
@@ -339,7 +386,11 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
                          parts: Sequence[str] = PART_KINDS, zip: bool = False,
                          scenes: Optional[Sequence[str]] = None, workers: Optional[int] = None,
                          progress: bool = False) -> SampleSummary:
-    """Write a synthetic FERV39k-shaped archive to ``out`` (absent or empty).
+    """Write a synthetic FERV39k-shaped archive to ``out`` (absent or empty), marked by ``SAMPLE_MARKER``.
+
+    If ``out`` already holds a complete sample of the same settings (its marker
+    says so), nothing is written and the summary says ``reused``; any other
+    non-empty folder is refused.
 
     scale: fraction of the official clips per (split, scene, class) cell,
     at least one each (default DEFAULT_SCALE); 1.0 gives the official counts
@@ -357,7 +408,10 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
         plan = restrict_to_scenes(plan, scenes)
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
     root = Path(out)
-    _prepare_out(root)
+    settings = {"scale": plan.scale, "seed": plan.seed, "parts": list(parts), "zip": bool(zip),
+                "scenes": None if scenes is None else sorted(scenes)}
+    if _prepare_out(root, settings):
+        return _summary(root, plan, parts, bool(zip), started, reused=True)
     sink = _ZipSink(root) if zip else _FolderSink(root)
     rendering = _rendered_clips(plan.clips, plan.seed, parts, workers)
     rendered: Iterable[List[Tuple[str, bytes]]] = rendering
@@ -374,7 +428,13 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
     finally:
         rendering.close()  # stops the worker pool at once if writing failed
         sink.close()
-    on_disk = [p.stat().st_size for p in root.rglob("*") if p.is_file()]
+    _write_marker(root, settings, complete=True)
+    return _summary(root, plan, parts, bool(zip), started)
+
+
+def _summary(root: Path, plan: SamplePlan, parts: Tuple[str, ...], zipped: bool, started: float,
+             reused: bool = False) -> SampleSummary:
+    on_disk = [p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != SAMPLE_MARKER]
     return SampleSummary(
         root=root,
         clips={split: sum(1 for c in plan.clips if c.split == split) for split in SPLITS},
@@ -382,8 +442,9 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
         files=len(on_disk),
         bytes=sum(on_disk),
         parts=parts,
-        zipped=bool(zip),
+        zipped=zipped,
         seconds=time.perf_counter() - started,
+        reused=reused,
     )
 
 
@@ -392,6 +453,10 @@ def run_sample_command(args) -> int:
     summary = write_sample_archive(args.out, scale=args.scale, seed=args.seed, parts=args.parts, zip=args.zip,
                                    progress=True)
     clips = summary.clips
+    if summary.reused:
+        print(f"{summary.root} already holds this synthetic sample archive (its {SAMPLE_MARKER} says so): "
+              f"{clips['train']} train, {clips['test']} test clips; nothing written")
+        return 0
     print(f"wrote a synthetic FERV39k-shaped archive (no FERV39k data) to {summary.root}")
     print(f"  clips: {clips['train']} train, {clips['test']} test; {summary.frames:,} frames per part")
     packing = " (zipped as a drive download)" if summary.zipped else ""

@@ -129,9 +129,39 @@ def test_readme_commands_are_the_ones_ci_runs():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
-    quick_start = next(block for block in blocks if "ferv39k-hf sample" in block)
-    sample_run = quick_start[quick_start.index("ferv39k-hf sample"):].strip()
-    assert sample_run in " ".join(ci.replace("\\\n", " ").split()), "the README's sample run is what .ci/run runs"
-    assert 'pip install -e ".[train,video,dev]"' in quick_start and '-e ".[train,video,dev]"' in ci
+    quick_start = next(block for block in _section(readme, "Quick start (synthetic sample, fresh machine)").split("```")
+                       if "ferv39k-hf sample" in block).removeprefix("bash\n").strip()
+    assert "\n" not in quick_start, "the quick start is one line"
+    # .ci/run runs that very line (twice, in a fresh copy), and its sample run for other environments too
+    assert quick_start in ci.splitlines(), "the README's quick start is a line of .ci/run"
+    assert re.search(r"^quick_start_run$", ci, flags=re.M) and "quick_start && quick_start" in ci
+    sample_run = quick_start[quick_start.index("ferv39k-hf sample"):]
+    assert sample_run in " ".join(ci.replace("\\\n", " ").split())
+    # a light start: what the main job needs, nothing for the tests
+    installs = [words.strip() for words in re.findall(r"pip install ([^&]+)", quick_start)]
+    assert installs == ['-e ".[video]"'], installs
+    tests = _section(readme, "Tests")
+    assert 'pip install -e ".[train,video,dev]"' in tests and '-e ".[train,video,dev]"' in ci
+    assert re.search(r"minutes", tests), "the Tests section says how long they take"
     assert any(block.strip() == "python -m pytest" for block in blocks)
     assert re.search(r"^python -m pytest$", ci, flags=re.M)
+
+
+def test_the_quick_start_installs_nothing_for_the_tests():
+    """The quick start's extras hold no test tool: no test server, pytest or scikit-learn."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quick_start = next(line for line in readme.splitlines() if "ferv39k-hf sample demo" in line and "pip" in line)
+    extras = re.search(r'pip install -e "\.\[([^\]]*)\]"', quick_start).group(1).split(",")
+    requirements = [config["options"]["install_requires"]] + [config["options.extras_require"][e] for e in extras]
+    names = {re.split(r"[<>=!\[ ;]", line.strip())[0].lower() for text in requirements for line in text.splitlines()
+             if line.strip()}
+    assert names and not names & {"pytest", "pytest-timeout", "scikit-learn", "moto", "flask", "docker", "boto3",
+                                  "torch", "transformers"}
+
+
+def test_the_readme_is_short():
+    assert len((REPO / "README.md").read_text(encoding="utf-8")) <= 9000

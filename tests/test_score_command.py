@@ -79,20 +79,40 @@ def test_scores_match_scikit_learn(tmp_path, built_faces, split, capsys):
     assert report == json.loads(json.dumps(score_file(path, built_faces, resamples=FEW)))  # the command = the function
 
 
+def _not_synthetic(built_faces, tmp_path):
+    """A copy of the build whose card lacks the synthetic flag, as a build of a real archive has none."""
+    import shutil
+
+    copy = tmp_path / "real-looking"
+    shutil.copytree(built_faces, copy)
+    card = copy / "README.md"
+    text = card.read_text(encoding="utf-8")
+    assert "ferv39k_synthetic: true\n" in text
+    card.write_text(text.replace("ferv39k_synthetic: true\n", ""), encoding="utf-8")
+    return copy
+
+
 def test_text_report_names_every_number_and_ranks_the_file_among_published_results(tmp_path, built_faces, split,
                                                                                    capsys):
-    path = write_csv(tmp_path / "mine.csv", split.clip_ids, split.words)  # all right: ranks first
+    path = write_csv(tmp_path / "mine.csv", split.clip_ids, split.words)  # all right: would rank first
     code, out, _ = run(capsys, path, "--dataset", built_faces)
     assert code == 0
     assert "WAR 100.00 %  95% CI [100.00, 100.00]" in out and "UAR 100.00 %  95% CI [100.00, 100.00]" in out
+    # the sample's build is marked synthetic: no rank among real results, one line saying so
+    assert "synthetic data: not ranked against published results" in out and "Published FERV39k" not in out
+    assert not any(result.method in out for result in PUBLISHED)
+    assert json.loads(run(capsys, path, "--dataset", built_faces, "--json")[1])["synthetic"] is True
+    real = _not_synthetic(built_faces, tmp_path)
+    code, out, _ = run(capsys, path, "--dataset", real)
+    assert code == 0 and "synthetic" not in out
     table = out[out.index("Published FERV39k results"):].splitlines()
     assert table[1].split()[:3] == ["#", "method", "venue"] and "WAR %" in table[1] and "UAR %" in table[1]
     assert table[2].split()[:4] == [">", "1", "mine.csv", "this"]
-    assert "NOT comparable" in table[2]  # the synthetic test split is not the official 7,847 clips
+    assert "NOT comparable" in table[2]  # the test split is not the official 7,847 clips
     for result in PUBLISHED:
         assert any(result.method in row and f"{result.war:.2f}" in row and f"{result.uar:.2f}" in row
                    for row in table)
-    code, out, _ = run(capsys, path, "--dataset", built_faces, "--rank-by", "uar")
+    code, out, _ = run(capsys, path, "--dataset", real, "--rank-by", "uar")
     assert "ranked by UAR" in out
 
 
@@ -146,7 +166,34 @@ def test_missing_repeated_and_unknown_clips_are_one_error_listing_them(tmp_path,
     assert code == 1 and len(err.splitlines()) == 1
     assert "bad.csv" in err and "1 clip(s) repeated" in err and f"{ids[10]} (lines 9, {len(ids) - 1})" in err
     assert f"3 of the {len(ids)} test clips missing: {ids[0]}, {ids[1]}, {ids[2]}" in err
-    assert f"1 clip(s) not in the test split: Crime/Angry/9999 (line {len(ids)})" in err
+    assert f"1 clip(s) not in any split of the folder: Crime/Angry/9999 (line {len(ids)})" in err
+
+
+def test_a_file_of_the_whole_archive_scores_its_split_and_counts_the_rest_as_ignored(tmp_path, built_faces, split,
+                                                                                      capsys):
+    # what examples/predict.py --batch writes for 2_ClipsforFaceCrop: train and test clips, archive paths
+    train = read_split(built_faces, "train")
+    rows = [f"/data/FERV39k/2_ClipsforFaceCrop/{c}" for c in train.clip_ids + split.clip_ids]
+    words = train.words + guesses(split, 0.6, seed=9)
+    path = write_csv(tmp_path / "all.csv", rows, words)
+    code, out, err = run(capsys, path, "--dataset", built_faces)
+    assert code == 0, err
+    assert out.splitlines()[2] == f"  ignored {len(train.clip_ids)} clip(s) of split train"
+    assert "PARTIAL" not in out and "missing" not in out and f"{len(split.clip_ids)} clips" in out
+    report = score_file(path, built_faces, resamples=FEW)
+    assert report["ignored"] == {"train": len(train.clip_ids)} and report["missing"] == [] == report["unknown"]
+    only_test = score_file(write_csv(tmp_path / "test.csv", split.clip_ids, words[len(train.clip_ids):]),
+                           built_faces, resamples=FEW)
+    assert (report["war"], report["uar"]) == (only_test["war"], only_test["uar"]) and only_test["ignored"] == {}
+    # scored against train, the test clips are the ignored ones
+    report = score_file(path, built_faces, split="train", resamples=FEW)
+    assert report["ignored"] == {"test": len(split.clip_ids)} and report["war"] == 1.0
+    # partial only when clips of the asked split are missing, and then it says so
+    short = write_csv(tmp_path / "short.csv", rows[:-5], words[:-5])
+    code, _, err = run(capsys, short, "--dataset", built_faces)
+    assert code == 1 and f"5 of the {len(split.clip_ids)} test clips missing" in err and "train" not in err
+    code, out, _ = run(capsys, short, "--dataset", built_faces, "--allow-partial")
+    assert code == 0 and "PARTIAL: " in out and "5 missing" in out
 
 
 def test_allow_partial_scores_what_is_there_and_says_what_is_missing(tmp_path, built_faces, split, capsys):
@@ -158,7 +205,8 @@ def test_allow_partial_scores_what_is_there_and_says_what_is_missing(tmp_path, b
     assert code == 1 and "--allow-partial" in err
     code, out, _ = run(capsys, path, "--dataset", built_faces, "--allow-partial")
     assert code == 0
-    assert f"PARTIAL: {len(keep)} of {len(split.clip_ids)} clips scored; 20 missing, 1 not in the split" in out
+    assert f"PARTIAL: {len(keep)} of {len(split.clip_ids)} clips scored; 20 missing." in out
+    assert "ignored 1 clip(s) that are in no split of the folder" in out
     report = score_file(path, built_faces, allow_partial=True, resamples=FEW)
     assert report["missing"] == split.clip_ids[:20] and report["unknown"] == [{"clip_id": "War/Fear/9999",
                                                                                "line": len(rows) + 1}]
@@ -180,6 +228,15 @@ def test_compare_finds_a_better_model_and_not_a_file_against_itself(tmp_path, bu
     for key in ("war", "uar"):
         low, high = comparison[f"{key}_diff_ci"]
         assert 0 < low <= comparison[f"{key}_diff"] <= high
+    code, out, _ = run(capsys, better, "--compare", worse, "--dataset", built_faces)
+    assert code == 0
+    # the comparison alone: what docs/scoring.md shows, no full reports, no published table
+    assert len(out.splitlines()) <= 10 and "per-class recall" not in out and "Published" not in out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")][1:] == [
+        "WAR", "UAR", "McNemar's", "(synthetic"]  # after the column header
+    code, full, _ = run(capsys, better, "--compare", worse, "--dataset", built_faces, "--full")
+    assert code == 0 and "per-class recall" in full and full.count("95% CI [") >= 4
+    assert "synthetic data: not ranked against published results" in full
     code, out, _ = run(capsys, better, "--compare", better, "--dataset", built_faces)
     assert code == 0
     assert "A right and B wrong on 0 clips, B right and A wrong on 0: p = 1.0000" in out

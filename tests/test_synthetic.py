@@ -27,7 +27,9 @@ SMALL_SCENES = ("Action", "Social")
 
 
 def _files(root: Path):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """The archive's files (its marker, which records the settings, left out)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != synthetic.SAMPLE_MARKER}
 
 
 def _split_records(root: Path, split: str):
@@ -250,7 +252,7 @@ def test_refuses_a_non_empty_folder(tmp_path):
 def test_summary_counts_what_was_written(small_archive, tmp_path):
     summary = write_sample_archive(tmp_path / "s", scenes=["Experiment"], parts=("faces",), workers=1)
     plan = restrict_to_scenes(plan_sample(), ["Experiment"])
-    files = [p for p in summary.root.rglob("*") if p.is_file()]
+    files = [p for p in summary.root.rglob("*") if p.is_file() and p.name != synthetic.SAMPLE_MARKER]
     assert summary.clips == {s: sum(c.split == s for c in plan.clips) for s in ("train", "test")}
     assert summary.frames == sum(c.num_frames for c in plan.clips)
     assert summary.files == len(files) == summary.frames + 2 + 2  # frames, All_scenes, one scene's files
@@ -268,8 +270,44 @@ def test_cli_sample_writes_and_reports(monkeypatch, tmp_path, capsys):
     assert str(out) in printed and "train" in printed and "MB" in printed
     assert sorted(p.name for p in out.rglob("*.zip")) == ["0_7_LabelClips-001.zip", "2_ClipsforFaceCrop-002.zip",
                                                           "4_setups.zip"]
-    assert cli.main(["sample", str(out)]) == 1  # not empty now
-    assert "not empty" in capsys.readouterr().err
+    assert cli.main(["sample", str(out)]) == 1  # a sample, but of other settings: not written over
+    assert "already holds a sample archive made with other settings" in capsys.readouterr().err
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert cli.main(["sample", str(out), "--seed", "2", "--parts", "faces,videos", "--zip"]) == 0  # the same: reused
+    assert "already holds this synthetic sample archive" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written
+
+
+def test_the_sample_is_marked_and_a_second_run_reuses_only_its_own_finished_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    summary = write_sample_archive(out, scenes=["Experiment"], parts=("faces",), workers=1)
+    marker = synthetic.read_sample_marker(out)
+    assert marker["complete"] and marker["synthetic"] and marker["settings"]["parts"] == ["faces"]
+    assert synthetic.is_sample_archive(out) and not synthetic.is_sample_archive(tmp_path)
+    again = write_sample_archive(out, scenes=["Experiment"], parts=("faces",), workers=1)
+    assert again.reused and not summary.reused and _files(out) and again.files == summary.files
+    # a marker that says unfinished (the run stopped): refused, never completed or written over
+    text = (out / synthetic.SAMPLE_MARKER).read_text()
+    (out / synthetic.SAMPLE_MARKER).write_text(text.replace('"complete": true', '"complete": false'))
+    with pytest.raises(BuildError, match="unfinished sample archive"):
+        write_sample_archive(out, scenes=["Experiment"], parts=("faces",), workers=1)
+    # someone else's marker-like file is not ours: the folder is simply not empty
+    (out / synthetic.SAMPLE_MARKER).write_text('{"made_by": "someone else", "complete": true}')
+    with pytest.raises(BuildError, match="not empty"):
+        write_sample_archive(out, scenes=["Experiment"], parts=("faces",), workers=1)
+
+
+def test_verify_calls_the_sample_synthetic_in_one_line(tmp_path, capsys):
+    out = tmp_path / "demo"
+    write_sample_archive(out, scenes=["Experiment", "War"], parts=("faces",), workers=1)
+    assert cli.main(["verify", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("synthetic sample (made by 'ferv39k-hf sample', no FERV39k data): ")
+    assert "clips per scene and class" not in "\n".join(printed) and len(printed) == 3
+    assert cli.main(["verify", str(out), "--official", "yes"]) == 1  # asked for: the tables and the differences
+    assert "clips per scene and class" in capsys.readouterr().out
+    (out / synthetic.SAMPLE_MARKER).unlink()  # an unmarked small archive still gets its table
+    assert cli.main(["verify", str(out)]) == 0 and "clips per scene and class" in capsys.readouterr().out
 
 
 # -- the class signal ---------------------------------------------------------------------------

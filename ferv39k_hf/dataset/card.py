@@ -208,11 +208,14 @@ def render_card(
     skipped: int,
     command: str,
     split_lists: Optional[Sequence[Mapping[str, str]]] = None,
+    synthetic: bool = False,
 ) -> str:
     """The whole README.md of a built folder.
 
     ``split_lists`` (``[{"split", "file", "format", "sha256"}, ...]``) records the community
     split lists the folder was built from, in the YAML (``ferv39k_split_lists``) and the body.
+    ``synthetic``: the archive was made by ``ferv39k-hf sample``; the YAML says
+    ``ferv39k_synthetic: true``, so ``score`` does not rank results on it among published ones.
     """
     counts = {split: sum(class_counts[split].values()) for split in shards}
     from ferv39k_hf.dataset.shards import shard_note
@@ -220,6 +223,12 @@ def render_card(
     meta = card_metadata(config, features, shards, counts, split_bytes, label_order, frames)
     if split_lists:
         meta["ferv39k_split_lists"] = [dict(entry) for entry in split_lists]
+    if synthetic:
+        meta["ferv39k_synthetic"] = True
+    synthetic_note = (
+        "\n**Synthetic sample.** The archive was made by `ferv39k-hf sample`: drawn faces in FERV39k's layout, "
+        "no FERV39k data. Scores on it are not comparable with published results.\n" if synthetic else ""
+    )
     words = label_names(label_order)
     label_rows = [[i, w] for i, w in enumerate(words)]
     scenario_rows = [[s] + [scenario_counts[split][s] for split in shards] for s in SCENARIOS]
@@ -246,7 +255,7 @@ FERV39k (Wang et al., CVPR 2022) is a video facial-expression dataset: 38,935 cl
 ```
 
 {_FRAMES_NOTE[frames]}
-{validation_note}{skipped_note}{_lists_note(split_lists)}
+{synthetic_note}{validation_note}{skipped_note}{_lists_note(split_lists)}
 ## Terms of use
 
 {LICENSE_SUMMARY} Keep this folder inside your organization; share it only through a **private**

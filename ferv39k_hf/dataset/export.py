@@ -214,6 +214,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
     card = render_card(
         config, clip_features(config, options["label_order"]), shards, class_counts, scenario_counts, split_bytes,
         options["label_order"], options["frames"], len(skipped), command, split_lists=listed.describe(),
+        synthetic=_is_sample(root),
     )
     (tmp / "README.md").write_text(card, encoding="utf-8")
     report = {
@@ -233,6 +234,12 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
     nbytes = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     return BuildResult(out, config, counts, skipped, shards, nbytes, 0.0,
                        frame_count_mismatches=list(listed.mismatches), warnings=warnings)
+
+
+def _is_sample(root: Any) -> bool:
+    from ferv39k_hf.synthetic import is_sample_archive
+
+    return is_sample_archive(root)
 
 
 def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fraction: float, seed: int) -> str:

@@ -39,6 +39,9 @@ class PredictionFile:
     # rows read with ``keep`` whose clip is not in it: how many, and (clip id, line) of all or the first few
     unknown: List[Tuple[str, int]] = field(default_factory=list)
     unknown_count: int = 0
+    # with ``others``: the rows of the folder's other splits, counted per split and not kept
+    ignored: Dict[str, int] = field(default_factory=dict)
+    others_checked: bool = False
 
 
 @dataclass
@@ -52,6 +55,7 @@ class SplitClips:
     scenes: List[str]
     scenarios: List[str]
     skipped_by_build: int = 0  # this split's lines that the build skipped (build_report.json)
+    synthetic: bool = False  # built from a `ferv39k-hf sample` archive: not FERV39k, never ranked
 
 
 @dataclass
@@ -64,8 +68,10 @@ class Paired:
     scenes: List[str]
     scenarios: List[str]
     split_size: int
-    missing: List[str] = field(default_factory=list)
-    unknown: List[Tuple[str, int]] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)  # clips of the split with no prediction
+    unknown: List[Tuple[str, int]] = field(default_factory=list)  # (clip, line) in no split of the folder
+    unknown_count: int = 0  # all such rows (``unknown`` may list only the first few)
+    ignored: Dict[str, int] = field(default_factory=dict)  # other split -> its clips in the file, not scored
 
 
 def normalise_clip_id(text: str) -> str:
@@ -144,7 +150,7 @@ def _check_header(columns: List[str], path: Path) -> Tuple[str, bool]:
 
 
 def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[Collection[str]] = None,
-                     all_unknown: bool = True) -> PredictionFile:
+                     all_unknown: bool = True, others: Optional[Dict[str, str]] = None) -> PredictionFile:
     """Read a predictions file; see the module docstring for its columns. PredictionFileError names file and line.
 
     ``label_order`` ("alphabetical" or "dfew") says what integer predictions
@@ -154,7 +160,9 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
     clip ids of the split to score) only those rows are kept, and the others
     are counted in ``unknown_count`` and listed in ``unknown`` (all of them,
     or with ``all_unknown=False`` the first few), so memory follows the rows
-    kept, not the file. Example: ``read_predictions("preds.csv").words[:2]``.
+    kept, not the file. ``others`` (clip id -> split, see :func:`other_splits`)
+    counts rows of the folder's other splits in ``ignored`` instead. Example:
+    ``read_predictions("preds.csv").words[:2]``.
     """
     path = Path(path)
     if label_order is not None and label_order not in LABEL_ORDERS:
@@ -162,7 +170,8 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
     order = LABEL_ORDERS[label_order] if label_order else None
     columns, rows = open_rows(path)
     id_column, with_probabilities = _check_header(columns, path)
-    result = PredictionFile(path, [], [], [], None)
+    result = PredictionFile(path, [], [], [], None, others_checked=others is not None)
+    ignored: Dict[str, int] = defaultdict(int)
     probabilities: List[List[float]] = []
     disagree: List[str] = []
     disagreeing = 0
@@ -182,6 +191,9 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
             word = CLASS_WORDS[int(np.argmax(top))]
         else:
             raise PredictionFileError(f"{path} line {line}: no prediction")
+        if keep is not None and clip_id not in keep and others and clip_id in others:
+            ignored[others[clip_id]] += 1
+            continue
         if keep is not None and clip_id not in keep:
             result.unknown_count += 1
             if all_unknown or len(result.unknown) < SHOWN:
@@ -197,7 +209,8 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
             f"{path}: the prediction is not the most probable class on {disagreeing} line(s): "
             f"{_listing(disagree, disagreeing)}; check --label-order or the probability columns"
         )
-    if not result.clip_ids and not result.unknown_count:
+    result.ignored = dict(sorted(ignored.items()))
+    if not result.clip_ids and not result.unknown_count and not ignored:
         raise PredictionFileError(f"{path}: no prediction rows: there is nothing to score")
     if with_probabilities:
         result.probabilities = np.array(probabilities, dtype=float).reshape(-1, len(CLASS_WORDS))
@@ -270,7 +283,10 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     if sorted(label.names) != sorted(CLASS_WORDS) or list(scene.names) != list(SCENES) \
             or list(scenario.names) != list(SCENARIOS):
         raise PredictionFileError(f"{files[0]}: label, scene or scenario names are not FERV39k's")
-    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split))
+    from ferv39k_hf.dataset.card import read_card
+
+    synthetic = bool(read_card(folder).get("ferv39k_synthetic"))
+    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split), synthetic)
     for row in rows:
         clips.clip_ids.append(row["clip_id"])
         clips.words.append(label.int2str(row["label"]))
@@ -281,24 +297,48 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     return clips
 
 
+def split_names(dataset_dir) -> List[str]:
+    """The splits a built folder's card lists, e.g. ``["train", "test"]``."""
+    from ferv39k_hf.dataset.card import read_card, split_files
+
+    folder = Path(dataset_dir)
+    return list(split_files(read_card(folder), str(folder), str(folder / "README.md")))
+
+
+def other_splits(dataset_dir, split: str) -> Dict[str, str]:
+    """Clip id -> split, for every clip of the folder's splits other than ``split`` (metadata only)."""
+    return {clip_id: other for other in split_names(dataset_dir) if other != split
+            for clip_id in read_split(dataset_dir, other).clip_ids}
+
+
 # ---------------------------------------------------------------- pairing
 
 
-def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool = False) -> Paired:
+def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool = False,
+         others: Optional[Dict[str, str]] = None) -> Paired:
     """Pair each split clip with its prediction; missing, repeated or unknown clips are errors.
 
-    With ``allow_partial`` the clips that have a prediction are scored and the
-    missing and unknown ones are listed in the result; repeated clips stay an
-    error (which of two predictions to score is not defined).
+    ``others`` (clip id -> split, see :func:`other_splits`) names the folder's
+    other splits: a file's clips of those are not scored and are counted in
+    ``ignored`` (a file of the whole archive scores its test clips), not
+    errors. With ``allow_partial`` the clips that have a prediction are scored
+    and the missing ones, and those in no split, are listed in the result;
+    repeated clips stay an error (which of two predictions to score is not defined).
     """
     path = predictions.path
+    others = others or {}
     seen: Dict[str, List[int]] = defaultdict(list)
     for clip_id, line in zip(predictions.clip_ids, predictions.lines):
         seen[clip_id].append(line)
     known = set(clips.clip_ids)
     repeated = [f"{c} (lines {', '.join(map(str, lines))})" for c, lines in seen.items() if len(lines) > 1]
-    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known] + predictions.unknown
-    unknown_count = len(unknown) - len(predictions.unknown) + predictions.unknown_count  # rows read with keep
+    ignored: Dict[str, int] = defaultdict(int, predictions.ignored)
+    for clip_id in seen:
+        if clip_id not in known and clip_id in others:
+            ignored[others[clip_id]] += 1
+    unknown = [(c, lines[0]) for c, lines in seen.items() if c not in known and c not in others]
+    unknown_count = len(unknown) + predictions.unknown_count  # with the rows read with keep
+    unknown += predictions.unknown
     missing = [c for c in clips.clip_ids if c not in seen]
     problems = []
     if repeated:
@@ -309,8 +349,8 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
             problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
         if unknown:
             names = [f"{c} (line {line})" for c, line in unknown[:SHOWN]]
-            problems.append(f"{unknown_count} clip(s) not in the {clips.split} split: "
-                            f"{_listing(names, unknown_count)}")
+            where = "any split of the folder" if others or predictions.others_checked else f"the {clips.split} split"
+            problems.append(f"{unknown_count} clip(s) not in {where}: {_listing(names, unknown_count)}")
     if problems:
         hint = "" if repeated or allow_partial else "; --allow-partial scores the clips that are there"
         raise PredictionFileError(f"{path}: " + "; ".join(problems) + hint)
@@ -328,6 +368,8 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
         split_size=len(clips.clip_ids),
         missing=missing,
         unknown=unknown,
+        unknown_count=unknown_count,
+        ignored=dict(sorted(ignored.items())),
     )
 
 

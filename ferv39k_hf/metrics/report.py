@@ -17,7 +17,14 @@ import numpy as np
 from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
 from ferv39k_hf.metrics.comparison import compare
-from ferv39k_hf.metrics.predictions import PredictionFileError, check_same_clips, pair, read_predictions, read_split
+from ferv39k_hf.metrics.predictions import (
+    PredictionFileError,
+    check_same_clips,
+    other_splits,
+    pair,
+    read_predictions,
+    read_split,
+)
 from ferv39k_hf.metrics.published import published_table
 from ferv39k_hf.metrics.scoring import score
 
@@ -35,6 +42,8 @@ def _file_report(paired, name: str, resamples: int, seed: int) -> Dict[str, Any]
         "clips_in_split": int(paired.split_size),
         "missing": paired.missing,
         "unknown": [{"clip_id": clip, "line": line} for clip, line in paired.unknown],
+        "unknown_count": int(paired.unknown_count),
+        "ignored": paired.ignored,
         **result,
     }
 
@@ -42,10 +51,19 @@ def _file_report(paired, name: str, resamples: int, seed: int) -> Dict[str, Any]
 def _header(dataset_dir, split: str, clips, resamples: int, seed: int) -> Dict[str, Any]:
     return {
         "dataset": str(dataset_dir), "split": split, "skipped_by_build": clips.skipped_by_build,
+        "synthetic": clips.synthetic,
         "bootstrap": {"method": "percentile bootstrap over clips", "resamples": resamples, "seed": seed,
                       "confidence": CONFIDENCE},
         "class_words": list(CLASS_WORDS),
     }
+
+
+def _paired(pred, dataset_dir, clips, label_order: Optional[str], allow_partial: bool):
+    """A file paired with the split, read row by row keeping only the split's rows (memory follows the split,
+    not the file); its clips of the folder's other splits are counted as ignored, not errors."""
+    predictions = read_predictions(pred, label_order, keep=frozenset(clips.clip_ids), all_unknown=allow_partial,
+                                   others=other_splits(dataset_dir, clips.split))
+    return pair(predictions, clips, allow_partial=allow_partial)
 
 
 def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[str] = None,
@@ -55,9 +73,12 @@ def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[
     Keys: ``war``, ``uar`` (fractions), ``war_ci``, ``uar_ci``,
     ``per_class_recall``, ``support``, ``per_scene``, ``per_scenario``,
     ``confusion_matrix`` (rows references, columns predictions, in
-    ``class_words`` order), ``clips_scored``, ``missing``, ``unknown``, and
-    the bootstrap settings. Raises ``PredictionFileError`` (one line naming the
-    file and lines) for a file that cannot be scored.
+    ``class_words`` order), ``clips_scored``, ``missing`` (clips of ``split``
+    without a prediction), ``ignored`` (other split -> the file's clips of it,
+    not scored), ``unknown`` (clips in no split), ``synthetic`` (the folder was
+    built from ``ferv39k-hf sample``), and the bootstrap settings. Raises
+    ``PredictionFileError`` (one line naming the file and lines) for a file
+    that cannot be scored.
 
     Example (``ferv39k`` a built folder, ``preds.csv`` its test clips' predictions)::
 
@@ -65,13 +86,8 @@ def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[
         report["war"], report["uar"], report["war_ci"]
     """
     clips = read_split(dataset_dir, split)
-    paired = pair(_read(pred, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
+    paired = _paired(pred, dataset_dir, clips, label_order, allow_partial)
     return {**_header(dataset_dir, split, clips, resamples, seed), **_file_report(paired, str(pred), resamples, seed)}
-
-
-def _read(pred: Any, label_order: Optional[str], clips: Any, allow_partial: bool) -> Any:
-    """The rows of ``pred`` for the split's clips: memory follows the split, not the file (others are counted)."""
-    return read_predictions(pred, label_order, keep=frozenset(clips.clip_ids), all_unknown=allow_partial)
 
 
 def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_order: Optional[str] = None,
@@ -88,8 +104,8 @@ def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_ord
         comparison["war_diff"], comparison["war_diff_ci"], comparison["war_p"], comparison["mcnemar_p"]
     """
     clips = read_split(dataset_dir, split)
-    paired_a = pair(_read(pred_a, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
-    paired_b = pair(_read(pred_b, label_order, clips, allow_partial), clips, allow_partial=allow_partial)
+    paired_a = _paired(pred_a, dataset_dir, clips, label_order, allow_partial)
+    paired_b = _paired(pred_b, dataset_dir, clips, label_order, allow_partial)
     check_same_clips(paired_a, paired_b)
     result = compare(predictions_a=paired_a.predictions, predictions_b=paired_b.predictions,
                      references=paired_a.references, resamples=resamples, seed=seed, confidence=CONFIDENCE)
@@ -118,19 +134,21 @@ def _p(value: float) -> str:
 
 
 def _coverage(report: Dict[str, Any]) -> List[str]:
-    lines = []
-    if report["missing"] or report["unknown"]:
+    """What of the file was not scored: other splits' clips (ignored), and PARTIAL only when split clips are missing."""
+    lines = [f"  ignored {n} clip(s) of split {name}" for name, n in report.get("ignored", {}).items()]
+    if report["unknown_count"]:
+        lines.append(f"  ignored {report['unknown_count']} clip(s) that are in no split of the folder")
+    if report["missing"]:
         lines.append(f"  PARTIAL: {report['clips_scored']} of {report['clips_in_split']} clips scored; "
-                     f"{len(report['missing'])} missing, {len(report['unknown'])} not in the split (ignored). "
-                     "Not comparable with full-test-set numbers.")
+                     f"{len(report['missing'])} missing. Not comparable with full-test-set numbers.")
     return lines
 
 
 def _summary_lines(report: Dict[str, Any]) -> List[str]:
-    lines = [f"{report['file']}: {report['clips_scored']} clips",
+    lines = [f"{report['file']}: {report['clips_scored']} clips", *_coverage(report),
              f"  WAR {_pct(report['war'])} %  95% CI {_ci(report['war_ci'])}",
              f"  UAR {_pct(report['uar'])} %  95% CI {_ci(report['uar_ci'])}  (mean recall of "
-             f"{report['uar_classes']} classes)", *_coverage(report), "", "  per-class recall %   (clips)"]
+             f"{report['uar_classes']} classes)", "", "  per-class recall %   (clips)"]
     for word in CLASS_WORDS:
         lines.append(f"    {word:<9} {_pct(report['per_class_recall'][word])}   ({report['support'][word]})")
     for key, title in (("per_scenario", "scenario"), ("per_scene", "scene")):
@@ -141,7 +159,12 @@ def _summary_lines(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _table_lines(entries: List[Dict[str, Any]], rank_by: str, split: str) -> List[str]:
+SYNTHETIC_NOTE = "synthetic data: not ranked against published results"
+
+
+def _table_lines(entries: List[Dict[str, Any]], rank_by: str, split: str, synthetic: bool = False) -> List[str]:
+    if synthetic:  # drawn faces, not FERV39k: a rank among real results would mean nothing
+        return ["", f"{SYNTHETIC_NOTE} (the folder was built from a 'ferv39k-hf sample' archive)."]
     official = OFFICIAL_SPLIT_TOTALS.get("test")
     rows = []
     for r in entries:
@@ -156,22 +179,33 @@ def _table_lines(entries: List[Dict[str, Any]], rank_by: str, split: str) -> Lis
 
 def _comparison_lines(report: Dict[str, Any]) -> List[str]:
     c = report["comparison"]
-    lines = [f"A = {report['a']['file']}, B = {report['b']['file']}: paired over the same {c['clips']} clips",
-             "",
-             "            A %      B %   A - B %   95% CI of A - B (paired bootstrap)   p (paired permutation)"]
+    lines = [f"A = {report['a']['file']}, B = {report['b']['file']}: paired over the same {c['clips']} clips"]
+    for key in ("a", "b"):
+        lines += [f"{key.upper()}:{line}" for line in _coverage(report[key])]
+    lines += ["",
+              "            A %      B %   A - B %   95% CI of A - B (paired bootstrap)   p (paired permutation)"]
     for key in ("war", "uar"):
         lines.append(f"  {key.upper():<5} {_pct(c[key + '_a'])}   {_pct(c[key + '_b'])}   "
                      f"{100 * c[key + '_diff']:+7.2f}   {_ci(c[key + '_diff_ci']):<37}{_p(c[key + '_p'])}")
-    lines += [f"  McNemar's exact test (WAR): A right and B wrong on {c['a_only']} clips, B right and A wrong on "
-              f"{c['b_only']}: p = {_p(c['mcnemar_p'])}", "", "  per-class recall %     A        B"]
+    lines.append(f"  McNemar's exact test (WAR): A right and B wrong on {c['a_only']} clips, B right and A wrong on "
+                 f"{c['b_only']}: p = {_p(c['mcnemar_p'])}")
+    return lines
+
+
+def _class_lines(report: Dict[str, Any]) -> List[str]:
+    lines = ["", "  per-class recall %     A        B"]
     for word in CLASS_WORDS:
         lines.append(f"    {word:<12} {_pct(report['a']['per_class_recall'][word])}   "
                      f"{_pct(report['b']['per_class_recall'][word])}")
     return lines
 
 
-def render_text(report: Dict[str, Any], rank_by: str = "war") -> str:
-    """The report of :func:`score_file` or :func:`compare_files` as text; every number is named WAR or UAR."""
+def render_text(report: Dict[str, Any], rank_by: str = "war", full: bool = False) -> str:
+    """The report of :func:`score_file` or :func:`compare_files` as text; every number is named WAR or UAR.
+
+    A comparison shows the comparison alone unless ``full``: then also per-class recall, both files'
+    full reports and the published table.
+    """
     boot = report["bootstrap"]
     lines = [f"Split {report['split']!r} of {report['dataset']}."]
     if report["skipped_by_build"]:
@@ -179,13 +213,19 @@ def render_text(report: Dict[str, Any], rank_by: str = "war") -> str:
                      "(build_report.json); they are in no score.")
     if "comparison" in report:
         lines += _comparison_lines(report)
+        if report.get("synthetic"):
+            lines.append(f"  ({SYNTHETIC_NOTE})")
+        if not full:
+            lines += ["", "Both files' full reports and the published table: --full (or --json)."]
+            return "\n".join(lines)
+        lines += _class_lines(report)
         entries = [report["a"], report["b"]]
         for key in ("a", "b"):
             lines += ["", *_summary_lines(report[key])]
     else:
         lines += _summary_lines(report)
         entries = [report]
-    lines += _table_lines(entries, rank_by, report["split"])
+    lines += _table_lines(entries, rank_by, report["split"], bool(report.get("synthetic")))
     lines += ["", f"Intervals: {boot['method']}, {boot['resamples']} resamples, seed {boot['seed']}. "
               "They cover test-set sampling, not training randomness: compare with your seed-to-seed spread "
               "(docs/scoring.md)."]
@@ -260,5 +300,5 @@ def run_score_command(args: Any) -> int:
         report = score_file(args.predictions, args.dataset, **options)
     if args.plot:
         plot_report(report, args.plot)
-    print(json.dumps(report, indent=2) if args.json else render_text(report, args.rank_by))
+    print(json.dumps(report, indent=2) if args.json else render_text(report, args.rank_by, args.full))
     return 0

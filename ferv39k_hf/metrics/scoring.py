@@ -2,7 +2,8 @@
 
 WAR (weighted average recall) is plain accuracy. UAR (unweighted average
 recall) is the mean recall over the classes present in the references; on
-the official test set that is all 7. It is *not* scikit-learn's
+the official test set that is all 7, and a subset or scene that lacks a
+class averages the classes it has (``uar_classes`` counts them). It is *not* scikit-learn's
 ``recall_score(average="macro")`` without ``labels=``, which also averages in
 classes that only appear among the predictions (at recall 0).
 
