@@ -15,7 +15,8 @@ from typing import List, Optional
 from ferv39k_hf.archive.listwriter import add_lists_command
 from ferv39k_hf.archive.lists import add_list_options
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.taxonomy import LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.dfer_taxonomy import DATASETS, FACTS as DFER_FACTS, all_label_orders
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
@@ -71,6 +72,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    help="comma list of parts to write: faces,scenes,videos (default: all three)")
     p.add_argument("--zip", action="store_true",
                    help="pack the parts as a drive download arrives: zip files inside export folders")
+    p.add_argument("--dataset", choices=DATASETS, default="ferv39k",
+                   help="the archive's shape: ferv39k (default), dfew or mafw (a few dozen small clips with the "
+                        "folds, label files and variants of docs/dfew-mafw.md; --scale does not apply)")
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
@@ -82,11 +86,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("root", help="the archive root as downloaded: folders, zips or drive export folders")
     p.add_argument("--out", required=True, help="the dataset folder to write")
-    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
-                   help="faces: face-crop frames (the benchmark input, default); scenes: scene frames; "
-                        "videos: the original mp4 clips")
-    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=DEFAULT_LABEL_ORDER,
-                   help="class index order: alphabetical (default, Angry=0) or dfew (Happy=0)")
+    _add_dataset_options(p)
     p.add_argument("--validation-fraction", type=_fraction, default=0.0,
                    help="carve a seeded validation split out of train, stratified by scene and class "
                         "(default 0: only the official train and test)")
@@ -103,6 +103,22 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                         ".ferv39k-hf-build.json lists every file); any other DIR is refused, as is a DIR that is, "
                         "holds or lies inside the archive")
     add_list_options(p)
+
+
+def _add_dataset_options(p: argparse.ArgumentParser) -> None:
+    """--dataset, and --config and --label-order with every dataset's choices (DFEW and MAFW: docs/dfew-mafw.md)."""
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="read the archive as ferv39k, dfew or mafw (default: told from its folder and file names)")
+    configs = sorted({"faces", "scenes", "videos"} | {c for f in DFER_FACTS.values() for c in f.configs})
+    p.add_argument("--config", choices=configs, default=None,
+                   help="FERV39k: faces (face-crop frames, default), scenes, videos (mp4). DFEW: clip_224x224 "
+                        "(default), clip_224x224_16f, videos. MAFW: single (11 classes, default), compound "
+                        "(multi-label), videos")
+    orders = sorted(set(LABEL_ORDERS) | set(all_label_orders()))
+    p.add_argument("--label-order", choices=orders, default=None,
+                   help=f"class index order. FERV39k: alphabetical (default, Angry=0) or dfew (Happy=0). DFEW: dfew "
+                        "(default: the official 1..7 minus 1) or alphabetical. MAFW: mae-dfer (default), s2d "
+                        "(alphabetical) or dfer-clip")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -209,6 +225,10 @@ def describe_failure(err: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "sample" and args.dataset != "ferv39k":
+        from ferv39k_hf.synthetic_dfer import run_dfer_sample
+
+        return run_dfer_sample(args)
     if args.command == "sample":
         from ferv39k_hf.synthetic import run_sample_command
 
