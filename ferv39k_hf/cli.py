@@ -116,7 +116,7 @@ def _add_dataset_options(p: argparse.ArgumentParser) -> None:
                         "(multi-label), videos")
     orders = sorted(set(LABEL_ORDERS) | set(all_label_orders()))
     p.add_argument("--label-order", choices=orders, default=None,
-                   help=f"class index order. FERV39k: alphabetical (default, Angry=0) or dfew (Happy=0). DFEW: dfew "
+                   help="class index order. FERV39k: alphabetical (default, Angry=0) or dfew (Happy=0). DFEW: dfew "
                         "(default: the official 1..7 minus 1) or alphabetical. MAFW: mae-dfer (default), s2d "
                         "(alphabetical) or dfer-clip")
 

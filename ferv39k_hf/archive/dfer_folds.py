@@ -183,11 +183,25 @@ def plan_folds(layout: DferLayout, config: str, on_error: str = "raise") -> Fold
     plan.records = _merge(listings, part.clips, part.kind, plan)
     if layout.dataset == "mafw":
         plan.records = _with_captions(layout, plan)
-    listed = {item.clip_id for item in listings}
+    listed = {item.clip_id for item in listings} | _other_set(layout, labelset)
     plan.unlisted = [clip_id for clip_id in part.clip_ids() if clip_id not in listed]
     if plan.problems and on_error == "raise":
         raise AnnotationError(plan.problems[0])
     return plan
+
+
+def _other_set(layout: DferLayout, labelset: str) -> set:
+    """Clip ids that MAFW's other set (compound for single, and back) lists: in a list, so not unlisted."""
+    other = "single" if labelset == "compound" else "compound"
+    if layout.dataset != "mafw" or not layout.fold_lists(other):
+        return set()
+    ids = set()
+    for item in layout.fold_lists(other).values():
+        for number, raw in enumerate(_LINE_END.split(layout.read_text(item.ref)[0]), start=1):
+            listing, _ = parse_mafw_line(raw.strip(), item, number) if raw.strip() else (None, None)
+            if listing is not None:
+                ids.add(listing.clip_id)
+    return ids
 
 
 def read_captions(layout: DferLayout, plan: FoldPlan) -> Dict[str, Tuple[str, str]]:
