@@ -251,9 +251,9 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
 
 def load(
     root: str,
-    config: str = "faces",
+    config: Optional[str] = None,
     *,
-    label_order: str = DEFAULT_LABEL_ORDER,
+    label_order: Optional[str] = None,
     validation_fraction: float = 0.0,
     seed: int = 0,
     on_error: str = "raise",
@@ -320,11 +320,11 @@ def load(
     if resolve_dataset(root, dataset) != "ferv39k":
         from ferv39k_hf.dataset.dfer_load import load_dfer
 
-        return load_dfer(root, resolve_dataset(root, dataset), None if config == "faces" else config,
-                         label_order=None if label_order == DEFAULT_LABEL_ORDER else label_order, fold_k=fold,
+        return load_dfer(root, resolve_dataset(root, dataset), config, label_order=label_order, fold_k=fold,
                          on_error=on_error, cache_dir=cache_dir, num_proc=num_proc)
     if fold is not None:
         raise BuildError("FERV39k has one official train/test split, no folds: leave fold out")
+    config, label_order = config or "faces", label_order or DEFAULT_LABEL_ORDER  # FERV39k's defaults
     root = os.path.abspath(os.fspath(root))
     # The prepared Arrow files (and datasets' locks) must not land in the archive.
     cache_what = "cache_dir" if cache_dir is not None else "datasets' cache (HF_DATASETS_CACHE)"

@@ -119,8 +119,8 @@ def build_dataset_folder(
     root: "os.PathLike[str] | str",
     out: "os.PathLike[str] | str",
     *,
-    config: str = "faces",
-    label_order: str = DEFAULT_LABEL_ORDER,
+    config: Optional[str] = None,
+    label_order: Optional[str] = None,
     validation_fraction: float = 0.0,
     seed: int = 0,
     num_proc: int = 1,
@@ -140,14 +140,15 @@ def build_dataset_folder(
     :func:`ferv39k_hf.archive.lists.open_lists`); the card records them.
     ``dataset`` (``"ferv39k"``, ``"dfew"``, ``"mafw"``; default: told from the
     archive) sends DFEW and MAFW through :mod:`ferv39k_hf.dataset.dfer_build`.
+    ``config`` and ``label_order`` default to the dataset's (FERV39k: faces, alphabetical).
     """
     from ferv39k_hf.dataset.dfer_build import build_dfer_folder, resolve_dataset
 
     dataset = resolve_dataset(root, dataset)
     if dataset != "ferv39k":  # DFEW/MAFW: their configs and label orders, the same shard writer
-        return build_dfer_folder(root, out, dataset, config=None if config == "faces" else config,
-                                 label_order=None if label_order == DEFAULT_LABEL_ORDER else label_order,
+        return build_dfer_folder(root, out, dataset, config=config, label_order=label_order,
                                  num_proc=num_proc, on_error=on_error, frames=frames, overwrite=overwrite)
+    config, label_order = config or "faces", label_order or DEFAULT_LABEL_ORDER  # FERV39k's defaults
     started = time.perf_counter()
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

@@ -1,0 +1,144 @@
+"""DFEW through verify-free build, load_dataset, fold(), load(fold=k), with the variants and bad inputs the facts name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import pytest
+
+import ferv39k_hf
+from ferv39k_hf.archive.annotations import AnnotationError
+from ferv39k_hf.cli import main
+from ferv39k_hf.dataset.export import build_dataset_folder
+from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.synthetic_dfer import write_dfer_sample
+from tests.dfer_checks import check_every_fold, dfew_folds, frame_files, natural_differs
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dfew") / "download"
+    write_dfer_sample(root, "dfew", per_class=2, videos=False)
+    # the official README's spelling for one folder, the release's for the other
+    split = root / "DFEW" / "EmoLabel_DataSplit"
+    (split / "test(single-labeled)").rename(split / "test(single_labeled)")
+    return root
+
+
+def _csv(root: Path, split: str, k: int) -> Path:
+    return next(p for p in root.rglob(f"set_{k}.csv") if p.parent.name.lower().startswith(split))
+
+
+def test_sample_has_the_variants(archive: Path) -> None:
+    frames = archive / "DFEW" / "Clip" / "clip_224x224"
+    differs, short = natural_differs(frames)
+    assert differs > 0 and short > 0
+    raw = _csv(archive, "train", 2).read_bytes()
+    assert b"\r\n" in raw and raw.startswith(b"video_name,label")
+    assert any(line[:1] != b"0" for line in _csv(archive, "test", 3).read_bytes().splitlines()[1:])  # unpadded
+
+
+def test_build_every_fold_exact(archive: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "dfew"
+    assert main(["build", str(archive), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "found a DFEW archive" in printed and "unlisted         3" in printed
+    ds = datasets.load_dataset(str(out))
+    assert list(ds) == ["clips"] and ds["clips"].features["label"].names == list(ferv39k_hf.dfer_taxonomy.DFEW_CLASSES)
+    expected = dfew_folds(archive)
+    seen = check_every_fold(ds, expected, archive / "DFEW" / "Clip" / "clip_224x224")
+    assert len(seen) == ds["clips"].num_rows == 14  # every frame stored once
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["dataset"] == "dfew" and report["unlisted"]["count"] == 3 and not report["skipped"]
+    assert "label order: dfew" in (out / "README.md").read_text().lower()
+
+
+def test_16f_config_and_alphabetical_order(archive: Path, tmp_path: Path) -> None:
+    out = tmp_path / "16f"
+    build_dataset_folder(archive, out, config="clip_224x224_16f", label_order="alphabetical")
+    ds = datasets.load_dataset(str(out))["clips"]
+    assert set(ds["num_frames"]) == {16}
+    assert ds.features["label"].names == sorted(ds.features["label"].names)
+    folds = dfew_folds(archive)
+    words = {**folds[1]["train"], **folds[1]["test"]}
+    for row in ds.select_columns(["clip_id", "label"]).to_list():
+        assert ds.features["label"].int2str(row["label"]) == words[row["clip_id"]]
+    first = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))[0]
+    assert [f["bytes"] for f in first["frames"]] == frame_files(archive / "DFEW" / "Clip" / "clip_224x224_16f",
+                                                                first["clip_id"])
+
+
+def test_load_fold_from_archive_matches_lists(archive: Path, tmp_path: Path) -> None:
+    split = ferv39k_hf.load(str(archive), fold=4, cache_dir=str(tmp_path / "cache"))
+    expected = dfew_folds(archive)[4]
+    for name in ("train", "test"):
+        got = {r["clip_id"]: split[name].features["label"].int2str(r["label"])
+               for r in split[name].select_columns(["clip_id", "label"]).to_list()}
+        assert got == expected[name]
+
+
+def test_zipped_archive_builds_the_same_rows(tmp_path: Path) -> None:
+    root = tmp_path / "zipped"
+    write_dfer_sample(root, "dfew", per_class=1, videos=False, zip=True)
+    assert (root / "DFEW" / "Clip" / "clip_224x224.zip").is_file()
+    out = tmp_path / "out"
+    build_dataset_folder(root, out, dataset="dfew")
+    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+    plain = tmp_path / "plain"
+    write_dfer_sample(plain, "dfew", per_class=1, videos=False)
+    folder = plain / "DFEW" / "Clip" / "clip_224x224"
+    for row in ds.to_list():
+        assert [f["bytes"] for f in row["frames"]] == frame_files(folder, row["clip_id"])
+
+
+def _copy(archive: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "copy"
+    shutil.copytree(archive, root)
+    return root
+
+
+def test_list_naming_a_missing_clip_names_file_and_line(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    path = _csv(root, "test", 2)
+    path.write_bytes(path.read_bytes() + b"99999,1\r\n")
+    lines = path.read_bytes().count(b"\n")
+    with pytest.raises(AnnotationError, match=rf"set_2\.csv:{lines}: clip 99999: no clip 99999"):
+        build_dataset_folder(root, tmp_path / "out")
+
+
+def test_clip_in_two_test_sets(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    first = _csv(root, "test", 1).read_text().splitlines()[1]
+    path = _csv(root, "test", 5)
+    path.write_text(path.read_text() + first + "\n")
+    with pytest.raises(AnnotationError, match="in the test sets of two folds: fold 1"):
+        build_dataset_folder(root, tmp_path / "out")
+
+
+def test_label_outside_classes(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    path = _csv(root, "train", 3)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].split(",")[0] + ",8"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AnnotationError, match=r"set_3\.csv:3: .*label '8' is outside DFEW's 7 classes"):
+        build_dataset_folder(root, tmp_path / "out")
+
+
+def test_fold_file_missing(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    _csv(root, "test", 4).unlink()
+    with pytest.raises(LayoutError, match="fold file missing for the single set: test of fold 4"):
+        build_dataset_folder(root, tmp_path / "out")
+
+
+def test_fold_refuses_ferv39k_rows_and_bad_k(archive: Path, tmp_path: Path) -> None:
+    plain = datasets.Dataset.from_dict({"clip_id": ["a"], "label": [0]})
+    with pytest.raises(ValueError, match="no test_fold or train_folds column"):
+        ferv39k_hf.fold(plain, 1)
+    folded = datasets.Dataset.from_dict({"clip_id": ["a"], "test_fold": [1], "train_folds": [[2, 3, 4, 5]]})
+    with pytest.raises(ValueError, match="fold must be one of 1, 2, 3, 4, 5"):
+        ferv39k_hf.fold(folded, 6)
