@@ -130,8 +130,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         "Exit status 0 only when nothing is wrong.",
     )
     p.add_argument("root", help="the archive root")
-    p.add_argument("--config", choices=["faces", "scenes", "videos"], default="faces",
-                   help="which part's clips to check (default faces)")
+    _add_dataset_options(p)
     p.add_argument("--deep", action="store_true", help="fully decode every frame (slow) instead of the marker check")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw clips per scene and class against the official counts")
@@ -238,8 +237,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_build_command(args)
     if args.command == "verify":
+        from ferv39k_hf.archive.dfer_verify import run_dfer_verify
         from ferv39k_hf.archive.verify import run_verify_command
 
+        dfer = run_dfer_verify(args)  # DFEW/MAFW (told from the archive or --dataset); None for FERV39k
+        if dfer is not None:
+            return dfer
+        args.config = args.config or "faces"
         return run_verify_command(args)
     if args.command == "lists":
         from ferv39k_hf.archive.listwriter import run_lists_command

@@ -142,3 +142,17 @@ def test_fold_refuses_ferv39k_rows_and_bad_k(archive: Path, tmp_path: Path) -> N
     folded = datasets.Dataset.from_dict({"clip_id": ["a"], "test_fold": [1], "train_folds": [[2, 3, 4, 5]]})
     with pytest.raises(ValueError, match="fold must be one of 1, 2, 3, 4, 5"):
         ferv39k_hf.fold(folded, 6)
+
+
+def test_verify_says_dfew_and_names_a_damaged_frame(archive: Path, tmp_path: Path, capsys) -> None:
+    assert main(["verify", str(archive)]) == 0
+    printed = capsys.readouterr().out
+    assert "found a DFEW archive" in printed and "unlisted: 3 clip(s)" in printed and "OK: no problem found" in printed
+    root = _copy(archive, tmp_path)
+    clip_id = _csv(root, "test", 1).read_text().splitlines()[1].split(",")[0]
+    clip = root / "DFEW" / "Clip" / "clip_224x224" / f"{int(clip_id):05d}"
+    victim = sorted(clip.iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert main(["verify", str(root), "--dataset", "dfew"]) == 1
+    printed = capsys.readouterr().out
+    assert f"clip {int(clip_id):05d}: frame {int(clip_id):05d}/{victim.name}: truncated JPEG" in printed
