@@ -163,12 +163,15 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "per-scenario figures, and the published results with this file ranked among them. With --compare B, "
         "the paired differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
     )
-    p.add_argument("predictions", metavar="PRED", help="predictions file (.csv with a header, or JSON Lines)")
+    p.add_argument("predictions", metavar="PRED", nargs="+",
+                   help="predictions file (.csv with a header, or JSON Lines); for a DFEW or MAFW folder, five files, "
+                        "one per fold in order 1..5 (the 5-fold mean ± std; docs/dfew-mafw.md)")
     p.add_argument("--dataset", required=True, metavar="DIR", help="a folder made by 'ferv39k-hf build'")
     p.add_argument("--split", default="test", help="the split to score against (default test)")
     p.add_argument("--compare", metavar="B", help="a second predictions file: compare PRED (A) with it (B), paired")
-    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=None,
-                   help="what integer predictions mean: alphabetical (Angry=0) or dfew (Happy=0); required when "
+    p.add_argument("--label-order", choices=sorted(set(LABEL_ORDERS) | set(all_label_orders())), default=None,
+                   help="what integer predictions mean: alphabetical (Angry=0) or dfew (Happy=0); for MAFW "
+                        "mae-dfer, s2d or dfer-clip; required when "
                         "the file holds ids, not needed for class words")
     p.add_argument("--allow-partial", action="store_true",
                    help="score the clips that have a prediction and say how many are missing (default: a file "
@@ -254,8 +257,16 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_push_command(args)
     if args.command == "score":
+        from ferv39k_hf.metrics.folds import run_fold_score
         from ferv39k_hf.metrics.report import run_score_command
 
+        folds = run_fold_score(args)  # a DFEW/MAFW folder: one file per fold; None for FERV39k
+        if folds is not None:
+            return folds
+        if len(args.predictions) != 1:
+            raise Ferv39kError(f"{args.dataset} is a FERV39k build: give one predictions file, not "
+                               f"{len(args.predictions)} (five, one per fold, are for DFEW and MAFW)")
+        args.predictions = args.predictions[0]
         return run_score_command(args)
     raise AssertionError(args.command)
 

@@ -156,3 +156,37 @@ def test_verify_says_dfew_and_names_a_damaged_frame(archive: Path, tmp_path: Pat
     assert main(["verify", str(root), "--dataset", "dfew"]) == 1
     printed = capsys.readouterr().out
     assert f"clip {int(clip_id):05d}: frame {int(clip_id):05d}/{victim.name}: truncated JPEG" in printed
+
+
+@pytest.fixture(scope="module")
+def built(archive: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "dfew"
+    build_dataset_folder(archive, out)
+    return out
+
+
+def test_score_five_fold_files(archive: Path, built: Path, tmp_path: Path, capsys) -> None:
+    folds = dfew_folds(archive)
+    files, wars = [], []
+    for k in range(1, 6):
+        test = sorted(folds[k]["test"].items())
+        wrong = test[0][0]  # one wrong prediction per fold: Happy <-> Sad
+        lines = ["clip_id,prediction"] + [
+            f"/any/prefix/DFEW_Frame_Face/{clip},{('Sad' if word == 'Happy' else 'Happy') if clip == wrong else word}"
+            for clip, word in test]
+        path = tmp_path / f"fold{k}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        files.append(str(path))
+        wars.append((len(test) - 1) / len(test))
+    assert main(["score", *files, "--dataset", str(built), "--json", "--resamples", "200"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [f["war"] for f in report["folds"]] == pytest.approx(wars)
+    assert report["war_mean"] == pytest.approx(sum(wars) / 5)
+    assert report["war_std"] == pytest.approx(float(__import__("numpy").std(wars, ddof=1)))
+    low, high = report["war_mean_ci"]
+    assert low <= report["war_mean"] <= high and report["uar_mean"] < 1
+    assert main(["score", *files, "--dataset", str(built), "--resamples", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "5-fold mean" in text and "MAE-DFER" in text and "74.43" in text and "this run" in text
+    assert main(["score", *files[:4], "--dataset", str(built)]) == 1
+    assert "give 5 predictions files" in capsys.readouterr().err
