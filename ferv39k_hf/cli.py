@@ -249,7 +249,14 @@ def _run(args: argparse.Namespace) -> int:
         args.config = args.config or "faces"
         return run_verify_command(args)
     if args.command == "lists":
+        from ferv39k_hf.archive.dfer_lists import run_dfer_lists
         from ferv39k_hf.archive.listwriter import run_lists_command
+
+        dfer = run_dfer_lists(args)  # DFEW/MAFW: every fold's lists; None for FERV39k
+        if dfer is not None:
+            return dfer
+        if not args.out:
+            raise Ferv39kError("--out is required: the folder to write the two lists into")
 
         return run_lists_command(args)
     if args.command == "push":

@@ -190,3 +190,37 @@ def test_score_five_fold_files(archive: Path, built: Path, tmp_path: Path, capsy
     assert "5-fold mean" in text and "MAE-DFER" in text and "74.43" in text and "this run" in text
     assert main(["score", *files[:4], "--dataset", str(built)]) == 1
     assert "give 5 predictions files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["dfer-clip", "mae-dfer", "s2d"])
+def test_codebase_lists_round_trip(archive: Path, tmp_path: Path, fmt: str) -> None:
+    from ferv39k_hf.archive.dfer_lists import check_dfer_lists, list_names, write_dfer_lists
+
+    result = write_dfer_lists(archive, tmp_path / fmt, "dfew", fmt)
+    assert len(result.files) == 10
+    folds = dfew_folds(archive)
+    for k in range(1, 6):
+        names = list_names("dfew", fmt, k)
+        checks = check_dfer_lists(archive, "dfew", fmt, [tmp_path / fmt / names[s] for s in ("train", "test")])
+        for check, split in zip(checks, ("train", "test")):
+            assert not check.problems and not check.frame_counts, check.problems
+            assert check.clips == folds[k][split]
+
+
+def test_shipped_list_errors_are_named_by_line(archive: Path, tmp_path: Path, capsys) -> None:
+    assert main(["lists", str(archive), "--format", "dfer-clip", "--out", str(tmp_path / "l")]) == 0
+    path = tmp_path / "l" / "DFEW_set_1_test.txt"
+    lines = path.read_text().splitlines()
+    folder, frames, label = lines[0].split()
+    lines[0] = f"{folder} {int(frames) + 5} {label}"  # a wrong frame count, as DFER-CLIP's shipped lists have
+    lines[1] = lines[1].rsplit(" ", 1)[0] + f" {(int(lines[1].rsplit(' ', 1)[1]) + 1) % 7}"  # another class
+    lines.append("/数据/DFEW_Frame_Face/99999 16 0")  # non-ASCII in GBK: the file is not UTF-8
+    path.write_bytes("\n".join(lines).encode("gbk") + b"\n")
+    capsys.readouterr()
+    assert main(["lists", str(archive), "--format", "dfer-clip", "--check", str(path)]) == 1
+    text = capsys.readouterr().out
+    clip0 = folder.rsplit("/", 1)[1]
+    assert f"{path}:1: clip {clip0}: the list says {int(frames) + 5} frames, the archive holds {frames}" in text
+    assert f"{path}:2: clip " in text and "but the official lists say" in text
+    assert f"{path}:{len(lines)}: clip 99999: not in the archive" in text
+    assert "read as GBK" in text
