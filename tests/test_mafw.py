@@ -96,3 +96,41 @@ def test_load_fold_from_archive(archive: Path, tmp_path: Path) -> None:
         got = {r["clip_id"]: split[name].features["label"].int2str(r["label"])
                for r in split[name].select_columns(["clip_id", "label"]).to_list()}
         assert got == expected[name]
+
+
+def test_run_folds_aggregates_mean_and_std(archive: Path, tmp_path: Path) -> None:
+    from ferv39k_hf.metrics.folds import run_folds
+
+    out = tmp_path / "built"
+    build_dataset_folder(archive, out)
+    ds = datasets.load_dataset(str(out))
+    seen = []
+
+    def train_and_score(split, k):  # a stand-in for training: the share of test clips of class 0
+        assert set(split) == {"train", "test"}
+        seen.append((k, split["train"].num_rows, split["test"].num_rows))
+        labels = split["test"]["label"]
+        return {"eval_war": sum(lab == 0 for lab in labels) / len(labels), "eval_uar": k / 10}
+
+    summary = run_folds(ds, train_and_score)
+    expected = mafw_folds(archive, "single")
+    assert seen == [(k, len(expected[k]["train"]), len(expected[k]["test"])) for k in range(1, 6)]
+    assert summary["uar_mean"] == pytest.approx(0.3)
+    assert summary["uar_std"] == pytest.approx(float(__import__("numpy").std([0.1, 0.2, 0.3, 0.4, 0.5], ddof=1)))
+
+
+@pytest.mark.parametrize("fmt", ["emoclip", "s2d", "dfer-clip", "mae-dfer"])
+def test_codebase_lists_round_trip(archive: Path, tmp_path: Path, fmt: str) -> None:
+    from ferv39k_hf.archive.dfer_lists import check_dfer_lists, list_names, write_dfer_lists
+
+    write_dfer_lists(archive, tmp_path / fmt, "mafw", fmt)
+    expected = mafw_folds(archive, "single")
+    for k in (1, 4):
+        names = list_names("mafw", fmt, k)
+        checks = check_dfer_lists(archive, "mafw", fmt, [tmp_path / fmt / names[s] for s in ("train", "test")])
+        for check, split in zip(checks, ("train", "test")):
+            assert not check.problems and not check.frame_counts, check.problems
+            assert check.clips == expected[k][split]
+    if fmt == "emoclip":
+        line = (tmp_path / fmt / "set_1" / "train.txt").read_text().splitlines()[0]
+        assert line.count("\t") == 2 and "synthetic clip" in line

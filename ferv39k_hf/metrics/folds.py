@@ -179,3 +179,35 @@ def run_fold_score(args: Any) -> Optional[int]:
                          seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else render_folds(report))
     return 0
+
+
+def aggregate_folds(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and sample std (ddof=1) of WAR and UAR over per-fold results ``[{"fold", "war", "uar", ...}]``."""
+    if len(results) < 2:
+        raise PredictionFileError(f"a mean ± std over folds needs at least 2 folds, got {len(results)}")
+    wars = np.array([float(r["war"]) for r in results])
+    uars = np.array([float(r["uar"]) for r in results])
+    return {"folds": [dict(r) for r in results], "war_mean": float(wars.mean()), "war_std": float(wars.std(ddof=1)),
+            "uar_mean": float(uars.mean()), "uar_std": float(uars.std(ddof=1))}
+
+
+def run_folds(dataset: Any, train_and_score: Any, folds: Sequence[int] = FOLDS) -> Dict[str, Any]:
+    """Run ``train_and_score(split, k)`` on each fold's ``DatasetDict`` (train/test, see ``ferv39k_hf.fold``) and
+    aggregate: what an example's ``--fold all`` needs. ``train_and_score`` returns a dict with ``war`` and ``uar``
+    (fractions; ``eval_war``/``eval_uar``, as a Trainer's metrics name them, are accepted too).
+
+    Example::
+
+        summary = run_folds(datasets.load_dataset("dfew"), lambda split, k: my_train(split["train"], split["test"]))
+        summary["war_mean"], summary["war_std"], [f["war"] for f in summary["folds"]]
+    """
+    from ferv39k_hf.dataset.dfer_rows import fold
+
+    results = []
+    for k in folds:
+        metrics = dict(train_and_score(fold(dataset, k), k))
+        war, uar = metrics.get("war", metrics.get("eval_war")), metrics.get("uar", metrics.get("eval_uar"))
+        if war is None or uar is None:
+            raise PredictionFileError(f"fold {k}: train_and_score returned no war/uar (got {sorted(metrics)})")
+        results.append({**metrics, "fold": k, "war": float(war), "uar": float(uar)})
+    return aggregate_folds(results)
