@@ -224,3 +224,27 @@ def test_shipped_list_errors_are_named_by_line(archive: Path, tmp_path: Path, ca
     assert f"{path}:2: clip " in text and "but the official lists say" in text
     assert f"{path}:{len(lines)}: clip 99999: not in the archive" in text
     assert "read as GBK" in text
+
+
+def test_frames_split_over_zips_without_their_top_folder(tmp_path: Path) -> None:
+    """DFEW's frames come as several zips; members may start at the clip folder (the zip's name says which part)."""
+    import zipfile
+
+    root = tmp_path / "parts"
+    write_dfer_sample(root, "dfew", per_class=1, videos=False, zip=True)
+    whole = root / "DFEW" / "Clip" / "clip_224x224.zip"
+    with zipfile.ZipFile(whole) as source:
+        members = [(info.filename.split("/", 1)[1], source.read(info)) for info in source.infolist()]
+    whole.unlink()
+    for piece in (1, 2):
+        with zipfile.ZipFile(root / "DFEW" / "Clip" / f"clip_224x224_{piece:02d}.zip", "w") as target:
+            for name, data in members[piece - 1::2]:  # each clip's frames spread over both zips
+                target.writestr(name, data)
+    out = tmp_path / "out"
+    build_dataset_folder(root, out)
+    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+    plain = tmp_path / "plain"
+    write_dfer_sample(plain, "dfew", per_class=1, videos=False)
+    for row in ds.to_list():
+        assert [f["bytes"] for f in row["frames"]] == frame_files(plain / "DFEW" / "Clip" / "clip_224x224",
+                                                                 row["clip_id"])

@@ -78,7 +78,7 @@ def parse_dfew_line(text: str, item: ListFile, line: int) -> Tuple[Optional[_Lis
         return None, None
     if len(fields) != 2:
         return None, _problem(item, line, f"expected 'video_name,label', found {text!r}")
-    clip_id = clip_number(fields[0])
+    clip_id = clip_number(re.sub(r"\.mp4$", "", fields[0], flags=re.I))
     if clip_id is None:
         return None, _problem(item, line, f"video_name {fields[0]!r} is not a clip number")
     number = int(fields[1]) if re.match(r"^-?\d+$", fields[1]) else None

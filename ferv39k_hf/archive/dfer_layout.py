@@ -34,7 +34,7 @@ _SOURCES: Tuple[Tuple[re.Pattern, str, str], ...] = (
     (re.compile(r"^frames$", re.I), "mafw", "frames"),
 )
 # DFEW: EmoLabel_DataSplit/train(single-labeled)/set_1.csv; the README spells it single_labeled.
-_DFEW_SPLIT_FOLDER = re.compile(r"^(train|test)\W*single[-_ ]?labell?ed\W*$", re.I)
+_DFEW_SPLIT_FOLDER = re.compile(r"^(train|test)[\W_]*single[-_ ]?labell?ed[\W_]*$", re.I)
 _DFEW_SET_FILE = re.compile(r"^set_?(\d+)\.csv$", re.I)
 # MAFW: <list root>/{single,compound}/{no_caption,with_caption,...}/set_K/{train,test}.txt
 _MAFW_SET_FOLDER = re.compile(r"^set_?(\d+)$", re.I)
@@ -180,10 +180,13 @@ def _place_file(layout: DferLayout, parts: Tuple[str, ...], ref: FileRef) -> Non
         if split:
             fold = int(_DFEW_SET_FILE.match(name).group(1))
             layout.lists.append(ListFile("fold", "single", split.group(1).lower(), fold, "", ref))
-    elif layout.dataset == "mafw" and len(parts) >= 4 and _MAFW_LIST_FILE.match(name):
-        fold, labelset = _MAFW_SET_FOLDER.match(parts[-2]), parts[-4].lower()
-        if fold and labelset in ("single", "compound"):
-            layout.lists.append(ListFile("fold", labelset, lower[:-4], int(fold.group(1)), parts[-3], ref))
+    elif layout.dataset == "mafw" and len(parts) >= 2 and _MAFW_LIST_FILE.match(name):
+        fold = _MAFW_SET_FOLDER.match(parts[-2])
+        if fold:  # <root>/{single,compound}/<caption variant>/set_K/, or any folders above set_K
+            above = [p.lower() for p in parts[:-2]]
+            labelset = "compound" if "compound" in above else "single"
+            variant = parts[-3] if len(parts) >= 3 and "caption" in parts[-3].lower() else ""
+            layout.lists.append(ListFile("fold", labelset, lower[:-4], int(fold.group(1)), variant, ref))
     elif layout.dataset == "mafw" and lower in _MAFW_LABEL_FILES:
         layout.lists.append(ListFile("labels", _MAFW_LABEL_FILES[lower], None, None, "", ref))
 
@@ -273,8 +276,9 @@ def detect_dataset(root: str) -> Optional[str]:
 
 _MARKERS = (
     (re.compile(r"^(emolabel_datasplit|clip_224x224.*|jpg_256)$", re.I), "dfew"),
-    (re.compile(r"^(train & test set|train_test_set|no_caption|with_caption|single_label\.txt|multi_label\.txt)$",
-                re.I), "mafw"),
+    (re.compile(r"^set_?\d+\.csv$", re.I), "dfew"),  # DFEW's fold files; MAFW's are set_K folders
+    (re.compile(r"^(train & test set|train_test_set|no_caption|with_caption|.*_caption_new|compound|"
+                r"frames_crop_align_224|single_label\.txt|multi_label\.txt|set_?\d+)$", re.I), "mafw"),
 )
 
 
