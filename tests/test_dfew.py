@@ -114,7 +114,7 @@ def test_clip_in_two_test_sets(archive: Path, tmp_path: Path) -> None:
     first = _csv(root, "test", 1).read_text().splitlines()[1]
     path = _csv(root, "test", 5)
     path.write_text(path.read_text() + first + "\n")
-    with pytest.raises(AnnotationError, match="in the test sets of two folds: fold 1"):
+    with pytest.raises(AnnotationError, match=r"clip \d{5}: listed in the test sets of two folds: fold 1 \(.*set_1\.csv:\d+\) and fold 5"):
         build_dataset_folder(root, tmp_path / "out")
 
 
@@ -248,3 +248,23 @@ def test_frames_split_over_zips_without_their_top_folder(tmp_path: Path) -> None
     for row in ds.to_list():
         assert [f["bytes"] for f in row["frames"]] == frame_files(plain / "DFEW" / "Clip" / "clip_224x224",
                                                                  row["clip_id"])
+
+
+def test_skip_reports_every_bad_line_and_builds_the_rest(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    path = _csv(root, "test", 2)
+    path.write_bytes(path.read_bytes() + b"99999,1\r\n77777,3\r\n")
+    result = build_dataset_folder(root, tmp_path / "out", on_error="skip")
+    assert sorted(p.clip_id for p in result.skipped) == ["77777", "99999"]
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["lines"] == report["counts"]["clips"] + 2 and len(report["skipped"]) == 2
+    check_every_fold(datasets.load_dataset(str(tmp_path / "out")), dfew_folds(archive),
+                     archive / "DFEW" / "Clip" / "clip_224x224")
+
+
+def test_output_is_identical_for_any_num_proc(archive: Path, built: Path, tmp_path: Path) -> None:
+    out = tmp_path / built.name  # the same folder name: the card names it
+    build_dataset_folder(archive, out, num_proc=2)
+    names = lambda folder: sorted(p.name for p in (folder / "data" / "clip_224x224").iterdir())  # noqa: E731
+    assert names(out) == names(built)
+    assert (out / "README.md").read_text() == (built / "README.md").read_text()

@@ -148,8 +148,7 @@ def _merge(listings: List[_Listing], present: Dict[str, object], part_name: str,
         elif item.split == "test" and item.clip_id in test:
             other = test[item.clip_id]
             how = "twice in" if other.fold == item.fold else "in the test sets of two folds:"
-            refuse(f"clip {item.clip_id} listed {how} fold {other.fold} ({other.source}:{other.line}) and fold "
-                   f"{item.fold}")
+            refuse(f"listed {how} fold {other.fold} ({other.source}:{other.line}) and fold {item.fold}")
         elif item.split == "test":
             test[item.clip_id] = item
         elif item.fold in train.setdefault(item.clip_id, []):
