@@ -268,3 +268,16 @@ def test_output_is_identical_for_any_num_proc(archive: Path, built: Path, tmp_pa
     names = lambda folder: sorted(p.name for p in (folder / "data" / "clip_224x224").iterdir())  # noqa: E731
     assert names(out) == names(built)
     assert (out / "README.md").read_text() == (built / "README.md").read_text()
+
+
+def test_load_follows_a_rewritten_frame(archive: Path, tmp_path: Path) -> None:
+    root = _copy(archive, tmp_path)
+    cache = str(tmp_path / "cache")
+    first = ferv39k_hf.load(str(root), cache_dir=cache)["clips"]
+    clip_id = first[0]["clip_id"]
+    frame_path = sorted((root / "DFEW" / "Clip" / "clip_224x224" / clip_id).iterdir())[0]
+    other = sorted((root / "DFEW" / "Clip" / "clip_224x224" / first[1]["clip_id"]).iterdir())[0].read_bytes()
+    frame_path.write_bytes(other)
+    again = ferv39k_hf.undecoded_frames(ferv39k_hf.load(str(root), cache_dir=cache)["clips"])
+    row = next(r for r in again.to_list() if r["clip_id"] == clip_id)
+    assert other in [f["bytes"] for f in row["frames"]]

@@ -43,6 +43,16 @@ def dfer_card_metadata(dataset: str, config: str, features: datasets.Features, s
     }
 
 
+def _notes(unlisted: int, skipped: int, source: str) -> List[str]:
+    notes = []
+    if unlisted:
+        notes.append(f"{unlisted} clip(s) in the archive's `{source}` folder are in no fold list (for DFEW, the "
+                     "clips that are not single-labelled); they are counted in `build_report.json`, not rows.")
+    if skipped:
+        notes.append(f"**{skipped} list line(s) did not become rows**; `build_report.json` names each.")
+    return notes
+
+
 def render_dfer_card(meta: Dict, class_counts: Counter, fold_sizes: Mapping[int, Sequence[int]],
                      unlisted: int, skipped: int, command: str, source: str) -> str:
     """The whole README.md: front matter, then how it was built, label order, folds, counts, terms."""
@@ -50,12 +60,7 @@ def render_dfer_card(meta: Dict, class_counts: Counter, fold_sizes: Mapping[int,
     info = facts(dataset)
     words = info.label_names(order)
     fold_rows = [[k, *fold_sizes.get(k, (0, 0))] for k in FOLDS]
-    notes = []
-    if unlisted:
-        notes.append(f"{unlisted} clip(s) in the archive's `{source}` folder are in no fold list (for DFEW, the "
-                     "clips that are not single-labelled); they are counted in `build_report.json`, not rows.")
-    if skipped:
-        notes.append(f"**{skipped} list line(s) did not become rows**; `build_report.json` names each.")
+    notes = _notes(unlisted, skipped, source)
     body = f"""
 # {info.title} ({config})
 
