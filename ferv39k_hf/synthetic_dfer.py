@@ -57,12 +57,15 @@ def plan_dfer_sample(dataset: str, per_class: int = 5, seed: int = 0) -> List[Sa
     labels += [()] * 3  # in the frame folders, in no list (DFEW: not single-labelled)
     order = rng.permutation(len(labels))
     styles = ("plain", "padded", "prefixed") + (("png",) if dataset == "mafw" else ())
-    clips = []
+    clips, dealt = [], {False: 0, True: 0}  # each set dealt round-robin: every fold has test clips of both
     for number, index in enumerate(order, start=1):
         clip_id = f"{number * 3:05d}"  # gaps, as in the release: not every number is a clip
         listed = labels[index]
-        clips.append(SampleClip(clip_id, listed, (number % len(FOLDS)) + 1 if listed else 0,
-                                int(rng.integers(6, 24)), styles[number % len(styles)]))
+        fold = 0
+        if listed:
+            fold = dealt[len(listed) > 1] % len(FOLDS) + 1
+            dealt[len(listed) > 1] += 1
+        clips.append(SampleClip(clip_id, listed, fold, int(rng.integers(6, 24)), styles[number % len(styles)]))
     return clips
 
 

@@ -134,3 +134,17 @@ def test_codebase_lists_round_trip(archive: Path, tmp_path: Path, fmt: str) -> N
     if fmt == "emoclip":
         line = (tmp_path / fmt / "set_1" / "train.txt").read_text().splitlines()[0]
         assert line.count("\t") == 2 and "synthetic clip" in line
+
+
+def test_sample_command_zipped_and_verify(tmp_path: Path, capsys) -> None:
+    from ferv39k_hf.cli import main
+
+    out = tmp_path / "mafw"
+    assert main(["sample", "--dataset", "mafw", "--zip", "--parts", "faces", str(out)]) == 0
+    assert "synthetic MAFW-shaped archive (no MAFW data)" in capsys.readouterr().out
+    assert (out / "MAFW" / "data" / "faces.zip").is_file() and not (out / "MAFW" / "data" / "clips.zip").exists()
+    assert main(["verify", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "found a MAFW archive" in printed and "read as GBK" in printed and "OK: no problem found" in printed
+    assert main(["verify", str(out), "--config", "videos"]) == 1  # --parts faces wrote no mp4
+    assert "no videos folder of MAFW clips" in capsys.readouterr().err
