@@ -21,6 +21,7 @@ _LAZY = {
     "Ferv39k": "dataset.builder",
     "Ferv39kConfig": "dataset.builder",
     "load": "dataset.builder",
+    "fold": "dataset.dfer_rows",
     "find_layout": "archive.layout",
     "ClipRecord": "archive.annotations",
     "VideoClipTransform": "clips.transforms",

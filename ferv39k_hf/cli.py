@@ -15,7 +15,8 @@ from typing import Callable, List, Optional
 from ferv39k_hf.archive.listwriter import add_lists_command
 from ferv39k_hf.archive.lists import add_list_options
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.taxonomy import CONFIG_NAMES, DEFAULT_LABEL_ORDER, LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.taxonomy import CONFIG_NAMES, LABEL_ORDERS, OFFICIAL_TOTAL
+from ferv39k_hf.dfer_taxonomy import DATASETS, FACTS as DFER_FACTS, all_label_orders
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.
@@ -71,6 +72,9 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                    help=f"comma list of parts to write: {','.join(CONFIG_NAMES)} (default: all three)")
     p.add_argument("--zip", action="store_true",
                    help="pack the parts as a drive download arrives: zip files inside export folders")
+    p.add_argument("--dataset", choices=DATASETS, default="ferv39k",
+                   help="the archive's shape: ferv39k (default), dfew or mafw (a few dozen small clips with the "
+                        "folds, label files and variants of docs/dfew-mafw.md; --scale does not apply)")
 
 
 def _add_build(sub: argparse._SubParsersAction) -> None:
@@ -82,11 +86,7 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("root", help="the archive root as downloaded: folders, zips or drive export folders")
     p.add_argument("--out", required=True, help="the dataset folder to write")
-    p.add_argument("--config", choices=list(CONFIG_NAMES), default="faces",
-                   help="faces: face-crop frames (the benchmark input, default); scenes: scene frames; "
-                        "videos: the original mp4 clips")
-    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=DEFAULT_LABEL_ORDER,
-                   help="class index order: alphabetical (default, Angry=0) or dfew (Happy=0)")
+    _add_dataset_options(p)
     p.add_argument("--validation-fraction", type=_fraction, default=0.0,
                    help="carve a seeded validation split out of train, stratified by scene and class "
                         "(default 0: only the official train and test)")
@@ -105,6 +105,22 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     add_list_options(p)
 
 
+def _add_dataset_options(p: argparse.ArgumentParser) -> None:
+    """--dataset, and --config and --label-order with every dataset's choices (DFEW and MAFW: docs/dfew-mafw.md)."""
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="read the archive as ferv39k, dfew or mafw (default: told from its folder and file names)")
+    configs = sorted(set(CONFIG_NAMES) | {c for f in DFER_FACTS.values() for c in f.configs})
+    p.add_argument("--config", choices=configs, default=None,
+                   help="FERV39k: faces (face-crop frames, default), scenes, videos (mp4). DFEW: clip_224x224 "
+                        "(default), clip_224x224_16f, videos. MAFW: single (11 classes, default), compound "
+                        "(multi-label), videos")
+    orders = sorted(set(LABEL_ORDERS) | set(all_label_orders()))
+    p.add_argument("--label-order", choices=orders, default=None,
+                   help="class index order. FERV39k: alphabetical (default, Angry=0) or dfew (Happy=0). DFEW: dfew "
+                        "(default: the official 1..7 minus 1) or alphabetical. MAFW: mae-dfer (default), s2d "
+                        "(alphabetical) or dfer-clip")
+
+
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verify",
@@ -114,8 +130,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         "Exit status 0 only when nothing is wrong.",
     )
     p.add_argument("root", help="the archive root")
-    p.add_argument("--config", choices=list(CONFIG_NAMES), default="faces",
-                   help="which part's clips to check (default faces)")
+    _add_dataset_options(p)
     p.add_argument("--deep", action="store_true", help="fully decode every frame (slow) instead of the marker check")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw clips per scene and class against the official counts")
@@ -149,12 +164,15 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "sample). Clips of the folder's other splits are ignored and counted. With --compare B, the paired "
         "differences A - B, their intervals and p-values, and McNemar's exact test. See docs/scoring.md.",
     )
-    p.add_argument("predictions", metavar="PRED", help="predictions file (.csv with a header, or JSON Lines)")
+    p.add_argument("predictions", metavar="PRED", nargs="+",
+                   help="predictions file (.csv with a header, or JSON Lines); for a DFEW or MAFW folder, five files, "
+                        "one per fold in order 1..5 (the 5-fold mean ± std; docs/dfew-mafw.md)")
     p.add_argument("--dataset", required=True, metavar="DIR", help="a folder made by 'ferv39k-hf build'")
     p.add_argument("--split", default="test", help="the split to score against (default test)")
     p.add_argument("--compare", metavar="B", help="a second predictions file: compare PRED (A) with it (B), paired")
-    p.add_argument("--label-order", choices=sorted(LABEL_ORDERS), default=None,
-                   help="what integer predictions mean: alphabetical (Angry=0) or dfew (Happy=0); required when "
+    p.add_argument("--label-order", choices=sorted(set(LABEL_ORDERS) | set(all_label_orders())), default=None,
+                   help="what integer predictions mean: alphabetical (Angry=0) or dfew (Happy=0); for MAFW "
+                        "mae-dfer, s2d or dfer-clip; required when "
                         "the file holds ids, not needed for class words")
     p.add_argument("--allow-partial", action="store_true",
                    help="score the clips that have a prediction and say how many are missing (default: a file "
@@ -228,6 +246,10 @@ def exit_on_package_error(main: Callable[[], object], prog: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "sample" and args.dataset != "ferv39k":
+        from ferv39k_hf.synthetic_dfer import run_dfer_sample
+
+        return run_dfer_sample(args)
     if args.command == "sample":
         from ferv39k_hf.synthetic import run_sample_command
 
@@ -237,11 +259,23 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_build_command(args)
     if args.command == "verify":
+        from ferv39k_hf.archive.dfer_verify import run_dfer_verify
         from ferv39k_hf.archive.verify import run_verify_command
 
+        dfer = run_dfer_verify(args)  # DFEW/MAFW (told from the archive or --dataset); None for FERV39k
+        if dfer is not None:
+            return dfer
+        args.config = args.config or CONFIG_NAMES[0]
         return run_verify_command(args)
     if args.command == "lists":
+        from ferv39k_hf.archive.dfer_lists import run_dfer_lists
         from ferv39k_hf.archive.listwriter import run_lists_command
+
+        dfer = run_dfer_lists(args)  # DFEW/MAFW: every fold's lists; None for FERV39k
+        if dfer is not None:
+            return dfer
+        if not args.out:
+            raise Ferv39kError("--out is required: the folder to write the two lists into")
 
         return run_lists_command(args)
     if args.command == "push":
@@ -249,8 +283,16 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_push_command(args)
     if args.command == "score":
+        from ferv39k_hf.metrics.folds import run_fold_score
         from ferv39k_hf.metrics.report import run_score_command
 
+        folds = run_fold_score(args)  # a DFEW/MAFW folder: one file per fold; None for FERV39k
+        if folds is not None:
+            return folds
+        if len(args.predictions) != 1:
+            raise Ferv39kError(f"{args.dataset} is a FERV39k build: give one predictions file, not "
+                               f"{len(args.predictions)} (five, one per fold, are for DFEW and MAFW)")
+        args.predictions = args.predictions[0]
         return run_score_command(args)
     raise AssertionError(args.command)
 

@@ -22,6 +22,7 @@ from ferv39k_hf.fileio import check_file_size, count_frames, open_regular
 
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 # Encoders may pad after the end marker; look for it near the end only.
 _JPEG_TAIL = 64
 
@@ -31,7 +32,9 @@ class ClipDamaged(Exception):
 
 
 def jpeg_problem(head: bytes, tail: bytes) -> Optional[str]:
-    """Why a JPEG with these first and last bytes is not complete, or None."""
+    """Why a JPEG (or PNG: DFEW/MAFW frame folders may hold them) with these first and last bytes is not complete."""
+    if head.startswith(_PNG_START):
+        return None if _PNG_END in tail[-_JPEG_TAIL:] else "truncated PNG (no IEND chunk)"
     if not head.startswith(_JPEG_START):
         return "not a JPEG (no start-of-image marker)"
     if _JPEG_END not in tail[-_JPEG_TAIL:]:

@@ -209,8 +209,15 @@ def add_lists_command(sub: Any) -> None:
         "on exactly the clips checked here.",
     )
     p.add_argument("root", help="the archive root (folders or zips)")
-    p.add_argument("--format", dest="list_out_format", required=True, choices=FORMATS, help="the list format to write")
-    p.add_argument("--out", required=True,
+    p.add_argument("--format", dest="list_out_format", required=True, choices=list(FORMATS) + ["emoclip"],
+                   help="the list format to write (DFEW/MAFW: dfer-clip, mae-dfer, s2d; MAFW also emoclip)")
+    # DFEW and MAFW (archive/dfer_lists.py): every fold's lists, or --check a codebase's shipped lists
+    p.add_argument("--dataset", choices=["ferv39k", "dfew", "mafw"], default=None,
+                   help="read the archive as ferv39k, dfew or mafw (default: told from its names)")
+    p.add_argument("--check", nargs="+", metavar="FILE", default=None,
+                   help="DFEW/MAFW: read these lists in --format line by line against the archive (missing clips, "
+                        "classes, frame counts, encoding) instead of writing")
+    p.add_argument("--out", required=False,
                    help="the folder to write the two files into (made if absent; never inside the archive; an "
                         "existing file is replaced only with --overwrite, and only if ferv39k-hf lists wrote it)")
     p.add_argument("--prefix", default=None, metavar="PATH",

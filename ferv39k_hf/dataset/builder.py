@@ -254,9 +254,9 @@ class Ferv39k(datasets.GeneratorBasedBuilder):
 
 def load(
     root: str,
-    config: str = "faces",
+    config: Optional[str] = None,
     *,
-    label_order: str = DEFAULT_LABEL_ORDER,
+    label_order: Optional[str] = None,
     validation_fraction: float = 0.0,
     seed: int = 0,
     on_error: str = "raise",
@@ -265,8 +265,14 @@ def load(
     train_list: Optional[str] = None,
     test_list: Optional[str] = None,
     list_format: Optional[str] = None,
+    dataset: Optional[str] = None,
+    fold: Optional[int] = None,
 ) -> datasets.DatasetDict:
     """Read an archive into a DatasetDict through :class:`Ferv39k`, without the Parquet step.
+
+    DFEW and MAFW archives (told from the archive, or ``dataset="dfew"``/``"mafw"``) are read by
+    :func:`ferv39k_hf.dataset.dfer_load.load_dfer`: the ``clips`` split, or with ``fold=k`` that
+    fold's ``train`` and ``test``; ``config`` and ``label_order`` then take their names (docs/dfew-mafw.md).
 
     The prepared Arrow files are cached (``cache_dir``, default datasets' own),
     keyed on the archive's content identity and the builder's version: a
@@ -312,6 +318,16 @@ def load(
         ds["train"][0]["clip_id"]          # e.g. 'Action/Angry/0000'
         ds = ferv39k_hf.load("/data/FERV39k", train_list="FERV39K_train.txt", test_list="FERV39K_test.txt")
     """
+    from ferv39k_hf.dataset.dfer_build import resolve_dataset  # DFEW/MAFW hook; a lazy import: it imports this module
+
+    if resolve_dataset(root, dataset) != "ferv39k":
+        from ferv39k_hf.dataset.dfer_load import load_dfer
+
+        return load_dfer(root, resolve_dataset(root, dataset), config, label_order=label_order, fold_k=fold,
+                         on_error=on_error, cache_dir=cache_dir, num_proc=num_proc)
+    if fold is not None:
+        raise BuildError("FERV39k has one official train/test split, no folds: leave fold out")
+    config, label_order = config or "faces", label_order or DEFAULT_LABEL_ORDER  # FERV39k's defaults
     root = os.path.abspath(os.fspath(root))
     # The prepared Arrow files (and datasets' locks) must not land in the archive.
     cache_what = "cache_dir" if cache_dir is not None else "datasets' cache (HF_DATASETS_CACHE)"

@@ -119,12 +119,15 @@ def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: L
     return results
 
 
+run_shard_tasks = _run_tasks  # the shard writing that DFEW and MAFW builds share (dataset/dfer_build.py)
+
+
 def build_dataset_folder(
     root: "os.PathLike[str] | str",
     out: "os.PathLike[str] | str",
     *,
-    config: str = "faces",
-    label_order: str = DEFAULT_LABEL_ORDER,
+    config: Optional[str] = None,
+    label_order: Optional[str] = None,
     validation_fraction: float = 0.0,
     seed: int = 0,
     num_proc: int = 1,
@@ -135,13 +138,24 @@ def build_dataset_folder(
     train_list: Optional[str] = None,
     test_list: Optional[str] = None,
     list_format: Optional[str] = None,
+    dataset: Optional[str] = None,
 ) -> BuildResult:
     """Build ``out`` from the archive at ``root``; see ``ferv39k-hf build --help``.
 
     ``train_list`` and ``test_list`` (both or neither) take the splits from
     community split lists instead of the official split files (see
     :func:`ferv39k_hf.archive.lists.open_lists`); the card records them.
+    ``dataset`` (``"ferv39k"``, ``"dfew"``, ``"mafw"``; default: told from the
+    archive) sends DFEW and MAFW through :mod:`ferv39k_hf.dataset.dfer_build`.
+    ``config`` and ``label_order`` default to the dataset's (FERV39k: faces, alphabetical).
     """
+    from ferv39k_hf.dataset.dfer_build import build_dfer_folder, resolve_dataset
+
+    dataset = resolve_dataset(root, dataset)
+    if dataset != "ferv39k":  # DFEW/MAFW: their configs and label orders, the same shard writer
+        return build_dfer_folder(root, out, dataset, config=config, label_order=label_order,
+                                 num_proc=num_proc, on_error=on_error, frames=frames, overwrite=overwrite)
+    config, label_order = config or "faces", label_order or DEFAULT_LABEL_ORDER  # FERV39k's defaults
     started = time.perf_counter()
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -258,11 +272,17 @@ def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fra
 
 
 def run_build_command(args: Any) -> int:
+    from ferv39k_hf.dataset.dfer_build import dfer_summary, run_dfer_build
+
+    dfer = run_dfer_build(args)  # None for FERV39k (told from the archive, or --dataset ferv39k)
+    if dfer is not None:
+        print(dfer_summary(dfer))
+        return 0
     result = build_dataset_folder(
-        args.root, args.out, config=args.config, label_order=args.label_order,
+        args.root, args.out, config=args.config or "faces", label_order=args.label_order or DEFAULT_LABEL_ORDER,
         validation_fraction=args.validation_fraction, seed=args.seed, num_proc=args.num_proc,
         on_error=args.on_error, frames=args.frames, overwrite=args.overwrite,
-        train_list=args.train_list, test_list=args.test_list, list_format=args.list_format,
+        train_list=args.train_list, test_list=args.test_list, list_format=args.list_format, dataset="ferv39k",
     )
     print(result.summary())
     return 0

@@ -27,6 +27,8 @@ from ferv39k_hf.archive.layout import Layout
 ROW_MODULES = (
     "archive.annotations",
     "archive.clipfiles",
+    "archive.dfer_folds",
+    "archive.dfer_layout",
     "archive.files",
     "archive.layout",
     "archive.lists",
@@ -36,8 +38,12 @@ ROW_MODULES = (
     "archive.zipindex",
     "clips.video",
     "dataset.builder",
+    "dataset.dfer_build",
+    "dataset.dfer_load",
+    "dataset.dfer_rows",
     "dataset.export",
     "dataset.shardwriter",
+    "dfer_taxonomy",
     "taxonomy",
 )
 

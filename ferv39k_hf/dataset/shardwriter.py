@@ -19,6 +19,7 @@ from ferv39k_hf.archive.clipfiles import ClipReader, FrameBatch, numbering_gap
 from ferv39k_hf.archive.layout import Layout
 from ferv39k_hf.dataset import fingerprint
 from ferv39k_hf.dataset.builder import clip_features, make_example, read_or_skip
+from ferv39k_hf.dataset.dfer_rows import dfer_features, make_dfer_example
 from ferv39k_hf.taxonomy import SCENE_TO_SCENARIO
 
 ROWS_PER_GROUP = 32  # Parquet row group: the unit of streaming reads
@@ -55,7 +56,7 @@ class ShardWriter:
     def __init__(self, layout: Layout, options: Dict[str, Any], tmp_dir: Path):
         self.reader = ClipReader(layout, kind=options["config"], frames=options["frames"])
         self.options = options
-        self.features = clip_features(options["config"], options["label_order"])
+        self.features = _features(options)
         self.schema = self.features.arrow_schema
         self.tmp_dir = tmp_dir
         packed = options["frames"] == "copy" and options["config"] != "videos"
@@ -71,7 +72,8 @@ class ShardWriter:
         result = ShardResult(task.split, task.index, "", 0, 0)
         with pq.ParquetWriter(
             # JPEG and mp4 bytes do not compress; statistics of binary columns only bloat the footer.
-            partial, self.schema, compression="none", write_statistics=_METADATA_COLUMNS, use_dictionary=False,
+            partial, self.schema, compression="none", write_statistics=_scalar_columns(self.schema),
+            use_dictionary=False,
         ) as writer:
             if self.batch is not None:
                 self._write_packed(task, writer, digest, result, progress)
@@ -137,6 +139,10 @@ class ShardWriter:
             return None
         result.rows += 1
         result.class_counts[record.emotion] += 1
+        if record.scene is None:  # DFEW and MAFW: no scenes (see dataset/dfer_rows.py)
+            opts = self.options
+            return make_dfer_example(record, fields, opts["dataset"], opts["config"], opts["label_order"],
+                                     opts.get("captions", False))
         result.scenario_counts[SCENE_TO_SCENARIO[record.scene]] += 1
         return make_example(record, fields, self.options["label_order"])
 
@@ -165,8 +171,21 @@ def _count(progress: Optional[Any]) -> None:
             progress.value += 1
 
 
+def _features(options: Dict[str, Any]) -> Any:
+    """The build's columns: FERV39k's, or a DFEW/MAFW config's (``options["dataset"]``)."""
+    if options.get("dataset", "ferv39k") == "ferv39k":
+        return clip_features(options["config"], options["label_order"])
+    return dfer_features(options["dataset"], options["config"], options["label_order"], options.get("captions", False))
+
+
+def _scalar_columns(schema: pa.Schema) -> List[str]:
+    """The columns that get Parquet statistics: the metadata scalars (FERV39k's _METADATA_COLUMNS)."""
+    return [f.name for f in schema if f.name not in ("frames", "video") and not pa.types.is_list(f.type)]
+
+
 def _metadata_columns(rows: List[Dict[str, Any]], schema: pa.Schema) -> List[pa.Array]:
-    return [pa.array([row[name] for row in rows], type=schema.field(name).type) for name in _METADATA_COLUMNS]
+    names = [name for name in schema.names if name not in ("frames", "video")]  # the media column is last
+    return [pa.array([row[name] for row in rows], type=schema.field(name).type) for name in names]
 
 
 def batch_to_table(rows: List[Dict[str, Any]], batch: FrameBatch, schema: pa.Schema) -> pa.Table:
@@ -205,6 +224,10 @@ def rows_to_table(rows: List[Dict[str, Any]], schema: pa.Schema, config: str) ->
 
 
 def _digest_row(digest: Any, row: Dict[str, Any]) -> None:
+    if "scene" not in row:  # DFEW/MAFW rows: every metadata column counts (folds, captions, labels)
+        meta = {k: v for k, v in row.items() if k not in ("frames", "video")}
+        digest.update(json.dumps(meta, sort_keys=True, ensure_ascii=False).encode() + b"\n")
+        return
     digest.update(f"{row['clip_id']}|{row['scene']}|{row['label']}|{row['num_frames']}\n".encode())
 
 
