@@ -15,7 +15,7 @@ from ferv39k_hf.cli import main
 from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.synthetic_dfer import write_dfer_sample
-from tests.dfer_checks import check_every_fold, dfew_folds, frame_files, natural_differs
+from dfer_checks import check_every_fold, dfew_folds, frame_files, natural_differs
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,9 @@ def build_dataset_folder(
 
     dataset = resolve_dataset(root, dataset)
     if dataset != "ferv39k":  # DFEW/MAFW: their configs and label orders, the same shard writer
+        if train_list or test_list or validation_fraction:
+            raise BuildError(f"train_list/test_list and validation_fraction are FERV39k options; {dataset.upper()} "
+                             "builds keep the official folds as columns (see docs/dfew-mafw.md)")
         return build_dfer_folder(root, out, dataset, config=config, label_order=label_order,
                                  num_proc=num_proc, on_error=on_error, frames=frames, overwrite=overwrite)
     config, label_order = config or "faces", label_order or DEFAULT_LABEL_ORDER  # FERV39k's defaults
