@@ -291,7 +291,7 @@ def _check_parts(parts: Iterable[str]) -> Tuple[str, ...]:
     return tuple(kind for kind in PART_KINDS if kind in parts)
 
 
-def read_sample_marker(root: "os.PathLike[str] | str") -> Optional[Dict[str, object]]:
+def read_sample_marker(root: os.PathLike[str] | str) -> Optional[Dict[str, object]]:
     """The marker of a sample archive at ``root`` (a dict: ``settings``, ``complete``, ...), or None.
 
     None for any folder ``ferv39k-hf sample`` did not make, a real archive above all.
@@ -305,7 +305,7 @@ def read_sample_marker(root: "os.PathLike[str] | str") -> Optional[Dict[str, obj
     return marker if isinstance(marker, dict) and marker.get("made_by") == MARKER_MAKER else None
 
 
-def is_sample_archive(root: "os.PathLike[str] | str") -> bool:
+def is_sample_archive(root: os.PathLike[str] | str) -> bool:
     """Whether ``root`` is a complete archive written by ``ferv39k-hf sample`` (synthetic data, not FERV39k)."""
     marker = read_sample_marker(root)
     return bool(marker and marker.get("complete"))

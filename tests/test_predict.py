@@ -41,6 +41,7 @@ def checkpoint(tmp_path_factory):
         from transformers import VideoMAEImageProcessorPil as Processor  # transformers 5
     except ImportError:  # transformers 4
         from transformers import VideoMAEImageProcessor as Processor
+
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-7")
     config = AutoConfig.for_model("videomae", num_labels=7, id2label=dict(enumerate(CLASS_WORDS)),

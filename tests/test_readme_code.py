@@ -20,7 +20,7 @@ def python_blocks(path: Path):
     """(line, code) of each ```python block of ``path``."""
     text = path.read_text(encoding="utf-8")
     return [(text[: match.start()].count("\n") + 2, match.group(1))
-            for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.M | re.S)]
+            for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)]
 
 
 BLOCKS = [(path, line, code) for path in DOCUMENTS for line, code in python_blocks(path)]
@@ -45,6 +45,6 @@ def test_python_block_runs_as_written(path, line, code, beside_the_sample):
            "HF_HOME": str(beside_the_sample / f"hf-home-{path.parent.name}-{line}"),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=beside_the_sample, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
     where = f"{path.relative_to(REPO)} line {line}"
     assert done.returncode == 0, f"{where}: the block fails as written:\n{done.stderr[-3000:]}"

@@ -90,8 +90,8 @@ class VerifyReport:
     def format(self, limit: int = 200) -> str:
         if self.synthetic and not self.expect_official:  # every cell would differ from the official count
             found = ", ".join(f"{sum(cells.values())} {split}" for split, cells in self.counts.items())
-            lines = [f"synthetic sample (made by 'ferv39k-hf sample', no FERV39k data): {found} clips; "
-                     "counts not compared with the official ones"]
+            lines = [(f"synthetic sample (made by 'ferv39k-hf sample', no FERV39k data): {found} clips; "
+                      "counts not compared with the official ones")]
         else:
             lines = [count_table(self.counts, self.expect_official), ""]
         lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({'full decode' if self.deep else 'marker check'})")
