@@ -253,6 +253,8 @@ def _missing(url: str, options: Mapping[str, Any]) -> str:
 def describe(url: str, what: str, err: BaseException, options: Mapping[str, Any]) -> str:
     """One line for a read of ``url`` that failed with ``err`` and is not worth trying again."""
     if isinstance(err, PermissionError) or any(_http_status(c)[0] == 403 for c in _chain(err)):
+        if not is_remote(url):
+            return f"{url}: access denied while {what} ({_reason(err)}): check the file's permissions"
         hint = " (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE)" if _is_s3(url) else ""
         return (f"{url}: access denied while {what} ({_reason(err)}): check the credentials{hint} and that they "
                 "may read this location")
