@@ -217,9 +217,10 @@ def test_a_stalled_server_is_given_up_on_within_the_stated_bound_with_a_line_per
     assert "\n" not in message and message.startswith(
         f"s3://{BUCKET}/ferv39k/README.md: gave up reading the card at {proxy.url} after 3 tries over")
     assert "timeout" in message.lower()
-    assert _retries(caplog, "README.md") == [
-        f"retrying s3://{BUCKET}/ferv39k/README.md in 0.05 s (attempt {n} of 3): reading the card failed: "
-        + _retries(caplog, "README.md")[n - 2].split("reading the card failed: ", 1)[1] for n in (2, 3)]
+    retries = _retries(caplog, "README.md")
+    assert [line.split(": reading the card failed: ")[0] for line in retries] == [
+        f"retrying s3://{BUCKET}/ferv39k/README.md in 0.05 s (attempt {n} of 3)" for n in (2, 3)]
+    assert all("timeout" in line.lower() for line in retries)
 
 
 def test_a_stall_in_the_middle_of_a_stream_names_the_shard(s3, proxy, aws, caplog):

@@ -201,3 +201,21 @@ def test_streams_and_trains_from_s3(s3_server, run_script, tiny_checkpoints, bui
                      "--streaming", "true", "--do_train", "--do_eval", "--max_steps", "1", *_common(out)])
     results, _ = _check_results(out, len(_map_split(built_faces, "test")))
     assert results["train_loss"] > 0
+
+
+def test_one_split_to_files_rule_for_streaming_and_scoring():
+    """The default config's files; else the only config's; else an error naming the configs (dataset.card)."""
+    from ferv39k_hf.dataset import card
+
+    faces = {"config_name": "faces", "data_files": [{"split": "test", "path": ["data/faces/t.parquet"]}]}
+    scenes = {"config_name": "scenes", "data_files": [{"split": "test", "path": "data/scenes/t.parquet"}]}
+    assert card.split_files({"configs": [faces]}, "/x")["test"] == [os.path.join("/x", "data/faces/t.parquet")]
+    assert card.split_files({"configs": [faces, {**scenes, "default": True}]}, "s3://b/x/") == {
+        "test": ["s3://b/x/data/scenes/t.parquet"]}
+    with pytest.raises(streaming.StreamError, match=r"README.md: 2 configs \(faces, scenes\) and none marked default"):
+        card.split_files({"configs": [faces, scenes]}, "/x")
+    with pytest.raises(streaming.StreamError, match="no 'configs'"):
+        card.split_files({}, "/x")
+    info = {"dataset_info": [{"config_name": "faces", "splits": [{"name": "test", "num_examples": 3}]},
+                             {"config_name": "scenes", "splits": [{"name": "test", "num_examples": 5}]}]}
+    assert card.card_row_counts({"configs": [faces, {**scenes, "default": True}], **info}) == {"test": 5}

@@ -68,7 +68,7 @@ def read_card(location: "os.PathLike[str] | str", storage_options: Optional[Mapp
     try:
         data = read_bytes(card, options, patience, "reading the card")
     except StorageMissing as err:
-        if " bucket " in str(err):
+        if err.no_bucket:
             raise
         raise StorageMissing(f"{card} is missing: {location} is not a folder built by 'ferv39k-hf build'") from None
     try:

@@ -44,7 +44,9 @@ class StreamError(Ferv39kError):
 
 
 class StorageMissing(StreamError, FileNotFoundError):
-    """A file, prefix or bucket that is not there."""
+    """A file, prefix or bucket that is not there (``no_bucket``: the bucket itself)."""
+
+    no_bucket = False
 
 
 @dataclass(frozen=True)
@@ -236,8 +238,8 @@ def _endpoint(options: Mapping[str, Any]) -> str:
     return (options.get("client_kwargs") or {}).get("endpoint_url") or options.get("endpoint_url") or "AWS S3"
 
 
-def _missing(url: str, options: Mapping[str, Any]) -> str:
-    """What is missing at ``url``: its bucket, or the file itself."""
+def _missing(url: str, options: Mapping[str, Any]) -> StorageMissing:
+    """The error for a missing ``url``, saying whether its bucket is missing too."""
     if _is_s3(url):
         bucket = url.split("://", 1)[1].split("/", 1)[0]
         try:
@@ -246,18 +248,23 @@ def _missing(url: str, options: Mapping[str, Any]) -> str:
         except Exception:  # noqa: BLE001 -- the question is only asked to word the message
             there = True
         if not there:
-            return f"{url}: there is no bucket {bucket!r} at {_endpoint(options)} (or these credentials cannot see it)"
-    return f"{url} does not exist"
+            missing = StorageMissing(f"{url}: there is no bucket {bucket!r} at {_endpoint(options)} (or these "
+                                     "credentials cannot see it)")
+            missing.no_bucket = True
+            return missing
+    return StorageMissing(f"{url} does not exist")
 
 
 def describe(url: str, what: str, err: BaseException, options: Mapping[str, Any]) -> str:
     """One line for a read of ``url`` that failed with ``err`` and is not worth trying again."""
     if isinstance(err, PermissionError) or any(_http_status(c)[0] == 403 for c in _chain(err)):
+        if not is_remote(url):
+            return f"{url}: access denied while {what} ({_reason(err)}): check the file's permissions"
         hint = " (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE)" if _is_s3(url) else ""
         return (f"{url}: access denied while {what} ({_reason(err)}): check the credentials{hint} and that they "
                 "may read this location")
     if isinstance(err, FileNotFoundError):
-        return _missing(url, options)
+        return str(_missing(url, options))
     return f"{url}: {what} failed: {_reason(err)}"
 
 
@@ -280,7 +287,7 @@ def patiently(url: str, what: str, action: Callable[[int], T], patience: Storage
             raise
         except Exception as err:  # noqa: BLE001 -- sorted into transient or not, and reported in one line
             if isinstance(err, FileNotFoundError):
-                raise StorageMissing(_missing(url, options)) from err
+                raise _missing(url, options) from err
             if not is_transient(err):
                 raise StreamError(describe(url, what, err, options)) from err
             if attempt == tries:
