@@ -311,7 +311,8 @@ def is_sample_archive(root: os.PathLike[str] | str) -> bool:
     return bool(marker and marker.get("complete"))
 
 
-def _write_marker(root: Path, settings: Dict[str, object], complete: bool) -> None:
+def write_sample_marker(root: Path, settings: Dict[str, object], complete: bool) -> None:
+    """Mark ``root`` as a sample archive of ``settings`` (``complete`` once every file is written)."""
     marker = {"made_by": MARKER_MAKER, "synthetic": True, "complete": complete, "settings": settings,
               "note": "synthetic drawings in FERV39k's layout, no FERV39k data: results on it are not "
                       "comparable with published ones"}
@@ -320,7 +321,7 @@ def _write_marker(root: Path, settings: Dict[str, object], complete: bool) -> No
     os.replace(temporary, root / SAMPLE_MARKER)
 
 
-def _prepare_out(out: Path, settings: Dict[str, object]) -> bool:
+def prepare_sample_out(out: Path, settings: Dict[str, object]) -> bool:
     """Make ``out`` ready for the sample: True when it already holds this very sample (nothing to write)."""
     if out.exists():
         if not out.is_dir():
@@ -340,7 +341,7 @@ def _prepare_out(out: Path, settings: Dict[str, object]) -> bool:
                                  f"({marker.get('settings')}); delete it or choose another folder")
             return True
     out.mkdir(parents=True, exist_ok=True)
-    _write_marker(out, settings, complete=False)
+    write_sample_marker(out, settings, complete=False)
     return False
 
 
@@ -410,7 +411,7 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
     root = Path(out)
     settings = {"scale": plan.scale, "seed": plan.seed, "parts": list(parts), "zip": bool(zip),
                 "scenes": None if scenes is None else sorted(scenes)}
-    if _prepare_out(root, settings):
+    if prepare_sample_out(root, settings):
         return _summary(root, plan, parts, bool(zip), started, reused=True)
     sink = _ZipSink(root) if zip else _FolderSink(root)
     rendering = _rendered_clips(plan.clips, plan.seed, parts, workers)
@@ -428,7 +429,7 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
     finally:
         rendering.close()  # stops the worker pool at once if writing failed
         sink.close()
-    _write_marker(root, settings, complete=True)
+    write_sample_marker(root, settings, complete=True)
     return _summary(root, plan, parts, bool(zip), started)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ferv39k_hf import synthetic_faces as faces
 from ferv39k_hf.dfer_taxonomy import DFEW_CLASSES, FOLDS, MAFW_CLASSES
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.synthetic import ZIP_DATE_TIME, encode_mp4
+from ferv39k_hf.synthetic import ZIP_DATE_TIME, encode_mp4, prepare_sample_out, write_sample_marker
 
 FRAME_SIZE = 64  # small frames: the layout is what is tested, not the resolution
 # MAFW's extra classes are drawn with the nearest of the 7 drawable expressions.
@@ -170,9 +170,10 @@ def write_dfer_sample(out, dataset: str, *, per_class: int = 5, seed: int = 0, v
     if dataset not in ("dfew", "mafw"):
         raise BuildError(f"no synthetic sample for dataset {dataset!r}; choose ferv39k, dfew or mafw")
     root = Path(out)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise BuildError(f"refusing to write the sample archive into {root}: it exists and is not an empty folder")
+    settings = {"dataset": dataset, "per_class": per_class, "seed": seed, "videos": videos, "zip": zip}
     clips = plan_dfer_sample(dataset, per_class, seed)
+    if prepare_sample_out(root, settings):  # this very sample is there already (its marker says so)
+        return clips
     if dataset == "dfew":
         top = root / "DFEW" / "Clip"
         folders = {"clip_224x224": None, "clip_224x224_16f": 16}
@@ -186,6 +187,7 @@ def write_dfer_sample(out, dataset: str, *, per_class: int = 5, seed: int = 0, v
     if zip:
         for name in list(folders) + (["original" if dataset == "dfew" else "clips"] if videos else []):
             _zip_folder(top / name)
+    write_sample_marker(root, settings, complete=True)
     return clips
 
 

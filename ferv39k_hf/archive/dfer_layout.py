@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ferv39k_hf.archive import ziparchive
-from ferv39k_hf.archive.files import ByteSink, FileRef, read_file
+from ferv39k_hf import fileio
+from ferv39k_hf.archive.files import ByteSink, FileRef
+from ferv39k_hf.fileio import read_file
 from ferv39k_hf.archive.zipdir import ZipDirectoryError, read_directory
 from ferv39k_hf.archive.zipindex import unsafe_reason
 from ferv39k_hf.archive.ziparchive import folder_kind, is_hidden, natural_key
@@ -46,7 +48,7 @@ CONFIG_SOURCES: Dict[str, Tuple[str, ...]] = {
     "single": ("faces", "frames_crop_align_224", "frames"), "compound": ("faces", "frames_crop_align_224", "frames"),
     "videos": ("videos",),
 }
-_MAX_TEXT_BYTES = ziparchive.MAX_SPLIT_FILE_BYTES
+_MAX_TEXT_BYTES = fileio.MAX_SPLIT_FILE_BYTES
 
 
 def clip_number(text: str) -> Optional[str]:
@@ -76,7 +78,7 @@ class DferPart:
 
     def __init__(self, kind: str, layout: "DferLayout"):
         self.kind = kind  # a source: clip_224x224, faces, frames, ..., or videos
-        self.max_bytes = ziparchive.MAX_VIDEO_BYTES if kind == "videos" else ziparchive.MAX_FRAME_BYTES
+        self.max_bytes = fileio.MAX_VIDEO_BYTES if kind == "videos" else fileio.MAX_FRAME_BYTES
         self.clips: Dict[str, Dict[str, FileRef]] = {}  # clip id -> file name -> first copy found
         self.places: Dict[str, str] = {}  # clip id -> the clip folder (or mp4) as shown to people
         self._layout = layout

@@ -25,6 +25,7 @@ from ferv39k_hf.dataset.diskspace import check_free_space, needed_bytes, payload
 from ferv39k_hf.dataset.export import BuildResult, plan_shards, run_shard_tasks
 from ferv39k_hf.dfer_taxonomy import CLIPS_SPLIT, FOLDS, facts
 from ferv39k_hf.errors import BuildError
+from ferv39k_hf.synthetic import is_sample_archive
 
 
 def dfer_options(dataset: str, config: Optional[str], label_order: Optional[str], frames: str, on_error: str,
@@ -89,7 +90,7 @@ def _finish(tmp: Path, out: Path, layout: DferLayout, plan: FoldPlan, results: L
     classes: Counter = Counter(word for r in kept for word in r.labels)
     features = dfer_features(dataset, config, options["label_order"], options["captions"])
     meta = dfer_card_metadata(dataset, config, features, shards, rows, nbytes, options["label_order"],
-                              options["frames"])
+                              options["frames"], synthetic=is_sample_archive(root))
     source = layout.part(config).kind
     command = _command(root, out, options)
     card = render_dfer_card(meta, classes, fold_sizes(kept), len(plan.unlisted), len(skipped), command, source)

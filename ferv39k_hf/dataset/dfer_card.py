@@ -17,10 +17,13 @@ def _table(header: List[str], rows: List[List[object]]) -> str:
 
 
 def dfer_card_metadata(dataset: str, config: str, features: datasets.Features, shards: Sequence[str],
-                       rows: int, nbytes: int, label_order: str, frames: str) -> Dict:
-    """The YAML front matter: the config, its one split's files, the features, the label order."""
+                       rows: int, nbytes: int, label_order: str, frames: str, synthetic: bool = False) -> Dict:
+    """The YAML front matter: the config, its one split's files, the features, the label order.
+
+    ``synthetic``: built from a ``ferv39k-hf sample`` archive; ``ferv39k_synthetic: true`` keeps ``score``
+    from ranking results on it among published ones."""
     info = facts(dataset)
-    return {
+    meta = {
         "pretty_name": f"{info.title} ({config})",
         "license": "other",
         "license_name": f"{dataset}-terms-of-use",
@@ -41,6 +44,9 @@ def dfer_card_metadata(dataset: str, config: str, features: datasets.Features, s
             "dataset_size": int(nbytes),
         },
     }
+    if synthetic:
+        meta["ferv39k_synthetic"] = True
+    return meta
 
 
 def _notes(unlisted: int, skipped: int, source: str) -> List[str]:

@@ -35,6 +35,7 @@ class FoldClips:
     clip_ids: List[str]
     labels: List[int]
     test_folds: List[Optional[int]]
+    synthetic: bool = False  # built from a `ferv39k-hf sample` archive: never ranked among published results
 
 
 def read_fold_clips(folder: Any) -> Optional[FoldClips]:
@@ -54,7 +55,7 @@ def read_fold_clips(folder: Any) -> Optional[FoldClips]:
     words = facts(meta["ferv39k_dataset"]).label_names(meta["ferv39k_label_order"])
     return FoldClips(meta["ferv39k_dataset"], meta["ferv39k_label_order"], words,
                      table.column("clip_id").to_pylist(), table.column("label").to_pylist(),
-                     table.column("test_fold").to_pylist())
+                     table.column("test_fold").to_pylist(), bool(meta.get("ferv39k_synthetic")))
 
 
 def _clip_id(text: str) -> str:
@@ -132,6 +133,7 @@ def score_folds(files: Sequence[Any], folder: Any, *, label_order: Optional[str]
     wars, uars = np.array([f["war"] for f in per_fold]), np.array([f["uar"] for f in per_fold])
     war_ci, uar_ci = _mean_interval(cms, resamples, seed)
     return {"dataset": clips.dataset, "label_order": clips.label_order, "class_words": clips.words,
+            "synthetic": clips.synthetic,
             "folds": per_fold, "war_mean": float(wars.mean()), "war_std": float(wars.std(ddof=1)),
             "uar_mean": float(uars.mean()), "uar_std": float(uars.std(ddof=1)),
             "war_mean_ci": war_ci, "uar_mean_ci": uar_ci,
@@ -164,6 +166,9 @@ def render_folds(report: Dict[str, Any]) -> str:
              "  ± is the sample standard deviation over the folds", "", "  fold  clips    WAR    UAR  file"]
     lines += [f"  {f['fold']:>4} {f['clips']:>6} {pct(f['war']):>6} {pct(f['uar']):>6}  {f['file']}"
               for f in report["folds"]]
+    if report.get("synthetic"):  # drawn faces, not the dataset: a rank among real results would mean nothing
+        return "\n".join(lines + ["", "synthetic data: not ranked against published results (the folder was built "
+                                       "from a 'ferv39k-hf sample' archive)."])
     entries = [(m, war, uar, src) for m, war, uar, src in PUBLISHED_FOLDS[report["dataset"]]]
     entries.append(("this run", round(100 * report["war_mean"], 2), round(100 * report["uar_mean"], 2), ""))
     lines += ["", "  published 5-fold means (WAR / UAR), ranked by WAR:"]
