@@ -67,14 +67,17 @@ _NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"
 def _frame_entry_problem(entry: os.DirEntry, root_real: str) -> Optional[UnsafeEntry]:
     """Why a clip folder's entry named like a frame is not one to read, or None for a regular file (or a link
     to one inside the root). Nothing named like a frame is passed over without a word."""
-    if entry.is_symlink():
+    link = entry.is_symlink()
+    if not link and entry.is_file():  # the listing's file type: no stat per frame
+        return None
+    if link:
         target = os.path.realpath(entry.path)
         if not _inside(target, root_real):
             return UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root")
     try:
         mode = entry.stat().st_mode  # follows a link: its target's type
     except OSError as err:
-        what = "dangling symbolic link" if entry.is_symlink() else "entry that cannot be read"
+        what = "dangling symbolic link" if link else "entry that cannot be read"
         return UnsafeEntry(None, entry.path, f"{what} ({err.strerror}), not a frame file", "bad-frame")
     if stat.S_ISREG(mode):
         return None

@@ -152,7 +152,7 @@ def _json_records(lines: _Lines, path: Path) -> Iterator[Row]:
             continue
         number = lines.number
         try:
-            row = json.loads(text, object_pairs_hook=lambda pairs: _object(pairs, path, number))
+            row = json.loads(text, object_pairs_hook=lambda pairs, n=number: _object(pairs, path, n))
         except json.JSONDecodeError as error:
             raise PredictionFileError(f"{path} line {number}: not a JSON object ({error.msg})") from None
         if not isinstance(row, dict):
