@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -286,3 +287,26 @@ def test_load_follows_a_rewritten_frame(archive: Path, tmp_path: Path) -> None:
     again = ferv39k_hf.undecoded_frames(ferv39k_hf.load(str(root), cache_dir=cache)["clips"])
     row = next(r for r in again.to_list() if r["clip_id"] == clip_id)
     assert other in [f["bytes"] for f in row["frames"]]
+
+
+@pytest.mark.parametrize("make", ["fifo", "folder", "dangling link", "link out of the archive"])
+def test_a_frame_that_is_not_a_file_is_named_by_verify_and_build(archive: Path, tmp_path: Path, make: str,
+                                                                   capsys) -> None:
+    root = _copy(archive, tmp_path)
+    clip_id = _csv(root, "test", 1).read_text().splitlines()[1].split(",")[0]
+    victim = sorted((root / "DFEW" / "Clip" / "clip_224x224" / f"{int(clip_id):05d}").iterdir())[0]
+    victim.unlink()
+    if make == "fifo":
+        os.mkfifo(victim)
+    elif make == "folder":
+        victim.mkdir()
+    elif make == "dangling link":
+        victim.symlink_to(tmp_path / "nowhere.jpg")
+    else:
+        victim.symlink_to("/dev/zero")
+    assert main(["verify", str(root), "--dataset", "dfew"]) == 1
+    assert victim.name in capsys.readouterr().out
+    assert main(["build", str(root), "--out", str(tmp_path / "out")]) == 1
+    assert victim.name in capsys.readouterr().err
+    result = build_dataset_folder(root, tmp_path / "skip", on_error="skip")
+    assert [p.clip_id for p in result.skipped] == [f"{int(clip_id):05d}"]

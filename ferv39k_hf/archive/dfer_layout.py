@@ -9,8 +9,10 @@ codebases disagree on all give the same clips. Frames are any ``*.jpg``,
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -18,6 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from ferv39k_hf.archive import ziparchive
 from ferv39k_hf import fileio
 from ferv39k_hf.archive.files import ByteSink, FileRef
+from ferv39k_hf.archive.layout import UnsafeEntry
 from ferv39k_hf.fileio import read_file
 from ferv39k_hf.archive.zipdir import ZipDirectoryError, read_directory
 from ferv39k_hf.archive.zipindex import unsafe_reason
@@ -73,6 +76,24 @@ class ListFile:
         return self.ref.display
 
 
+def _disk_frame_problem(path: str, root_real: str) -> Optional[UnsafeEntry]:
+    """Why a file listed as a frame is not one to read now, or None for a regular file (or a link to one inside
+    the root)."""
+    try:
+        link = stat.S_ISLNK(os.lstat(path).st_mode)
+        if link:
+            target = os.path.realpath(path)
+            if not (target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep)):
+                return UnsafeEntry(None, path, f"symbolic link to {target}, outside the root")
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return UnsafeEntry(None, path, f"entry that cannot be read or dangling link ({err.strerror}), not a frame "
+                           "file", "bad-frame")
+    if stat.S_ISREG(mode):
+        return None
+    return UnsafeEntry(None, path, "not a regular file (a folder, FIFO or device), not a frame file", "bad-frame")
+
+
 class DferPart:
     """The clips of one frame folder (or the mp4s): what ClipReader reads a config from."""
 
@@ -97,6 +118,23 @@ class DferPart:
 
     def clip_files(self, clip_id: str) -> List[FileRef]:
         return self.frames(clip_id) if self.kind != "videos" else [r for r in [self.video(clip_id)] if r]
+
+    def scan_clip(self, clip_id: str) -> Tuple[List[FileRef], List[UnsafeEntry]]:
+        """The clip's frames in natural order, and each entry named like a frame that is not a file to read
+        (a folder, FIFO, device, dangling link or link out of the root), checked again now: what is read is
+        what was checked, as for FERV39k."""
+        frames: List[FileRef] = []
+        unsafe: List[UnsafeEntry] = []
+        for ref in self.frames(clip_id):
+            problem = None if ref.container is not None else _disk_frame_problem(ref.name, self._layout.root_real)
+            if problem is None:
+                frames.append(ref)
+            else:
+                unsafe.append(problem)
+        return frames, unsafe
+
+    def why_missing(self, clip_id: str) -> str:
+        return ""
 
     def clip_location(self, clip_id: str) -> str:
         return self.places.get(clip_id, f"{self.kind}/{clip_id}")
@@ -123,6 +161,11 @@ class DferLayout:
     lists: List[ListFile] = field(default_factory=list)
     unsafe: List[str] = field(default_factory=list)
     members: Dict[Tuple[str, str], Tuple[int, ...]] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def root_real(self) -> str:
+        """The root with every link resolved: a frame's link must stay inside it."""
+        return os.path.realpath(self.root)
 
     def part(self, config: str) -> DferPart:
         """The frame folder (or mp4s) a config reads; LayoutError naming the root when none was found."""
@@ -220,11 +263,16 @@ def walk_files(root: str, unsafe: List[str],
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         rel = os.path.relpath(folder, root)
         base = () if rel == "." else tuple(Path(rel).parts)
+        # a folder named like a frame is listed as a frame, so reading it names it ("not a regular file")
+        files = files + [d for d in dirs if d.lower().endswith(IMAGE_SUFFIXES)]
+        dirs[:] = [d for d in dirs if not d.lower().endswith(IMAGE_SUFFIXES)]
         for name in sorted(files):
             path = os.path.join(folder, name)
             if is_hidden(name):
                 continue
-            if os.path.islink(path) and not os.path.realpath(path).startswith(real_root + os.sep):
+            # a frame linked out of the root is listed, and refused by name with its clip when read (scan_clip)
+            if os.path.islink(path) and not os.path.realpath(path).startswith(real_root + os.sep) \
+                    and not name.lower().endswith(IMAGE_SUFFIXES):
                 unsafe.append(f"{path}: symbolic link to {os.path.realpath(path)}, outside the root")
                 continue
             if name.lower().endswith(".zip"):

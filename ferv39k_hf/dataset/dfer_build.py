@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ferv39k_hf.archive.dfer_folds import FoldPlan, plan_folds
 from ferv39k_hf.archive.dfer_layout import DferLayout, find_dfer_layout
-from ferv39k_hf.archive.outdirs import check_build_out, discard_partial, place_build, seal_build, start_build
+from ferv39k_hf.archive.buildlock import lock_out
+from ferv39k_hf.archive.outdirs import (check_build_out, discard_partial, place_build, remove_superseded, seal_build,
+                                      start_build)
 from ferv39k_hf.dataset.dfer_card import dfer_card_metadata, render_dfer_card
 from ferv39k_hf.dataset.dfer_rows import dfer_features
 from ferv39k_hf.dataset.diskspace import check_free_space, needed_bytes, payload_bytes
@@ -54,26 +56,29 @@ def build_dfer_folder(root: Any, out: Any, dataset: str, *, config: Optional[str
     """Build ``out`` from a DFEW or MAFW archive at ``root``: one row per listed clip, folds as columns."""
     started = time.perf_counter()
     out = Path(out).absolute()
-    check_build_out(out, root, overwrite)
-    layout = find_dfer_layout(root, dataset)
-    options = dfer_options(dataset, config, label_order, frames, on_error, num_proc)
-    plan = plan_folds(layout, options["config"], on_error)
-    options = dfer_options(dataset, config, label_order, frames, on_error, num_proc, plan)
-    tasks = plan_shards({CLIPS_SPLIT: plan.records}, "videos" if options["config"] == "videos" else "faces")
-    tmp, notes = start_build(out, root, overwrite)
-    try:
-        part = layout.part(options["config"])
-        check_free_space(f"building {dataset} {options['config']}", out,
-                         needed_bytes(payload_bytes(part, [plan.records]) if frames == "copy" else 0))
-        tmp_data = tmp / "data" / options["config"]
-        tmp_data.mkdir(parents=True)
-        results = run_shard_tasks(layout, options, tmp_data, tasks, len(plan.records))
-        result = _finish(tmp, out, layout, plan, results, options, root)
-        seal_build(tmp)
-    except BaseException:
-        discard_partial(tmp)
-        raise
-    result.notes = notes + plan.notes[:20] + place_build(tmp, out)
+    check_build_out(out, root, overwrite)  # before reading the archive: a refused --out fails at once
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with lock_out(out):  # held to the end: a second build into the same --out fails at once, naming this one
+        layout = find_dfer_layout(root, dataset)
+        options = dfer_options(dataset, config, label_order, frames, on_error, num_proc)
+        plan = plan_folds(layout, options["config"], on_error)
+        options = dfer_options(dataset, config, label_order, frames, on_error, num_proc, plan)
+        tasks = plan_shards({CLIPS_SPLIT: plan.records}, "videos" if options["config"] == "videos" else "faces")
+        tmp, notes, kept = start_build(out, root, overwrite)  # also handles dead builds' leftovers
+        try:
+            part = layout.part(options["config"])
+            check_free_space(f"building {dataset} {options['config']}", out,
+                             needed_bytes(payload_bytes(part, [plan.records]) if frames == "copy" else 0))
+            tmp_data = tmp / "data" / options["config"]
+            tmp_data.mkdir(parents=True)
+            results = run_shard_tasks(layout, options, tmp_data, tasks, len(plan.records))
+            result = _finish(tmp, out, layout, plan, results, options, root)
+            seal_build(tmp)
+        except BaseException:
+            discard_partial(tmp)
+            raise
+        result.notes = notes + plan.notes[:20] + place_build(tmp, out, overwrite)
+        result.notes += remove_superseded(kept)
     result.seconds = time.perf_counter() - started
     return result
 
