@@ -19,7 +19,6 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import os
 import pprint
 import re
 import sys
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # docstring_markdown, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docstring_markdown and api_text_sections, beside it
 from docstring_markdown import docstring_markdown, inline  # noqa: E402
+from api_text_sections import cli_section, metric_section  # noqa: E402
 API_MD = REPO / "docs" / "api.md"
 
 
@@ -106,8 +106,6 @@ SECTIONS: List[Section] = [
 # Modules whose __all__ must be covered by the sections above (names that are modules are skipped).
 COVERED_MODULES = ("ferv39k_hf", "ferv39k_hf.metrics")
 
-METRIC_MODULE = REPO / "ferv39k_hf" / "metrics" / "war_uar" / "war_uar.py"
-HELP_COLUMNS = "100"  # argparse wraps help to the terminal: fix the width so the text is the same everywhere
 
 
 # --- signatures --------------------------------------------------------------------------------------
@@ -278,47 +276,6 @@ def _module_all(module_name: str) -> List[str]:
         if not inspect.ismodule(value):
             names.append(name)
     return names
-
-
-def _string_constant(path: Path, name: str) -> str:
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise KeyError(f"{path}: no string constant {name}")
-
-
-def metric_section() -> List[str]:
-    description = _string_constant(METRIC_MODULE, "_DESCRIPTION").strip()
-    kwargs = _string_constant(METRIC_MODULE, "_KWARGS_DESCRIPTION").strip("\n")
-    return [
-        "## The `evaluate` metric", "",
-        "`evaluate.load(ferv39k_hf.metrics.WAR_UAR)` loads the metric module shipped with the package, offline; "
-        "it wraps `ferv39k_hf.metrics.score`. Its documentation, from "
-        "`ferv39k_hf/metrics/war_uar/war_uar.py`:", "",
-        " ".join(description.split()), "",
-        "```text", *textwrap.dedent(kwargs).splitlines(), "```",
-    ]
-
-
-def cli_section() -> List[str]:
-    from ferv39k_hf.cli import build_parser
-
-    saved = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = HELP_COLUMNS
-    try:
-        parser = build_parser()
-        out = ["## Command line", "",
-               "`ferv39k-hf` (or `python -m ferv39k_hf.cli`); each command's `--help` prints the text below.", "",
-               "```text", *parser.format_help().rstrip().splitlines(), "```"]
-        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        for command, sub in subparsers.choices.items():
-            out += ["", f"### `ferv39k-hf {command}`", "", "```text", *sub.format_help().rstrip().splitlines(), "```"]
-    finally:
-        if saved is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = saved
-    return out
 
 
 def documented_names() -> List[str]:

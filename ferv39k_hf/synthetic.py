@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import time
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from ferv39k_hf import synthetic_faces as faces
 from ferv39k_hf.errors import BuildError
+from ferv39k_hf.synthetic_sinks import DRIVE_EXPORT, ZIP_DATE_TIME, FolderSink, ZipSink  # noqa: F401  (re-exported)
 from ferv39k_hf.taxonomy import (CLASS_WORDS, CONFIG_NAMES, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS,
                                  official_counts)
 
@@ -36,11 +36,6 @@ from ferv39k_hf.taxonomy import (CLASS_WORDS, CONFIG_NAMES, FRAMES_PER_CLIP, PAR
 DEFAULT_SCALE = 0.01
 PART_KINDS: Tuple[str, ...] = CONFIG_NAMES
 VIDEO_RATE = 25
-# Zips carry one fixed date so that their bytes depend on the content only.
-ZIP_DATE_TIME = (2022, 3, 1, 9, 35, 12)
-DRIVE_EXPORT = "drive-download-20220301T093512Z"
-# How many zips each part's scenes are spread over, as a drive download does.
-ZIP_PIECES: Dict[str, int] = {"faces": 3, "scenes": 2, "videos": 2}
 # The file at a sample archive's root that says the package made it (and with which settings): verify, build
 # and score read it to say "synthetic", and a second `sample` into the same folder reuses it.
 SAMPLE_MARKER = ".ferv39k-hf-sample.json"
@@ -224,65 +219,6 @@ def encode_mp4(frames: Sequence, codec: str = "libx264") -> bytes:
     return buffer.getvalue()
 
 
-class _FolderSink:
-    """Writes archive paths as plain files under root."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._made = set()
-
-    def put(self, name: str, data: bytes) -> None:
-        path = self.root / name
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
-        path.write_bytes(data)
-
-    def close(self) -> None:
-        pass
-
-
-class _ZipSink:
-    """Writes archive paths into zips inside drive export folders, as a drive download arrives.
-
-    ``DRIVE_EXPORT-00k/<part folder>-00k.zip`` holds the k-th contiguous group of
-    the part's scenes; ``DRIVE_EXPORT-001/4_setups.zip`` holds the split files.
-    Members go in sorted order with a fixed date; JPEG and mp4 are stored,
-    text is deflated.
-    """
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._zips: Dict[Path, zipfile.ZipFile] = {}
-        self._last: Dict[Path, str] = {}
-
-    def zip_path(self, name: str) -> Path:
-        folder = name.split("/", 1)[0]
-        if folder == PART_FOLDERS["setups"]:
-            return self.root / f"{DRIVE_EXPORT}-001" / f"{folder}.zip"
-        kind = next(kind for kind, f in PART_FOLDERS.items() if f == folder)
-        piece = SCENES.index(name.split("/")[1]) * ZIP_PIECES[kind] // len(SCENES) + 1
-        return self.root / f"{DRIVE_EXPORT}-{piece:03d}" / f"{folder}-{piece:03d}.zip"
-
-    def put(self, name: str, data: bytes) -> None:
-        path = self.zip_path(name)
-        archive = self._zips.get(path)
-        if archive is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            archive = self._zips[path] = zipfile.ZipFile(path, "w")
-        if self._last.get(path, "") >= name:
-            raise AssertionError(f"zip members out of order in {path}: {name} after {self._last[path]}")
-        self._last[path] = name
-        info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED if name.endswith(".csv") else zipfile.ZIP_STORED
-        archive.writestr(info, data)
-
-    def close(self) -> None:
-        for archive in self._zips.values():
-            archive.close()
-
-
 def _check_parts(parts: Iterable[str]) -> Tuple[str, ...]:
     parts = tuple(parts)
     unknown = sorted(set(parts) - set(PART_KINDS))
@@ -396,7 +332,7 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
     scale: fraction of the official clips per (split, scene, class) cell,
     at least one each (default DEFAULT_SCALE); 1.0 gives the official counts
     and frames-per-clip histogram. parts: any of faces, scenes, videos; split
-    files are always written. zip: pack as a drive download (see _ZipSink).
+    files are always written. zip: pack as a drive download (see ZipSink).
     scenes: write only these scenes' clips (a quick, small archive; its files
     are byte-identical to the same files of the full archive). workers:
     rendering processes (default: the CPU count, at most 4); the bytes do not
@@ -413,7 +349,7 @@ def write_sample_archive(out, *, scale: Optional[float] = None, seed: int = 0,
                 "scenes": None if scenes is None else sorted(scenes)}
     if prepare_sample_out(root, settings):
         return _summary(root, plan, parts, bool(zip), started, reused=True)
-    sink = _ZipSink(root) if zip else _FolderSink(root)
+    sink = ZipSink(root) if zip else FolderSink(root)
     rendering = _rendered_clips(plan.clips, plan.seed, parts, workers)
     rendered: Iterable[List[Tuple[str, bytes]]] = rendering
     if progress:

@@ -29,8 +29,9 @@ WARNING_KINDS = ("frame-gap",)  # findings that do not fail verify
 
 @dataclass
 class Finding:
-    kind: str  # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry,
+    # split-line, duplicate, missing-clip, empty-clip, bad-frame, unlisted-clip, unknown-folder, unsafe-entry,
     # count, frame-count (a DFER-CLIP list's frame count the archive contradicts), frame-gap (a warning)
+    kind: str
     reason: str
     clip_id: Optional[str] = None
     file: Optional[str] = None
@@ -94,9 +95,11 @@ class VerifyReport:
                       "counts not compared with the official ones")]
         else:
             lines = [count_table(self.counts, self.expect_official), ""]
-        lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({'full decode' if self.deep else 'marker check'})")
+        how = "full decode" if self.deep else "marker check"
+        lines.append(f"checked {self.clips_checked} clips, {self.frames_checked} files ({how})")
         for entry in self.split_lists or ():
-            lines.append(f"{entry['split']} list: {entry['file']} ({entry['format']} format, sha256 {entry['sha256'][:16]}...)")
+            lines.append(f"{entry['split']} list: {entry['file']} ({entry['format']} format, "
+                         f"sha256 {entry['sha256'][:16]}...)")
         for label, found in (("warning(s)", self.warnings), ("problem(s)", self.problems)):
             if not found:
                 continue
@@ -150,7 +153,8 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
     if not refs:
         kind = "empty-clip" if part.clip_locations(record.clip_id) else "missing-clip"
         reason = "clip folder is empty" if kind == "empty-clip" else "clip folder is missing"
-        report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id, record.source, record.line))
+        report.findings.append(Finding(kind, f"{reason} ({location}); listed at {record.where}", record.clip_id,
+                                       record.source, record.line))
         return
     report.frame_counts[record.clip_id] = len(refs)
     gap = numbering_gap([ref.name for ref in refs] + [u.name for u in entries])  # an entry named already is no gap
@@ -166,7 +170,8 @@ def _check_frames(part: Part, record: ClipRecord, deep: bool, report: VerifyRepo
 def _check_video(part: Part, record: ClipRecord, deep: bool, report: VerifyReport) -> None:
     ref = part.video(record.clip_id)
     if ref is None:
-        report.findings.append(Finding("missing-clip", f"video missing ({part.clip_location(record.clip_id)}); listed at {record.where}",
+        location = part.clip_location(record.clip_id)
+        report.findings.append(Finding("missing-clip", f"video missing ({location}); listed at {record.where}",
                                        record.clip_id, record.source, record.line))
         return
     data, problem = _read(part, ref)
@@ -214,7 +219,8 @@ def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expe
         report.split_lists = lists.describe()
         mismatches, _ = check_frame_counts(lists, layout, records)  # not checkable without face crops: nothing to say
         report.findings += [Finding("frame-count", f"the list says {m.listed} frames, the archive holds {m.found} "
-                                    "(a build uses the archive's count)", m.clip_id, m.source, m.line) for m in mismatches]
+                                    "(a build uses the archive's count)", m.clip_id, m.source, m.line)
+                            for m in mismatches]
     report.findings += [Finding("unsafe-entry", u.reason, None, f"{u.container}!{u.name}" if u.container else u.name)
                         for u in layout.unsafe]
     check = _check_video if config == "videos" else _check_frames
@@ -222,7 +228,8 @@ def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expe
         check(part, record, deep, report)
         report.clips_checked += 1
     _check_unlisted(part, records, problems, report)
-    report.counts = {split: dict(Counter((r.scene, r.emotion) for r in records if r.split == split)) for split in SPLITS}
+    report.counts = {split: dict(Counter((r.scene, r.emotion) for r in records if r.split == split))
+                     for split in SPLITS}
     if expect_official:
         _check_official_counts(report)
     return report
@@ -234,9 +241,11 @@ def _check_unlisted(part: Part, records: List[ClipRecord], problems: List[Proble
         scene, emotion, _ = (clip_id.split("/") + ["", "", ""])[:3]
         if scene not in SCENES or emotion not in CLASS_WORDS:
             what = f"scene {scene!r}" if scene not in SCENES else f"class {emotion!r}"
-            report.findings.append(Finding("unknown-folder", f"{what} is not an official one", clip_id, part.clip_location(clip_id)))
+            report.findings.append(Finding("unknown-folder", f"{what} is not an official one", clip_id,
+                                           part.clip_location(clip_id)))
         elif clip_id not in listed:
-            report.findings.append(Finding("unlisted-clip", "clip on disk that no split file lists", clip_id, part.clip_location(clip_id)))
+            report.findings.append(Finding("unlisted-clip", "clip on disk that no split file lists", clip_id,
+                                           part.clip_location(clip_id)))
 
 
 def _check_official_counts(report: VerifyReport) -> None:

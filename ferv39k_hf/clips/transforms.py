@@ -20,8 +20,6 @@ pixels.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,24 +28,14 @@ import torch
 
 from ferv39k_hf.clips import batchmem, geometry
 from ferv39k_hf.clips.device import DeviceFinish
-from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, scale_box, crop_resize,
+from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, crop_resize,
                                        random_resized_box, short_side_boxes)
 from ferv39k_hf.clips.presets import get_preset, rotate_frames
 from ferv39k_hf.clips.sampling import SAMPLINGS, sample_indices, sample_views
-from ferv39k_hf.clips.video import FrameListClip, Mp4Clip, Scratch, simplejpeg_available
+from ferv39k_hf.clips.plan import ClipPlan
+from ferv39k_hf.clips.video import Scratch, row_sources, simplejpeg_available
 
 __all__ = ["VideoClipTransform"]
-
-
-def _row_sources(batch: Dict[str, List[Any]], use_simplejpeg: bool) -> List[Any]:
-    ids = batch.get("clip_id")
-    if "frames" in batch:
-        frames = batch["frames"]
-        return [FrameListClip(f, use_simplejpeg, ids[i] if ids else f"#{i}") for i, f in enumerate(frames)]
-    if "video" in batch:
-        counts = batch.get("num_frames") or [None] * len(batch["video"])
-        return [Mp4Clip(v, counts[i], ids[i] if ids else f"#{i}") for i, v in enumerate(batch["video"])]
-    raise ValueError(f"a batch needs a 'frames' or a 'video' column; got columns {sorted(batch)}")
 
 
 # --- the transform ----------------------------------------------------------------------------------
@@ -264,7 +252,7 @@ class VideoClipTransform:
         multi = temporal_views * spatial_views > 1
         if multi and self.train:
             raise ValueError("multiple views are for evaluation: use a transform with train=False")
-        sources = _row_sources(batch, self.use_simplejpeg)
+        sources = row_sources(batch, self.use_simplejpeg)
         per_clip = temporal_views * spatial_views
         rng = self._rng() if self.train else None
         plans = [self._plan(source, rng, temporal_views, spatial_views) for source in sources]
@@ -306,7 +294,7 @@ class VideoClipTransform:
             reduce *= 2
         return reduce
 
-    def _plan(self, source: Any, rng, temporal_views: int, spatial_views: int) -> "_ClipPlan":
+    def _plan(self, source: Any, rng, temporal_views: int, spatial_views: int) -> ClipPlan:
         """Draw one row's sample, boxes and flip, and pick the decoder's downscale (no pixels decoded,
         except for videos, whose frame size is known only once decoded)."""
         index_sets = self._indices(source.frame_count, rng, temporal_views)
@@ -320,10 +308,10 @@ class VideoClipTransform:
         flip = bool(self.train and rng.random() < self.flip_prob)
         angle = float(rng.uniform(-self.rotation, self.rotation)) if self.train and self.rotation > 0 else 0.0
         reduce = self._reduction(boxes) if can_reduce else 1
-        return _ClipPlan(source, unique, positions.reshape(index_sets.shape).tolist(), tuple(source_size), boxes,
+        return ClipPlan(source, unique, positions.reshape(index_sets.shape).tolist(), tuple(source_size), boxes,
                          flip, reduce, frames, angle)
 
-    def _clip_into(self, plan: "_ClipPlan", spatial_views: int, out: torch.Tensor) -> None:
+    def _clip_into(self, plan: ClipPlan, spatial_views: int, out: torch.Tensor) -> None:
         """Decode, crop, resize and normalise one row's views into ``out`` (V, T, frame memory).
 
         Each distinct sampled frame is decoded once, and resized once per spatial
@@ -356,7 +344,7 @@ class VideoClipTransform:
                 for k, position in enumerate(frame_positions):
                     self._normaliser(clip[position], view[k])
 
-    def _deferred_views(self, plans: List["_ClipPlan"], spatial_views: int) -> Dict[str, torch.Tensor]:
+    def _deferred_views(self, plans: List[ClipPlan], spatial_views: int) -> Dict[str, torch.Tensor]:
         """``on_device``: the sampled frames as uint8, with each view's box and flip (see :class:`DeviceFinish`)."""
         reduce = min(plan.reduce for plan in plans)  # one frame size for the whole batch
         sizes = {plan.source_size for plan in plans}
@@ -392,44 +380,9 @@ class VideoClipTransform:
         return {"pixel_values": frames_out, "crop_boxes": boxes, "flips": flips}
 
     def _output_tensor(self, shape: Tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Memory for a batch. In a DataLoader worker: shared memory, which is sent to the main process
-        without a copy (a buffer the worker reuses once both sides are done with it, see
-        :mod:`ferv39k_hf.clips.batchmem`, else new, as torch's default_collate allocates). Elsewhere: an
-        array that this transform reuses once torch has freed its last batch
-        (:class:`~ferv39k_hf.clips.batchmem.BatchPool`)."""
-        if torch.utils.data.get_worker_info() is None:
-            return self._batches.tensor(shape, dtype, self.reuse_memory)
-        reused = batchmem.batch_tensor(shape, dtype) if self.reuse_memory else None
-        if reused is not None:
-            return reused
-        if batchmem.new_shared_works():
-            try:
-                return batchmem.shared_tensor(math.prod(shape), dtype).view(shape)
-            except (AttributeError, RuntimeError):  # private torch API: an ordinary tensor still works
-                pass
-        return torch.empty(shape, dtype=dtype)
+        """Memory for a batch (:func:`~ferv39k_hf.clips.batchmem.batch_memory`)."""
+        return batchmem.batch_memory(shape, dtype, self._batches, self.reuse_memory)
 
     def device_finish(self) -> "DeviceFinish":
         """The :class:`DeviceFinish` that completes this transform's ``on_device`` batches."""
         return DeviceFinish(self.size, self.mean, self.std)
-
-
-@dataclasses.dataclass
-class _ClipPlan:
-    """One row's draw: which frames (``unique``, and the ``positions`` in it of each temporal view's
-    frames), the spatial views' boxes in source pixels, the flip and the decoder's downscale."""
-
-    source: Any
-    unique: np.ndarray
-    positions: List[List[int]]
-    source_size: Tuple[int, int]
-    boxes: List[Box]
-    flip: bool
-    reduce: int
-    frames: Optional[np.ndarray] = None  # already decoded (videos)
-    angle: float = 0.0  # training rotation in degrees, applied to whole frames before the crop
-
-    def boxes_for(self, height: int, width: int) -> List[Box]:
-        """The boxes in the pixels of frames decoded at ``height`` x ``width``."""
-        sy, sx = height / self.source_size[0], width / self.source_size[1]
-        return [scale_box(box, sy, sx, height, width) for box in self.boxes]

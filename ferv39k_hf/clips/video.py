@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,7 @@ __all__ = [
     "FrameListClip",
     "Mp4Clip",
     "Scratch",
+    "row_sources",
 ]
 
 
@@ -273,3 +274,16 @@ class Mp4Clip:
     def decode(self, indices: np.ndarray, reduce: int, scratch: Optional[Scratch] = None) -> np.ndarray:
         """Frames ``indices`` at full size, in new memory (video frames are not DCT-scaled here)."""
         return read_video_frames(self.video, indices)
+
+
+def row_sources(batch: Dict[str, List[Any]], use_simplejpeg: bool) -> List[Any]:
+    """The clips of a batch of rows: a FrameListClip per row of the faces or scenes configs, an Mp4Clip per
+    row of the videos config."""
+    ids = batch.get("clip_id")
+    if "frames" in batch:
+        frames = batch["frames"]
+        return [FrameListClip(f, use_simplejpeg, ids[i] if ids else f"#{i}") for i, f in enumerate(frames)]
+    if "video" in batch:
+        counts = batch.get("num_frames") or [None] * len(batch["video"])
+        return [Mp4Clip(v, counts[i], ids[i] if ids else f"#{i}") for i, v in enumerate(batch["video"])]
+    raise ValueError(f"a batch needs a 'frames' or a 'video' column; got columns {sorted(batch)}")

@@ -58,9 +58,11 @@ class BuildResult:
 
     def summary(self) -> str:
         lines = [f"built {self.out} (config {self.config}) in {self.seconds:.1f} s, {self.nbytes / 1e6:.1f} MB"]
-        lines += [f"  {split:<10} {n:>7} clips in {len(self.shards[split])} shard(s)" for split, n in self.counts.items()]
+        lines += [f"  {split:<10} {n:>7} clips in {len(self.shards[split])} shard(s)"
+                  for split, n in self.counts.items()]
         if self.skipped:
-            lines.append(f"  skipped    {len(self.skipped):>7} split-file line(s); see {self.out / 'build_report.json'}")
+            report = self.out / "build_report.json"
+            lines.append(f"  skipped    {len(self.skipped):>7} split-file line(s); see {report}")
             lines += [f"    {p}" for p in self.skipped[:10]]
             if len(self.skipped) > 10:
                 lines.append(f"    ... and {len(self.skipped) - 10} more")
@@ -86,7 +88,8 @@ def plan_shards(records: Dict[str, List[ClipRecord]], config: str) -> List[Shard
     return tasks
 
 
-def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: List[ShardTask], num_clips: int) -> List[ShardResult]:
+def _run_tasks(layout: Layout, options: Dict[str, Any], tmp_data: Path, tasks: List[ShardTask],
+               num_clips: int) -> List[ShardResult]:
     from tqdm.auto import tqdm
 
     # Not fork: a worker forked while another thread of the caller holds a lock (a notebook, a server, a

@@ -75,7 +75,7 @@ def archive_fingerprint(layout: Layout, kind: str, lists: Optional[Any] = None) 
     and each clip file's identity (see :meth:`~ferv39k_hf.archive.files.FileRef.identity`); with ``lists``
     (a :class:`~ferv39k_hf.archive.lists.SplitLists`) also each list's format and content hash.
 
-    Files are listed by the part's own listing (:meth:`~ferv39k_hf.archive.layout.Part.clip_files`),
+    Files are listed by the part's own listing (:meth:`~ferv39k_hf.archive.parts.Part.clip_files`),
     so the fingerprint covers exactly the files a build reads, duplicates resolved the same way.
     """
     digest = xxhash.xxh3_128()
