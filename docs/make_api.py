@@ -89,6 +89,14 @@ SECTIONS: List[Section] = [
         "([scale-out.md](scale-out.md)).",
     ),
     Section(
+        "Training", "ferv39k_hf.training",
+        ["ClipViewTrainer", "ClipCollator", "ClipScorer", "write_predictions", "evaluate_stream", "build_model",
+         "processor_settings", "clip_protocol", "checkpoint_image_processor", "write_checkpoint_files",
+         "push_checkpoint", "RunSummary", "save_evaluation", "plot_training", "set_aside_earlier_run",
+         "mark_written", "check_one_world", "load_clips", "load_streams", "parse_test_views"],
+        "What a Trainer script imports ([training.md](training.md)); the example is arguments plus `main` over these.",
+    ),
+    Section(
         "Streamed loaders", "ferv39k_hf.training.streamloader",
         ["steps_per_epoch", "StreamCollator", "StreamLoader", "gather_across_ranks", "lockstep"],
         "The torch side of a stream: batches, equal epochs on every rank, lockstep evaluation of sharded models.",

@@ -201,17 +201,8 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
     return data, per_epoch
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
-    model_args, data_args, training_args = parse_arguments(argv)
-    check_output_dir(training_args.output_dir, data_args.archive_dir, data_args.dataset_dir)
-    training_args.remove_unused_columns = False  # the transform needs the frames column
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
-    # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it
-    hub_token, training_args.hub_token = training_args.hub_token, None
-    setup_logging(training_args)
-    set_seed(training_args.seed)
-
-    data, stream_steps = load_data(data_args, training_args)
+def make_model(model_args: ModelArguments, data_args: DataTrainingArguments, data):
+    """The config and model with the dataset's labels, and the clip protocol recorded in its config."""
     hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token)
     base = None if model_args.from_scratch else model_args.model_name_or_path
     settings = processor_settings(model_args.image_processor_name or base, **hub_kwargs)
@@ -226,10 +217,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
                              test_views=data_args.test_views, mean=mean, std=std,
                              dataset_config=data.dataset_config, label_order=data.label_order)
     model.config.ferv39k = protocol  # saved in config.json, read back by predict.py
+    return config, model, protocol
 
-    # Transforms: random sample, crop and flip per training clip; fixed views for evaluation.
+
+def make_splits(data_args: DataTrainingArguments, training_args: TrainingArguments, data, config, protocol, model):
+    """Transforms (random sample, crop and flip per training clip; fixed views for evaluation), the splits that
+    go through them, the collator and the scorer."""
     common = dict(num_frames=config.num_frames, size=config.image_size, sampling=data_args.sampling,
-                  mean=mean, std=std, stride=data_args.window_stride, on_device=data_args.finish_on_device)
+                  mean=protocol["mean"], std=protocol["std"], stride=data_args.window_stride,
+                  on_device=data_args.finish_on_device)
     train_transform = ferv39k_hf.VideoClipTransform(train=True, **common)
     eval_transform = ferv39k_hf.VideoClipTransform(train=False, temporal_views=data_args.temporal_views,
                                                    spatial_views=data_args.spatial_views, **common)
@@ -237,15 +233,31 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         train_transform.device_finish().attach(model)
     if data_args.streaming:  # rows reach the collator as they are; the transform runs on the whole batch
         train_split, eval_split = data.splits.get("train"), data.splits[data_args.eval_split]
-        scorer, collator = ClipScorer([], data.labels), StreamCollator(train_transform)
-    else:
-        train_split = subset(data.splits["train"], data_args.max_train_samples, training_args.seed)
-        train_split = train_split.with_transform(train_transform)
-        eval_split = subset(data.splits[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
-        scorer, collator = ClipScorer(eval_split["scene"], data.labels), ClipCollator(eval_transform)
+        return train_split, eval_split, eval_transform, StreamCollator(train_transform), ClipScorer([], data.labels)
+    train_split = subset(data.splits["train"], data_args.max_train_samples, training_args.seed)
+    eval_split = subset(data.splits[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
+    return (train_split.with_transform(train_transform), eval_split, eval_transform, ClipCollator(eval_transform),
+            ClipScorer(eval_split["scene"], data.labels))
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
+    model_args, data_args, training_args = parse_arguments(argv)
+    check_output_dir(training_args.output_dir, data_args.archive_dir, data_args.dataset_dir)
+    training_args.remove_unused_columns = False  # the transform needs the frames column
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
+    # training_args.bin pickles the arguments and is uploaded with the checkpoint: keep the token out of it
+    hub_token, training_args.hub_token = training_args.hub_token, None
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+
+    data, stream_steps = load_data(data_args, training_args)
+    config, model, protocol = make_model(model_args, data_args, data)
+    train_split, eval_split, eval_transform, collator, scorer = make_splits(
+        data_args, training_args, data, config, protocol, model)
     used = {"train": train_split, data_args.eval_split: eval_split} if training_args.do_train else {
         data_args.eval_split: eval_split}
     counts = {name: data.rows[name] for name in used} if data_args.streaming else clip_counts(used)
+    base = None if model_args.from_scratch else model_args.model_name_or_path
     summary = RunSummary(clips=counts, labels=data.labels, protocol=protocol, model_name=base)
 
     trainer = ClipViewTrainer(

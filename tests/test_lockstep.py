@@ -115,8 +115,8 @@ def test_a_one_process_group_exchanges_nothing(monkeypatch):
 
 
 @pytest.mark.parametrize("on_device", [False, True])
-def test_the_examples_filler_is_shaped_like_a_streamed_eval_batch(built_faces, on_device):
-    """run_video_classification.py's filler (for a rank whose share has no batch): the keys, dtypes and per-clip
+def test_the_streamed_evaluations_filler_is_shaped_like_a_streamed_eval_batch(built_faces, on_device):
+    """ferv39k_hf.training.filler_batch (for a rank whose share has no batch): the keys, dtypes and per-clip
     shapes of the eval transform's streamed batches, one view; on_device fillers finish to (1, T, 3, S, S)."""
     import ferv39k_hf
     from ferv39k_hf.training import filler_batch

@@ -3,7 +3,6 @@ scores in a reused output folder, one job under torchrun on CPUs, and docs/train
 
 import json
 import logging
-import math
 import os
 import re
 import subprocess
@@ -182,4 +181,5 @@ def test_the_script_in_docs_training_md_runs_as_written(tiny_checkpoints, built_
     assert (report["war"], report["uar"]) == (results["eval_war"], results["eval_uar"])
     assert json.loads((out / "config.json").read_text())["ferv39k"]["test_views"] == "2x2"
     assert "model-index" in (out / "README.md").read_text()
-    assert math.isfinite(results["train_loss"])
+    pytest.importorskip("matplotlib")
+    assert (out / "training_curves.png").is_file()

@@ -28,9 +28,9 @@ TERMS_REASON = (
 )
 
 # Files a checkpoint push leaves behind: intermediate checkpoints, private
-# files, and anything that could be (a copy of) the data itself.
+# files, an earlier run's results set aside, and anything that could be (a copy of) the data itself.
 CHECKPOINT_IGNORE_PATTERNS = [
-    "checkpoint-*", "checkpoint-*/**", "_*", "runs/**",
+    "checkpoint-*", "checkpoint-*/**", "_*", "runs/**", "previous-run-*", "previous-run-*/**",
     "*.parquet", "*.arrow", "*.jpg", "*.jpeg", "*.png", "*.mp4", "*.zip", "data/**",
 ]
 

@@ -41,6 +41,7 @@ class RunSummary(TrainerCallback):
         self.model: Any = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """Set the loss log's interval (when left at transformers' default) and log the summary on process 0."""
         if self.logs_per_run and args.logging_steps == TRANSFORMERS_LOGGING_STEPS and state.max_steps > 0:
             state.logging_steps = max(1, math.ceil(state.max_steps / self.logs_per_run))
         if state.is_world_process_zero:
