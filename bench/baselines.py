@@ -29,8 +29,8 @@ def folder_baseline(folders: Sequence[str], num_frames: int, size: int, train: b
     import torch
     from PIL import Image
 
-    from ferv39k_hf.clips.sampling import sample_indices
     from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, random_resized_box
+    from ferv39k_hf.clips.sampling import sample_indices
 
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -28,8 +28,9 @@ from typing import Any, Callable, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docstring_markdown and api_text_sections, beside it
-from docstring_markdown import docstring_markdown, inline  # noqa: E402
 from api_text_sections import cli_section, metric_section  # noqa: E402
+from docstring_markdown import docstring_markdown, inline  # noqa: E402
+
 API_MD = REPO / "docs" / "api.md"
 
 

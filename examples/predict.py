@@ -29,9 +29,9 @@ from transformers.image_processing_utils import ImageProcessingMixin
 
 from ferv39k_hf import VideoClipTransform
 from ferv39k_hf.archive.layout import natural_key
-from ferv39k_hf.metrics import average_views
 from ferv39k_hf.archive.outdirs import OutputRefused, check_outside_archive
 from ferv39k_hf.errors import Ferv39kError
+from ferv39k_hf.metrics import average_views
 
 FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}

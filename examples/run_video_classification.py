@@ -69,11 +69,13 @@ class ModelArguments:
         default=None, metadata={"help": "Hub id (MCG-NJU/videomae-base) or local checkpoint folder to start from."})
     config_name: Optional[str] = field(default=None, metadata={"help": "Config to use instead of the model's."})
     model_type: Optional[str] = field(
-        default=None, metadata={"help": "Without a checkpoint: the architecture to build from scratch (videomae, timesformer)."})
+        default=None,
+        metadata={"help": "Without a checkpoint: the architecture to build from scratch (videomae, timesformer)."})
     config_overrides: Optional[str] = field(
         default=None, metadata={"help": "Config overrides, e.g. 'hidden_size=64,num_hidden_layers=2,image_size=32,"
                                         "num_frames=8,patch_size=8,tubelet_size=2'."})
-    from_scratch: bool = field(default=False, metadata={"help": "Random weights: use only the config of the checkpoint."})
+    from_scratch: bool = field(default=False,
+                               metadata={"help": "Random weights: use only the config of the checkpoint."})
     image_processor_name: Optional[str] = field(
         default=None, metadata={"help": "Where to read mean/std/size from (default: the checkpoint)."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the checkpoint."})
@@ -92,7 +94,8 @@ class DataTrainingArguments:
     dataset_config: str = field(default="faces", metadata={"help": "faces, scenes or videos."})
     label_order: str = field(default="alphabetical", metadata={"help": "With --archive_dir: alphabetical or dfew."})
     validation_fraction: float = field(default=0.0, metadata={"help": "With --archive_dir: carve a validation split."})
-    eval_split: str = field(default="test", metadata={"help": "The split scored at the end (the published protocol: test)."})
+    eval_split: str = field(default="test",
+                            metadata={"help": "The split scored at the end (the published protocol: test)."})
     num_frames: Optional[int] = field(default=None, metadata={"help": "Frames per clip (default: the model config's)."})
     image_size: Optional[int] = field(
         default=None, metadata={"help": "Input size (default: the preset's, else the image processor's crop)."})

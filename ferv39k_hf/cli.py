@@ -12,11 +12,12 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-from ferv39k_hf.archive.listwriter import add_lists_command
 from ferv39k_hf.archive.lists import add_list_options
+from ferv39k_hf.archive.listwriter import add_lists_command
+from ferv39k_hf.dfer_taxonomy import DATASETS, all_label_orders
+from ferv39k_hf.dfer_taxonomy import FACTS as DFER_FACTS
 from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.taxonomy import CONFIG_NAMES, LABEL_ORDERS, OFFICIAL_TOTAL
-from ferv39k_hf.dfer_taxonomy import DATASETS, FACTS as DFER_FACTS, all_label_orders
 
 _DESCRIPTION = """\
 Turn a hand-downloaded FERV39k archive into Hugging Face datasets.

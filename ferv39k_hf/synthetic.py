@@ -29,8 +29,16 @@ import numpy as np
 from ferv39k_hf import synthetic_faces as faces
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.synthetic_sinks import DRIVE_EXPORT, ZIP_DATE_TIME, FolderSink, ZipSink  # noqa: F401  (re-exported)
-from ferv39k_hf.taxonomy import (CLASS_WORDS, CONFIG_NAMES, FRAMES_PER_CLIP, PART_FOLDERS, SCENES, SPLIT_FILE_NAMES, SPLITS,
-                                 official_counts)
+from ferv39k_hf.taxonomy import (
+    CLASS_WORDS,
+    CONFIG_NAMES,
+    FRAMES_PER_CLIP,
+    PART_FOLDERS,
+    SCENES,
+    SPLIT_FILE_NAMES,
+    SPLITS,
+    official_counts,
+)
 
 # 1% of the official counts per cell, at least one clip each: 486 clips.
 DEFAULT_SCALE = 0.01

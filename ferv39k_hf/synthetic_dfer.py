@@ -1,4 +1,4 @@
-"""Synthetic archives with DFEW's and MAFW's layouts (frame folders, mp4s, fold lists, label files), for tests and demos.
+"""Synthetic archives shaped like DFEW and MAFW (frame folders, mp4s, fold lists, label files), for tests and demos.
 
 Neither dataset may be used in tests or redistributed, so their shapes are
 written here with drawn faces (see :mod:`.synthetic_faces`) and the variants
@@ -124,7 +124,8 @@ def _codec() -> str:
 def _dfew_lists(root: Path, clips: Sequence[SampleClip]) -> None:
     listed = [c for c in clips if c.labels]
     for k in FOLDS:
-        for split, chosen in (("train", [c for c in listed if c.fold != k]), ("test", [c for c in listed if c.fold == k])):
+        sides = (("train", [c for c in listed if c.fold != k]), ("test", [c for c in listed if c.fold == k]))
+        for split, chosen in sides:
             # fold 1 pads the clip numbers, the others do not; fold 2 ends its lines with CRLF
             rows = [f"{c.clip_id if k == 1 else int(c.clip_id)},{DFEW_CLASSES.index(c.labels[0]) + 1}" for c in chosen]
             end = "\r\n" if k == 2 else "\n"

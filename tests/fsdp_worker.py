@@ -12,10 +12,10 @@ import sys
 
 import torch
 import torch.distributed as dist
+from rank_report import write_and_leave
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
 from ferv39k_hf import DeviceFinish
-from rank_report import write_and_leave
 
 
 def shard(model, version):

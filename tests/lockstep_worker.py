@@ -14,9 +14,9 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from rank_report import write_and_leave
 
 from ferv39k_hf.training.streamloader import lockstep
-from rank_report import write_and_leave
 
 CASES = {"3-vs-1": (3, 1), "2-vs-0": (2, 0), "0-vs-2": (0, 2), "2-vs-2": (2, 2)}
 BATCH, FEATURES = 2, 6

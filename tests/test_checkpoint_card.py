@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf.dataset import hub
-
 from ferv39k_hf.clips import protocol
+from ferv39k_hf.dataset import hub
 from ferv39k_hf.taxonomy import PERSONAL_DATA, SCENARIOS, label_names
 
 PROTOCOL = {"num_frames": 4, "image_size": 32, "sampling": "segment", "window_stride": 1, "test_views": "2x2",

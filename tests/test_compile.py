@@ -6,9 +6,9 @@ and graph break are dynamo's, the same whatever backend then compiles the graphs
 marked slow (each compile takes tens of seconds on two cores).
 """
 
-import runpy
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path

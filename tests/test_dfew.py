@@ -1,4 +1,4 @@
-"""DFEW through verify-free build, load_dataset, fold(), load(fold=k), with the variants and bad inputs the facts name."""
+"""DFEW through build, load_dataset, fold(), load(fold=k), with the variants and bad inputs the facts name."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from dfer_checks import check_every_fold, dfew_folds, frame_files, natural_differs
 
 import ferv39k_hf
 from ferv39k_hf.archive.annotations import AnnotationError
@@ -16,7 +17,6 @@ from ferv39k_hf.cli import main
 from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.synthetic_dfer import write_dfer_sample
-from dfer_checks import check_every_fold, dfew_folds, frame_files, natural_differs
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_clip_in_two_test_sets(archive: Path, tmp_path: Path) -> None:
     first = _csv(root, "test", 1).read_text().splitlines()[1]
     path = _csv(root, "test", 5)
     path.write_text(path.read_text() + first + "\n")
-    with pytest.raises(AnnotationError, match=r"clip \d{5}: listed in the test sets of two folds: fold 1 \(.*set_1\.csv:\d+\) and fold 5"):
+    two_folds = r"clip \d{5}: listed in the test sets of two folds: fold 1 \(.*set_1\.csv:\d+\) and fold 5"
+    with pytest.raises(AnnotationError, match=two_folds):
         build_dataset_folder(root, tmp_path / "out")
 
 

@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from ferv39k_hf.dataset import diskspace
-
-from ferv39k_hf.dataset import export
-from ferv39k_hf.dataset.builder import load
-from ferv39k_hf.cli import main
-from ferv39k_hf.errors import BuildError
 from ferv39k_hf.archive.layout import find_layout
 from ferv39k_hf.archive.splits import plan_splits
+from ferv39k_hf.cli import main
+from ferv39k_hf.dataset import diskspace, export
+from ferv39k_hf.dataset.builder import load
+from ferv39k_hf.errors import BuildError
 from ferv39k_hf.synthetic import write_sample_archive
 
 

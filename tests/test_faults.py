@@ -13,9 +13,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from ferv39k_hf.errors import BuildError
-from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.archive.verify import verify_archive
+from ferv39k_hf.dataset.export import build_dataset_folder
+from ferv39k_hf.errors import BuildError
 
 # datasets >= 4 spells a variable-length list List, older releases Sequence
 UNDECODED_FRAMES = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))

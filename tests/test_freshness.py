@@ -16,11 +16,11 @@ import datasets
 import pytest
 
 import ferv39k_hf
-from ferv39k_hf.dataset import fingerprint
-from ferv39k_hf.cli import main as cli_main
-from ferv39k_hf.dataset.fingerprint import archive_fingerprint
 from ferv39k_hf.archive.layout import find_layout
 from ferv39k_hf.archive.splits import plan_splits
+from ferv39k_hf.cli import main as cli_main
+from ferv39k_hf.dataset import fingerprint
+from ferv39k_hf.dataset.fingerprint import archive_fingerprint
 from ferv39k_hf.synthetic import write_sample_archive
 
 SCRIPT_DIR = Path(__file__).resolve().parents[1] / "loading_script" / "ferv39k"

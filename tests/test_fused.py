@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_transforms import clip_bytes, frames_batch
 
 from ferv39k_hf.clips import geometry
 from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD
 from ferv39k_hf.clips.transforms import VideoClipTransform
-
-from test_transforms import clip_bytes, frames_batch
 
 ONE_GREY_LEVEL = 1.0 / (255.0 * min(IMAGENET_STD)) + 1e-5
 SCALE = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)

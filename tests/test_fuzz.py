@@ -108,9 +108,9 @@ def _timeout(*_):
 
 def _run_case(root: Path, out: Path):
     """What went wrong in one case: None, or a line saying what."""
-    from ferv39k_hf.errors import Ferv39kError
-    from ferv39k_hf.dataset.export import build_dataset_folder
     from ferv39k_hf.archive.verify import verify_archive
+    from ferv39k_hf.dataset.export import build_dataset_folder
+    from ferv39k_hf.errors import Ferv39kError
 
     signal.signal(signal.SIGALRM, _timeout)
     signal.alarm(CASE_SECONDS)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from ferv39k_hf import fileio
-from ferv39k_hf.errors import BuildError
-from ferv39k_hf.dataset.export import build_dataset_folder
-from ferv39k_hf.synthetic import write_sample_archive
 from ferv39k_hf.archive.verify import verify_archive
+from ferv39k_hf.dataset.export import build_dataset_folder
+from ferv39k_hf.errors import BuildError
+from ferv39k_hf.synthetic import write_sample_archive
 
 LIMIT = 1 << 20  # the frame limit these tests set, so that a bomb is cheap to make
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from ferv39k_hf.dataset import hub
-from ferv39k_hf.cli import main as cli_main
-from ferv39k_hf.archive.outdirs import MARKER, folder_problem
-from ferv39k_hf.taxonomy import PERSONAL_DATA, SCENARIOS, label_names
 from hubstub import HubStub
+
+from ferv39k_hf.archive.outdirs import MARKER, folder_problem
+from ferv39k_hf.cli import main as cli_main
+from ferv39k_hf.dataset import hub
+from ferv39k_hf.taxonomy import PERSONAL_DATA, SCENARIOS, label_names
 
 
 @pytest.fixture

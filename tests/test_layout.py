@@ -14,9 +14,9 @@ import pytest
 
 from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.annotations import parse_split_text
-from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.layout import find_layout, natural_key
+from ferv39k_hf.errors import LayoutError
 
 DRIVE = "drive-download-20220301T093512Z"
 CLIPS = ["Crime/Angry/0000", "Crime/Angry/0001", "Action/Happy/0000", "War/Sad/0003"]

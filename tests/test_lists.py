@@ -11,17 +11,17 @@ import yaml
 
 import ferv39k_hf
 from ferv39k_hf.archive.annotations import AnnotationError
-from ferv39k_hf.archive.listwriter import MARKER, REPORT, write_lists
+from ferv39k_hf.archive.layout import find_layout
 from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, detect_format, open_lists, parse_list_text
+from ferv39k_hf.archive.listwriter import MARKER, REPORT, write_lists
+from ferv39k_hf.archive.outdirs import OutputRefused
+from ferv39k_hf.archive.verify import verify_archive
 from ferv39k_hf.cli import main
-from ferv39k_hf.errors import BuildError
 from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.dataset.fingerprint import archive_fingerprint
-from ferv39k_hf.archive.layout import find_layout
-from ferv39k_hf.archive.outdirs import OutputRefused
+from ferv39k_hf.errors import BuildError
 from ferv39k_hf.synthetic import write_sample_archive
 from ferv39k_hf.taxonomy import CLASS_WORDS, DFEW_ORDER
-from ferv39k_hf.archive.verify import verify_archive
 
 FOREIGN = "/mnt/somebody/else/FERV39K/2_ClipsforFaceCrop"
 

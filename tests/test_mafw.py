@@ -8,13 +8,13 @@ from pathlib import Path
 
 import datasets
 import pytest
+from dfer_checks import check_every_fold, mafw_folds, natural_differs
 
 import ferv39k_hf
 from ferv39k_hf.archive.annotations import AnnotationError
 from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.dfer_taxonomy import MAFW
 from ferv39k_hf.synthetic_dfer import write_dfer_sample
-from dfer_checks import check_every_fold, mafw_folds, natural_differs
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_safety import SMALL, _kill, assert_refused, build, cli, snapshot
 
 from ferv39k_hf.archive import outdirs
 from ferv39k_hf.archive.buildlock import hidden_stem, lock_path
 from ferv39k_hf.archive.outdirs import MARKER
 from ferv39k_hf.synthetic import write_sample_archive
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):

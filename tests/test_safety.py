@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from ferv39k_hf.archive import outdirs
-from ferv39k_hf.cli import main as cli_main
 from ferv39k_hf.archive.outdirs import MARKER, OutputRefused
+from ferv39k_hf.cli import main as cli_main
 from ferv39k_hf.synthetic import write_sample_archive
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from datasets.distributed import split_dataset_by_node
 
-from ferv39k_hf.dataset.shards import deal_rows, shard_bounds, shard_count, shard_step, whole_shard_ranks
 from ferv39k_hf.dataset.export import ROWS_PER_SHARD
+from ferv39k_hf.dataset.shards import deal_rows, shard_bounds, shard_count, shard_step, whole_shard_ranks
 
 FULL_SIZE = {"train": 31_088, "test": 7_847}  # FERV39k's official clips per split (facts, section 3)
 SIZES = [*range(0, 300), *range(2_000, 2_100), 5_000, 7_847, 31_088, 38_935, 100_003]

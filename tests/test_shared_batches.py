@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as torch_mp
+from test_transforms import small_dataset
 
 from ferv39k_hf.clips.batchmem import pickles, pool, shared
 from ferv39k_hf.clips.collate import collate_clips
 from ferv39k_hf.clips.columns import undecoded_frames
 from ferv39k_hf.clips.transforms import VideoClipTransform
-from test_transforms import small_dataset
 
 reuse_possible = pool.release_follows_storage() and pickles.watching()
 needs_reuse = pytest.mark.skipif(not reuse_possible, reason="this torch lacks what the reuse needs")
@@ -150,6 +150,7 @@ def _break(check, monkeypatch):
         monkeypatch.setattr(pool, "_checked", (os.getpid(), False))
     elif check == "reducer":  # torch's storage reducer, registered again by someone else
         from multiprocessing.reduction import ForkingPickler
+
         from torch.multiprocessing import reductions
 
         monkeypatch.setitem(ForkingPickler._extra_reducers, torch.UntypedStorage,

@@ -17,9 +17,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hubstub import HubStub
 
 from ferv39k_hf.taxonomy import CLASS_WORDS, DFEW_ORDER, SCENARIOS, SCENES
-from hubstub import HubStub
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from test_training import EXAMPLES, _common, _example, _test_size, tiny_checkpoints  # noqa: F401
 
 torch = pytest.importorskip("torch")

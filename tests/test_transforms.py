@@ -9,13 +9,12 @@ import torch
 from PIL import Image
 
 import ferv39k_hf
-from ferv39k_hf.clips import columns
-from ferv39k_hf.clips import video
-from ferv39k_hf.clips.sampling import segment_indices, segment_views
+from ferv39k_hf.clips import columns, video
 from ferv39k_hf.clips.collate import collate_clips
 from ferv39k_hf.clips.columns import undecoded_frames
 from ferv39k_hf.clips.device import DeviceFinish
 from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, random_resized_box, short_side_boxes
+from ferv39k_hf.clips.sampling import segment_indices, segment_views
 from ferv39k_hf.clips.transforms import VideoClipTransform
 
 DECODERS = ["pil"] + (["simplejpeg"] if video.simplejpeg_available() else [])

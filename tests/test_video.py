@@ -8,8 +8,8 @@ import pytest
 av = pytest.importorskip("av")
 
 from ferv39k_hf.clips import video  # noqa: E402
-from ferv39k_hf.clips.sampling import segment_indices  # noqa: E402
 from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from ferv39k_hf.clips.sampling import segment_indices  # noqa: E402
 from ferv39k_hf.clips.transforms import VideoClipTransform  # noqa: E402
 
 NUM_FRAMES = 30

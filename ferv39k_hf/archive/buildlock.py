@@ -1,4 +1,4 @@
-"""One build per ``--out`` at a time: a lock beside the folder that dies with its process, and the hidden names beside it."""
+"""One build per ``--out``: a lock beside the folder that dies with its process; the hidden names beside it."""
 
 from __future__ import annotations
 

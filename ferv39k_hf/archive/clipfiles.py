@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from ferv39k_hf.archive.annotations import ClipRecord
-from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.layout import Layout, Part
+from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.fileio import check_file_size, count_frames, open_regular
 
 _JPEG_START = b"\xff\xd8\xff"
@@ -115,7 +115,8 @@ def numbering_gap(names: Sequence[str]) -> Optional[str]:
         return None
     missing = [n for n in range(first, last + 1) if n not in numbers]
     width = len(_NUMBERED_FRAME.match(posixpath.basename(names[0])).group(1))
-    shown = ", ".join(f"{n:0{width}d}" for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    shown = ", ".join(f"{n:0{width}d}" for n in missing[:5])
+    shown += f" and {len(missing) - 5} more" if len(missing) > 5 else ""
     return (f"frame numbers skip {shown} ({len(numbers)} frames numbered {first:0{width}d} to {last:0{width}d}): "
             "a frame may have been lost")
 

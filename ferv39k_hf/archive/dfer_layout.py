@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from ferv39k_hf.archive import ziparchive
 from ferv39k_hf import fileio
+from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.files import ByteSink, FileRef
 from ferv39k_hf.archive.layout import UnsafeEntry
-from ferv39k_hf.fileio import read_file
+from ferv39k_hf.archive.ziparchive import folder_kind, is_hidden, natural_key
 from ferv39k_hf.archive.zipdir import ZipDirectoryError, read_directory
 from ferv39k_hf.archive.zipindex import unsafe_reason
-from ferv39k_hf.archive.ziparchive import folder_kind, is_hidden, natural_key
 from ferv39k_hf.dfer_taxonomy import facts
 from ferv39k_hf.errors import LayoutError
+from ferv39k_hf.fileio import read_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _DIGITS = re.compile(r"^\d+$")

@@ -23,11 +23,19 @@ from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.annotations import decode_split_text
 from ferv39k_hf.archive.files import FileRef
 from ferv39k_hf.archive.parts import Part, SplitSource, UnsafeEntry, is_inside
+from ferv39k_hf.archive.ziparchive import (
+    PART_KINDS,
+    SplitKey,
+    components,
+    folder_kind,
+    is_hidden,
+    is_video,
+    natural_key,
+    split_file_key,
+)
 from ferv39k_hf.archive.zipindex import index_zip
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.taxonomy import PART_FOLDERS, SPLIT_FILE_NAMES
-from ferv39k_hf.archive.ziparchive import (PART_KINDS, SplitKey, components, folder_kind, is_hidden, is_video,
-                                           natural_key, split_file_key)
 
 __all__ = ["Layout", "Part", "SplitSource", "UnsafeEntry", "find_layout", "folder_kind", "natural_key"]
 _MAX_DEPTH = 16  # how deep to look for part folders below the root

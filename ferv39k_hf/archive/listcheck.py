@@ -10,7 +10,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ferv39k_hf.archive.annotations import ClipRecord
 from ferv39k_hf.archive.lists import SplitLists
 
-
 # -- frame counts a DFER-CLIP list claims -----------------------------------------------
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ferv39k_hf.archive.annotations import ClipRecord
-from ferv39k_hf.errors import BuildError
+from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, open_lists, render_lines
 from ferv39k_hf.archive.outdirs import MARKER as BUILD_MARKER
 from ferv39k_hf.archive.outdirs import OutputRefused, check_outside_archive
-from ferv39k_hf.archive.lists import FILE_NAMES, FORMATS, ListError, open_lists, render_lines
+from ferv39k_hf.errors import BuildError
 
 MARKER = ".ferv39k-hf-lists.json"
 TOOL = "ferv39k-hf lists"

@@ -12,17 +12,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
-from ferv39k_hf.archive.listcheck import check_frame_counts
-from ferv39k_hf.archive.lists import open_lists
 from ferv39k_hf.archive.clipfiles import frame_problem, mp4_problem, numbering_gap
-from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.archive.files import FileRef
 from ferv39k_hf.archive.layout import Layout, Part, find_layout
+from ferv39k_hf.archive.listcheck import check_frame_counts
+from ferv39k_hf.archive.lists import open_lists
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import read_split_records
+from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.fileio import count_frames
 from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS, SCENES, SPLITS, official_counts
-
 
 WARNING_KINDS = ("frame-gap",)  # findings that do not fail verify
 

@@ -21,10 +21,19 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
-from ferv39k_hf.errors import LayoutError
-from ferv39k_hf.archive.ziparchive import (PART_KINDS, SplitKey, drop_stale_handle, components, folder_kind,
-                          is_frame, is_hidden, is_video, split_file_key)
+from ferv39k_hf.archive.ziparchive import (
+    PART_KINDS,
+    SplitKey,
+    components,
+    drop_stale_handle,
+    folder_kind,
+    is_frame,
+    is_hidden,
+    is_video,
+    split_file_key,
+)
 from ferv39k_hf.archive.zipdir import DUPLICATE_NAME, FIELDS, DirectoryChunk, ZipDirectoryError, read_directory
+from ferv39k_hf.errors import LayoutError
 
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _RPARTITION_SLASH = methodcaller("rpartition", "/")

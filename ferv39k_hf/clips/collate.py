@@ -8,6 +8,7 @@ import torch
 
 from ferv39k_hf.clips import batchmem
 
+
 def collate_clips(examples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """DataLoader / Trainer collate for rows made by :class:`VideoClipTransform`.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+
 def _without_image_decoding(feature: Any) -> Any:
     """``feature`` with every Image() inside it set to decode=False, containers kept as they are."""
     from datasets import Image as ImageFeature

@@ -8,6 +8,7 @@ import torch
 
 from ferv39k_hf.clips.geometry import IMAGENET_MEAN, IMAGENET_STD, channel_scale_bias
 
+
 def _resize_weights(low: torch.Tensor, high: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
     """(N, out_size, in_size) float32 rows that crop ``[low, high)`` of an axis and resize it to ``out_size``.
 

@@ -28,11 +28,18 @@ import torch
 
 from ferv39k_hf.clips import batchmem, geometry
 from ferv39k_hf.clips.device import DeviceFinish
-from ferv39k_hf.clips.geometry import (IMAGENET_MEAN, IMAGENET_STD, Box, Normaliser, crop_resize,
-                                       random_resized_box, short_side_boxes)
+from ferv39k_hf.clips.geometry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Box,
+    Normaliser,
+    crop_resize,
+    random_resized_box,
+    short_side_boxes,
+)
+from ferv39k_hf.clips.plan import ClipPlan
 from ferv39k_hf.clips.presets import get_preset, rotate_frames
 from ferv39k_hf.clips.sampling import SAMPLINGS, sample_indices, sample_views
-from ferv39k_hf.clips.plan import ClipPlan
 from ferv39k_hf.clips.video import Scratch, row_sources, simplejpeg_available
 
 __all__ = ["VideoClipTransform"]

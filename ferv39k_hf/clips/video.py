@@ -21,8 +21,15 @@ import numpy as np
 from PIL import Image
 
 from ferv39k_hf.clips.batchmem import reuse_enabled
-from ferv39k_hf.fileio import (MAX_FRAME_BYTES, VideoSource, count_frames, describe_source, open_video, read_file,
-                               video_errors)
+from ferv39k_hf.fileio import (
+    MAX_FRAME_BYTES,
+    VideoSource,
+    count_frames,
+    describe_source,
+    open_video,
+    read_file,
+    video_errors,
+)
 
 __all__ = [
     "read_video_frames",

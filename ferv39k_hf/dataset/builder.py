@@ -15,17 +15,17 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import datasets
 
-from ferv39k_hf.dataset import fingerprint
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
+from ferv39k_hf.archive.clipfiles import ClipDamaged, ClipReader
+from ferv39k_hf.archive.layout import Layout, find_layout
 from ferv39k_hf.archive.listcheck import check_frame_counts
 from ferv39k_hf.archive.lists import FORMATS as LIST_FORMATS
 from ferv39k_hf.archive.lists import ListError, SplitLists, open_lists
-from ferv39k_hf.archive.clipfiles import ClipDamaged, ClipReader
-from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
-from ferv39k_hf.errors import BuildError
-from ferv39k_hf.archive.layout import Layout, find_layout
 from ferv39k_hf.archive.outdirs import check_outside_archive
 from ferv39k_hf.archive.splits import plan_splits
+from ferv39k_hf.dataset import fingerprint
+from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
+from ferv39k_hf.errors import BuildError
 from ferv39k_hf.taxonomy import (
     CITATION,
     CONFIG_NAMES,

@@ -16,11 +16,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ferv39k_hf.archive.buildlock import lock_out
 from ferv39k_hf.archive.dfer_folds import FoldPlan, plan_folds
 from ferv39k_hf.archive.dfer_layout import DferLayout, find_dfer_layout
-from ferv39k_hf.archive.buildlock import lock_out
-from ferv39k_hf.archive.outdirs import (check_build_out, discard_partial, place_build, remove_superseded, seal_build,
-                                      start_build)
+from ferv39k_hf.archive.outdirs import (
+    check_build_out,
+    discard_partial,
+    place_build,
+    remove_superseded,
+    seal_build,
+    start_build,
+)
 from ferv39k_hf.dataset.dfer_card import dfer_card_metadata, render_dfer_card
 from ferv39k_hf.dataset.dfer_rows import dfer_features
 from ferv39k_hf.dataset.diskspace import check_free_space, needed_bytes, payload_bytes
@@ -102,7 +108,8 @@ def _finish(tmp: Path, out: Path, layout: DferLayout, plan: FoldPlan, results: L
     (tmp / "README.md").write_text(card, encoding="utf-8")
     report = {
         "dataset": dataset, "config": config, "label_order": options["label_order"], "frames": options["frames"],
-        "source": source, "counts": {CLIPS_SPLIT: rows}, "folds": {str(k): list(v) for k, v in fold_sizes(kept).items()},
+        "source": source, "counts": {CLIPS_SPLIT: rows},
+        "folds": {str(k): list(v) for k, v in fold_sizes(kept).items()},
         "lines": rows + len(skipped),
         "skipped": [p.as_dict() for p in skipped],
         "unlisted": {"count": len(plan.unlisted), "clips": plan.unlisted},

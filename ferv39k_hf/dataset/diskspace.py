@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from ferv39k_hf.archive.annotations import ClipRecord
-from ferv39k_hf.errors import BuildError, LayoutError
 from ferv39k_hf.archive.layout import Part
+from ferv39k_hf.errors import BuildError, LayoutError
 
 # Parquet or Arrow around the frame bytes came to 0.35% on the synthetic archive; the margin covers that,
 # the sampled estimate's error (frames per clip vary from 8 to 47), the card and report, and file-system slack.

@@ -23,21 +23,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-
 from ferv39k_hf.archive.annotations import ClipRecord, Problem
+from ferv39k_hf.archive.buildlock import lock_out
+from ferv39k_hf.archive.layout import Layout, find_layout
 from ferv39k_hf.archive.listcheck import ListsUsed, check_frame_counts
 from ferv39k_hf.archive.lists import open_lists
+from ferv39k_hf.archive.outdirs import (
+    check_build_out,
+    discard_partial,
+    place_build,
+    remove_superseded,
+    seal_build,
+    start_build,
+)
+from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.dataset.builder import clip_features
 from ferv39k_hf.dataset.card import render_card
-from ferv39k_hf.dataset.shards import deal_rows
-from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, init_worker, ShardWriter, write_in_worker
 from ferv39k_hf.dataset.diskspace import check_free_space, is_disk_full, needed_bytes, payload_bytes, shortage
+from ferv39k_hf.dataset.shards import deal_rows
+from ferv39k_hf.dataset.shardwriter import ShardResult, ShardTask, ShardWriter, init_worker, write_in_worker
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.archive.layout import Layout, find_layout
-from ferv39k_hf.archive.buildlock import lock_out
-from ferv39k_hf.archive.outdirs import (check_build_out, discard_partial, place_build, remove_superseded, seal_build,
-                                      start_build)
-from ferv39k_hf.archive.splits import plan_splits
 from ferv39k_hf.taxonomy import DEFAULT_LABEL_ORDER
 
 # The most clips per shard (the count then rounds up to what ranks divide; see dataset.shards):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.archive.outdirs import MARKER
+from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
 
 TERMS_REASON = (

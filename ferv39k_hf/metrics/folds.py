@@ -92,7 +92,8 @@ def read_fold_predictions(path: Any, words: Sequence[str], order_given: bool) ->
                                       f"{', '.join(words)}{hint}")
         clip_id = _clip_id(clip)
         if clip_id in found:
-            raise PredictionFileError(f"{path} line {line}: clip {clip_id} repeated (first at line {found[clip_id][1]})")
+            raise PredictionFileError(f"{path} line {line}: clip {clip_id} repeated "
+                                      f"(first at line {found[clip_id][1]})")
         found[clip_id] = (index, line)
     return found
 

@@ -20,8 +20,15 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.metrics.predrows import (ID_COLUMNS, PROBABILITY_COLUMNS, QUOTED_CHARS, PredictionFileError,
-                                         check_columns, open_rows, quoted)
+from ferv39k_hf.metrics.predrows import (
+    ID_COLUMNS,
+    PROBABILITY_COLUMNS,
+    QUOTED_CHARS,
+    PredictionFileError,
+    check_columns,
+    open_rows,
+    quoted,
+)
 from ferv39k_hf.taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
 
 METADATA_COLUMNS = ("clip_id", "label", "scene", "scenario")

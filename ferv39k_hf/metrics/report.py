@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
 from ferv39k_hf.metrics.comparison import compare
 from ferv39k_hf.metrics.predictions import (
     PredictionFileError,
@@ -27,6 +26,7 @@ from ferv39k_hf.metrics.predictions import (
 )
 from ferv39k_hf.metrics.published import published_table
 from ferv39k_hf.metrics.scoring import score
+from ferv39k_hf.taxonomy import CLASS_WORDS, OFFICIAL_SPLIT_TOTALS
 
 DEFAULT_RESAMPLES = 10_000
 CONFIDENCE = 0.95

@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ferv39k_hf.errors import Ferv39kError
-from ferv39k_hf.taxonomy import CLASS_WORDS, DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 from ferv39k_hf.metrics.resampling import ResamplingError, check_settings, percentile_interval, resample_cells
+from ferv39k_hf.taxonomy import CLASS_WORDS, DEFAULT_LABEL_ORDER, SCENARIOS, SCENE_TO_SCENARIO, SCENES, label_names
 
 # The number of FERV39k classes: ids run 0..NUM_CLASSES-1.
 NUM_CLASSES = len(CLASS_WORDS)

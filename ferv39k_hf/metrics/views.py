@@ -6,8 +6,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ferv39k_hf.metrics.scoring import ScoringError, checked_class_ids, as_numpy
+from ferv39k_hf.metrics.scoring import ScoringError, as_numpy, checked_class_ids
 from ferv39k_hf.taxonomy import SCENE_TO_SCENARIO
+
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
