@@ -132,7 +132,8 @@ def plot_training(output_dir: "os.PathLike[str] | str", log_history: Sequence[Di
     for key, points in scores.items():
         _curve(right, points, key.replace("eval_", "").upper(), "evaluation score")
     right.set_ylim(0, 1)
-    right.legend(loc="lower right")
+    if any(scores.values()):
+        right.legend(loc="lower right")
     figure.tight_layout()
     path = Path(output_dir, PLOT_FILE)
     figure.savefig(path, dpi=100)

@@ -188,9 +188,9 @@ def _flag_device(dist: Any) -> Any:
 def lockstep(batches: Iterable[Batch], make_filler: Callable[[], Batch]) -> Iterator[Tuple[Batch, bool]]:
     """``(batch, real)`` pairs such that every rank takes the same number of steps over its own ``batches``.
 
-    Ranks that each stream their own share (:func:`~ferv39k_hf.dataset.streaming.stream`) may hold different
-    numbers of batches, even none. A model whose forward runs collectives (FSDP, DeepSpeed ZeRO-3 all-gather their
-    parameters) hangs when one rank stops calling it while another goes on. With an initialised
+    Ranks that each stream their own share (:func:`~ferv39k_hf.dataset.streaming.stream`) may hold
+    different numbers of batches, even none. A model whose forward runs collectives (FSDP, DeepSpeed ZeRO-3
+    all-gather their parameters) hangs when one rank stops calling it while another goes on. With an initialised
     ``torch.distributed`` of world size > 1, the ranks agree before every step whether any of them
     still has a batch (one ``all_reduce`` of a one-element tensor: on the CPU for gloo, on the current
     CUDA device for nccl). A rank that has run out yields a filler with ``real=False`` (its last real
