@@ -243,7 +243,7 @@ def _test_clips(folder):
 PREDICTIONS = {  # name -> (file text from the test split's first clip id, words the one line must hold)
     "a column named twice": ("clip_id,prediction,prediction\n{id},Angry,Happy\n",
                              "line 1: column 'prediction' is named twice"),
-    "an unknown column": ("clip_id,prediction,label\n{id},Angry,Angry\n", "line 1: unknown column(s) 'label'"),
+    "an unknown column": ("clip_id,prediction,truth\n{id},Angry,Angry\n", "line 1: unknown column(s) 'truth'"),
     "both id columns": ("clip_id,clip,prediction\n{id},{id},Angry\n", "both clip_id and clip columns"),
     "a field over the csv limit": ('clip_id,prediction\n{id},"' + "A" * 200_000 + '"\n',
                                    "line 2: not CSV the reader can take (field larger than field limit"),
@@ -251,8 +251,8 @@ PREDICTIONS = {  # name -> (file text from the test split's first clip id, words
     "a long prediction": ("clip_id,prediction\n{id}," + "A" * 100_000 + "\n", "... (100,000 characters) is neither"),
     "a JSON key twice": ('{{"clip_id": "{id}", "prediction": "Angry", "prediction": "Happy"}}\n',
                          "line 1: key 'prediction' appears twice"),
-    "a JSON key unknown": ('{{"clip_id": "{id}", "prediction": "Angry"}}\n{{"clip_id": "{id}", "label": 1}}\n',
-                           "line 2: unknown column(s) 'label'"),
+    "a JSON key unknown": ('{{"clip_id": "{id}", "prediction": "Angry"}}\n{{"clip_id": "{id}", "labels": 1}}\n',
+                           "line 2: unknown column(s) 'labels'"),
     "bytes that are not UTF-8": ("clip_id,prediction\n{id},Angry\n\udcff\n", "line 3: not UTF-8 text"),
 }
 

@@ -286,3 +286,20 @@ def test_a_folder_that_is_not_a_build_is_an_error(tmp_path, built_faces, capsys)
 def test_docs_show_the_published_table_generated_from_published_py():
     # one place per fact: the table in docs/scoring.md is published_table()'s output, character for character
     assert published_table() in DOCS.read_text(encoding="utf-8")
+
+
+def test_a_label_column_that_disagrees_with_the_dataset_is_refused(built_faces, tmp_path, capsys):
+    """A training run's file names each clip's label: one of another build or label order is caught, not scored."""
+    clips = read_split(built_faces, "test")
+    rows = [f"{c},{w},{w}" for c, w in zip(clips.clip_ids, clips.words)]
+    first_word = clips.words[0]
+    other = next(w for w in ("Angry", "Happy") if w != first_word)
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text("clip_id,label,prediction\n" + "\n".join(rows) + "\n")
+    bad.write_text("clip_id,label,prediction\n" + "\n".join([f"{clips.clip_ids[0]},{other},{first_word}"] + rows[1:])
+                   + "\n")
+    assert main(["score", str(good), "--dataset", str(built_faces), "--resamples", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["war"] == 1.0
+    assert main(["score", str(bad), "--dataset", str(built_faces), "--resamples", "10"]) == 1
+    err = capsys.readouterr().err
+    assert f"line 2 ({clips.clip_ids[0]}: file says {other}, dataset {first_word})" in err

@@ -44,6 +44,7 @@ class PredictionFile:
     lines: List[int]
     words: List[str]
     probabilities: Optional[np.ndarray]  # (rows, 7) in CLASS_WORDS order
+    labels: List[Optional[str]] = field(default_factory=list)  # the file's own label column (a class word), if any
     # rows read with ``keep`` whose clip is not in it: how many, and (clip id, line) of all or the first few
     unknown: List[Tuple[str, int]] = field(default_factory=list)
     unknown_count: int = 0
@@ -140,6 +141,16 @@ def _probabilities(row: Dict[str, object], path: Path, line: int) -> List[float]
     return values
 
 
+def _label_word(value: object, order: Optional[Sequence[str]]) -> Optional[str]:
+    """The class word of a row's own ``label`` (information, checked against the dataset), or None when absent or
+    an id whose order is not known."""
+    text = str(value).strip() if value not in (None, "") else ""
+    word = next((w for w in CLASS_WORDS if w.lower() == text.lower()), None)
+    if word is None and order is not None and text.isdigit() and int(text) < len(order):
+        word = order[int(text)]
+    return word
+
+
 def _check_header(columns: List[str], path: Path) -> Tuple[str, bool]:
     """(the id column, whether the 7 probability columns are given); PredictionFileError naming what is wrong."""
     id_column = next((name for name in ID_COLUMNS if name in columns), None)
@@ -210,6 +221,7 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
         result.clip_ids.append(clip_id)
         result.lines.append(line)
         result.words.append(word)
+        result.labels.append(_label_word(row.get("label"), order))
         if top is not None:
             probabilities.append(top)
     if disagreeing:
@@ -351,6 +363,10 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
     problems = []
     if repeated:
         problems.append(f"{len(repeated)} clip(s) repeated: {_listing(repeated)}")
+    disagree = _label_disagreements(predictions, clips)
+    if disagree:
+        problems.append(f"the file's label column disagrees with the dataset's on {len(disagree)} line(s): "
+                        f"{_listing(disagree)} (a file of another build or label order?)")
     if not allow_partial:
         if missing:
             total = len(clips.clip_ids)
@@ -379,6 +395,16 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
         unknown_count=unknown_count,
         ignored=dict(sorted(ignored.items())),
     )
+
+
+def _label_disagreements(predictions: PredictionFile, clips: SplitClips) -> List[str]:
+    """``line N (clip: file says X, dataset Y)`` for each row whose own label is not the split's class."""
+    if not any(predictions.labels):
+        return []
+    word_of = dict(zip(clips.clip_ids, clips.words))
+    return [f"line {line} ({clip_id}: file says {label}, dataset {word_of[clip_id]})"
+            for clip_id, line, label in zip(predictions.clip_ids, predictions.lines, predictions.labels)
+            if label is not None and clip_id in word_of and word_of[clip_id] != label]
 
 
 def check_same_clips(first: Paired, second: Paired) -> None:

@@ -19,8 +19,11 @@ from ferv39k_hf.taxonomy import CLASS_WORDS
 
 ID_COLUMNS = ("clip_id", "clip")
 PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
-# examples/predict.py writes "probability" (the top class's): read, never used
-KNOWN_COLUMNS = (*ID_COLUMNS, "prediction", "probability", *PROBABILITY_COLUMNS)
+# examples/predict.py writes "probability" (the top class's): read, never used. A training run's
+# eval_predictions.csv also names each clip's scene and label (checked against the dataset) and, when streamed,
+# the rank that scored it.
+INFORMATION_COLUMNS = ("probability", "scene", "scenario", "label", "rank")
+KNOWN_COLUMNS = (*ID_COLUMNS, "prediction", *PROBABILITY_COLUMNS, *INFORMATION_COLUMNS)
 MAX_LINE_CHARS = 1 << 20  # a row of 7 probabilities is under 200 characters
 __all__ = ["QUOTED_CHARS", "PredictionFileError", "check_columns", "open_rows", "quoted"]
 class PredictionFileError(Ferv39kError, ValueError):
@@ -108,7 +111,8 @@ def check_columns(columns: List[str], path: Path, line: int = 1) -> None:
         shown = ", ".join(quoted(name) for name in unknown[:3]) + (f" and {len(unknown) - 3} more"
                                                                    if len(unknown) > 3 else "")
         raise PredictionFileError(f"{path} line {line}: unknown column(s) {shown}; a predictions file has clip_id "
-                                  "(or clip), prediction, probability and p_Angry .. p_Surprise")
+                                  "(or clip), prediction, p_Angry .. p_Surprise, and for information probability, "
+                                  "scene, scenario, label and rank")
 
 
 def _csv_rows(lines: _Lines, path: Path) -> Tuple[List[str], Iterator[Row]]:

@@ -10,8 +10,12 @@ import datasets
 import evaluate
 
 from ferv39k_hf.metrics.comparison import compare as compare_predictions
-from ferv39k_hf.metrics.scoring import NO_SCENE, ScoringError, scene_column, score
-from ferv39k_hf.taxonomy import CITATION, LABEL_ORDERS
+from ferv39k_hf.metrics.scoring import NO_SCENE
+from ferv39k_hf.metrics.scoring import ScoringError
+from ferv39k_hf.metrics.scoring import scene_column
+from ferv39k_hf.metrics.scoring import score
+from ferv39k_hf.taxonomy import CITATION
+from ferv39k_hf.taxonomy import LABEL_ORDERS
 
 _DESCRIPTION = """\
 FERV39k is scored with WAR (weighted average recall: plain accuracy over the
