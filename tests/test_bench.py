@@ -9,6 +9,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_gpu_step_smoke_run_reports_rates_and_workers(tmp_path):
     pytest.importorskip("transformers")
     spec = importlib.util.spec_from_file_location("gpu_step", BENCH / "gpu_step.py")

@@ -104,6 +104,7 @@ def _nest_as_drive_export(src: Path, dst: Path) -> None:
         shutil.copytree(src / "2_ClipsforFaceCrop" / scene, export)
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_nested_drive_export_and_zipped_layouts_give_the_same_rows(sample_archive, built_faces, tmp_path):
     expected = datasets.load_dataset(str(built_faces))
     nested = tmp_path / "nested"
@@ -124,6 +125,7 @@ def test_nested_drive_export_and_zipped_layouts_give_the_same_rows(sample_archiv
             assert rows_by_id(got[split]) == rows_by_id(expected[split]), root
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_crlf_bom_and_blank_lines_in_split_files(sample_archive, tmp_path, built_faces):
     copy = tmp_path / "crlf"
     shutil.copytree(sample_archive / "4_setups", copy / "4_setups")
@@ -153,6 +155,7 @@ def _variant_archive(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_rebuilt_folder_never_loads_stale_rows(sample_archive, tmp_path):
     """datasets caches a folder with a configs: YAML by name and YAML; new content must mean new YAML."""
     variant = _variant_archive(sample_archive, tmp_path / "variant")

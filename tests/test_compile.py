@@ -183,6 +183,7 @@ def test_torch_compile_trains_without_recompiling_batch_after_batch_slow(built_f
     train_compiled(built_faces, tmp_path, on_device, backend, monkeypatch)
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_fsdp_on_two_cpu_processes_computes_in_bf16(tmp_path):
     """FSDP1 and FSDP2 (gloo, bf16 compute, no autocast): DeviceFinish's clips arrive in bf16 and train; the
     float32 clips of the CPU path are cast by FSDP itself and give the same losses; float32 finished clips

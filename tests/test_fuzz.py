@@ -182,6 +182,7 @@ def fuzz_base(tmp_path_factory):
     return base
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_mutated_archives_end_in_a_report_or_a_named_error(fuzz_base, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent)] + sys.path))
     code = (f"import json, test_fuzz; print(json.dumps(test_fuzz.run({str(fuzz_base)!r}, {str(tmp_path)!r}, 7, "

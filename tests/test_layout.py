@@ -420,6 +420,7 @@ def test_layout_pickles_and_reads_zips_in_worker_processes(tmp_path, method):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ferv39k_hf.synthetic") is None, reason="synthetic not written yet")
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_sample_archive_and_its_zip_form_agree(tmp_path):
     from ferv39k_hf.synthetic import write_sample_archive
 

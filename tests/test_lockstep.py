@@ -44,6 +44,7 @@ def _torchrun(out: Path, *extra: str, timeout: int = 120):
     return process.returncode, output
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_uneven_ranks_run_fsdp_in_lockstep_and_score_each_item_once(tmp_path):
     """3 vs 1, 2 vs 0, 0 vs 2 and 2 vs 2 batches: both ranks take max(batches) steps, fillers are marked, every
     real item is seen once, on its own rank, with the unsharded model's output."""

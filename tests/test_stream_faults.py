@@ -261,6 +261,7 @@ def test_a_dead_endpoint_ends_in_one_line_naming_the_url(aws, monkeypatch):
     assert "Could not connect to the endpoint URL" in str(info.value)
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_the_example_ends_a_storage_failure_in_one_line(aws, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

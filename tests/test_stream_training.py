@@ -93,6 +93,7 @@ def test_each_epoch_reshuffles_in_the_workers_and_a_seed_repeats_its_orders(buil
     assert orders["other", 0] != orders["first", 0]
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_every_rank_runs_the_same_batches_per_epoch_and_resumes_mid_epoch(built_faces, caplog, monkeypatch):
     rows = len(_train_ids(built_faces))
     world, batch = 3, 4

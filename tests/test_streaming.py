@@ -183,6 +183,7 @@ def s3_server(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_streams_and_trains_from_s3(s3_server, run_script, tiny_checkpoints, built_faces, tmp_path):
     import s3fs
 

@@ -210,6 +210,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_archive, tmp_path):
     assert shared and all(other_files[k] != reference[k] for k in shared)
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_zip_members_reproduce_the_unpacked_archive(small_archive, tmp_path):
     parts = ("faces", "videos")  # scene frames pack the same way; leaving them out keeps this quick
     zipped = tmp_path / "download"

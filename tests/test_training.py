@@ -281,6 +281,7 @@ def test_a_checkpoint_in_another_label_order_is_refused(tiny_checkpoints, tmp_pa
         build_model(list(CLASS_WORDS), model_name_or_path=str(folder), image_size=32)
 
 
+@pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_torchrun_two_cpu_processes(tiny_checkpoints, built_faces, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
