@@ -198,7 +198,7 @@ def measure(args: argparse.Namespace, archive: Path, dataset_dir: Path, cache_di
     decoders = ["pil"] + (["simplejpeg"] if simplejpeg_available() else [])
     n = len(clips)
     print(f"{n} clips, {sum(map(len, frame_bytes))} sampled frames, pinned to CPU {cpu}, "
-          f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf.clips._fused) "
+          f"best of {args.rounds} interleaved rounds; C kernel (ferv39k_hf.clips.ckernel) "
           f"{kernel_state()}\n", flush=True)
 
     rows = []

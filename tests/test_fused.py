@@ -1,4 +1,4 @@
-"""The C kernel (ferv39k_hf.clips._fused): torch's antialiased bilinear resize, the flip and the
+"""The C kernel (ferv39k_hf.clips.ckernel): torch's antialiased bilinear resize, the flip and the
 normalisation in one pass, checked against torch in float64, and its place in VideoClipTransform."""
 
 import platform
@@ -22,10 +22,10 @@ BIAS = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 def test_the_extension_is_built_where_a_c_compiler_is():
     if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
         pytest.skip("no C compiler here: the install falls back to the torch path")
-    assert geometry.fused_kernel_available(), "setup.py builds ferv39k_hf.clips._fused wherever a C compiler is found"
+    assert geometry.fused_kernel_available(), "setup.py builds ferv39k_hf.clips.ckernel wherever a C compiler is found"
 
 
-fused = pytest.importorskip("ferv39k_hf.clips._fused")
+fused = pytest.importorskip("ferv39k_hf.clips.ckernel")
 
 
 def reference(frames, indices, box, flip, size):
@@ -217,7 +217,7 @@ def test_the_transform_uses_it_and_agrees_with_the_torch_path():
 def test_without_the_extension_the_torch_path_runs(monkeypatch):
     batch = frames_batch([clip_bytes(12, seed=4)])
     expected = VideoClipTransform(8, 40, seed=0, fused=False)(batch)["pixel_values"]
-    monkeypatch.setattr(geometry, "_fused", None)
+    monkeypatch.setattr(geometry, "_kernel", None)
     assert not geometry.fused_kernel_available()
     fallback = VideoClipTransform(8, 40, seed=0)
     assert not fallback.fused

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 
 try:  # the optional C extension (setup.py); without it the torch path runs
-    from ferv39k_hf.clips import _fused
+    from ferv39k_hf.clips import ckernel as _kernel
 except ImportError:  # pragma: no cover - depends on the install
-    _fused = None
+    _kernel = None
 
 
 def fused_kernel_available() -> bool:
     """Whether the C extension that crops, resizes, flips and normalises in one pass was built.
 
     Returns:
-        True when ``ferv39k_hf.clips._fused`` imported (pip compiled it at install, which
+        True when ``ferv39k_hf.clips.ckernel`` imported (pip compiled it at install, which
         needs a C compiler); False means :class:`VideoClipTransform` runs the same
         steps as torch operations, to within one grey level of the kernel.
 
@@ -28,12 +28,12 @@ def fused_kernel_available() -> bool:
         if not ferv39k_hf.fused_kernel_available():
             print("no C kernel: reinstall where gcc or clang is on the PATH")
     """
-    return _fused is not None
+    return _kernel is not None
 
 
 def fused_kernel():
     """The C extension module, or None where it was not built (see :func:`fused_kernel_available`)."""
-    return _fused
+    return _kernel
 
 
 # VideoMAE's image processor normalises with the ImageNet statistics.

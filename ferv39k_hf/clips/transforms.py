@@ -110,7 +110,7 @@ class VideoClipTransform:
             frames cross to the GPU instead of float32 clips. All frames of a batch must
             have one size (true of the faces config).
         fused: crop, resize, flip and normalise in one pass of the package's C
-            extension (``ferv39k_hf.clips._fused``, built at install where a C compiler is
+            extension (``ferv39k_hf.clips.ckernel``, built at install where a C compiler is
             found) instead of three torch operations, which is faster whenever a
             clip is resized or mirrored (see docs/performance.md). Its
             resize is the same antialiased bilinear filter computed in float rather
@@ -203,7 +203,7 @@ class VideoClipTransform:
         self.use_simplejpeg = simplejpeg_available() and decoder != "pil"
         self.channels_last, self.on_device = bool(channels_last), bool(on_device)
         if fused and geometry.fused_kernel() is None:
-            raise ImportError("fused=True needs the C extension ferv39k_hf.clips._fused, which this install lacks: "
+            raise ImportError("fused=True needs the C extension ferv39k_hf.clips.ckernel, which this install lacks: "
                               "reinstall the package where a C compiler (gcc or clang) is on the PATH")
         if fused and not self.channels_last:
             raise ValueError("fused=True writes channels-last frames: it needs channels_last=True")

@@ -545,8 +545,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fused", "Fused crop, resize, flip and normalise of uint8 frames (see _fused.c).", -1,
+    PyModuleDef_HEAD_INIT, "ckernel", "Fused crop, resize, flip and normalise of uint8 frames (see ckernel.c).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fused(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_ckernel(void) { return PyModule_Create(&module); }
