@@ -23,7 +23,8 @@ import numpy as np
 from ferv39k_hf import synthetic_faces as faces
 from ferv39k_hf.dfer_taxonomy import DFEW_CLASSES, FOLDS, MAFW_CLASSES
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.synthetic import ZIP_DATE_TIME, encode_mp4, prepare_sample_out, write_sample_marker
+from ferv39k_hf.samplemark import prepare_sample_out, write_sample_marker
+from ferv39k_hf.synthetic import ZIP_DATE_TIME, encode_mp4
 
 FRAME_SIZE = 64  # small frames: the layout is what is tested, not the resolution
 # MAFW's extra classes are drawn with the nearest of the 7 drawable expressions.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferv39k_hf.clips import protocol
-from ferv39k_hf.dataset import hub
+from ferv39k_hf.dataset import hub, modelcard
 from ferv39k_hf.taxonomy import PERSONAL_DATA, SCENARIOS, label_names
 
 PROTOCOL = {"num_frames": 4, "image_size": 32, "sampling": "segment", "window_stride": 1, "test_views": "2x2",
@@ -70,7 +70,7 @@ def test_card_parses_and_eval_results_round_trip(tmp_path):
     path = tmp_path / "README.md"
     path.write_text(text, encoding="utf-8")
     card = ModelCard.load(path)
-    expected = hub._eval_results(_results(), "FERV39k (faces)", "faces", "test")
+    expected = modelcard._eval_results(_results(), "FERV39k (faces)", "faces", "test")
     assert card.data.eval_results == expected
     assert card.data.base_model == "MCG-NJU/videomae-base" and card.data.pipeline_tag == "video-classification"
     meta = metadata_load(path)

@@ -1,7 +1,6 @@
 """Guards every writer: nothing is written in the archive, and only folders ferv39k-hf build marked are replaced.
 
-Every writer checks its target with :func:`check_outside_archive` (real paths,
-so symbolic links and bind mounts are seen through). A build folder carries a
+Every writer checks its target with :func:`~ferv39k_hf.archive.readonly.check_outside_archive`. A build folder carries a
 marker file, :data:`MARKER`, naming the tool and every file it wrote; a
 folder is replaced only when its marker is sound and it holds nothing else.
 A build's temporary folder is marked first thing with its host and process,
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ferv39k_hf.archive.buildlock import hidden_stem
+from ferv39k_hf.archive.readonly import OutputRefused, check_outside_archive, real_path  # noqa: F401  (public)
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.taxonomy import CONFIG_NAMES
 
@@ -27,68 +27,6 @@ MARKER = ".ferv39k-hf-build.json"
 _MARKER_STAGED = MARKER + ".new"  # the marker being written, renamed over MARKER when whole
 TOOL = "ferv39k-hf build"
 FORMAT = 1
-
-
-class OutputRefused(BuildError):
-    """A path a command would write to is the archive (or holds or lies in it), or is not the build's to replace."""
-
-
-# -- the archive is read-only ---------------------------------------------------------
-
-def real_path(path: "os.PathLike[str] | str") -> Path:
-    """``path`` with every symbolic link of its existing part resolved; the part not yet made is appended."""
-    # Path.resolve keeps '..' after a link meaning the link's parent, as the kernel does (abspath would not).
-    return Path(path).absolute().resolve(strict=False)
-
-
-def _stat(path: Path) -> Optional[os.stat_result]:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _lineage(path: Path) -> List[Path]:
-    return [path, *path.parents]
-
-
-def _relation(target: Path, root: Path) -> Optional[str]:
-    """How the real path ``target`` stands to the real archive root: 'is', 'lies inside', 'holds' or None."""
-    if target == root:
-        return "is"
-    if target.is_relative_to(root):
-        return "lies inside"
-    if root.is_relative_to(target):
-        return "holds"
-    # The same folders under other names (bind mounts, case-insensitive file systems).
-    root_stat, target_stat = _stat(root), _stat(target)
-    if root_stat is not None:
-        for above in _lineage(target):
-            found = _stat(above)
-            if found is not None and os.path.samestat(found, root_stat):
-                return "is" if above == target else "lies inside"
-    if target_stat is not None:
-        for above in _lineage(root)[1:]:
-            found = _stat(above)
-            if found is not None and os.path.samestat(found, target_stat):
-                return "holds"
-    return None
-
-
-def check_outside_archive(target: "os.PathLike[str] | str", root: "os.PathLike[str] | str", what: str) -> Path:
-    """The real path of ``target``; OutputRefused if it is the archive ``root``, lies inside it or holds it."""
-    target_real = real_path(target)
-    # find_layout expands '~' in the root; the writers take their target as given.
-    root_real = real_path(os.path.expanduser(os.fspath(root)))
-    relation = _relation(target_real, root_real)
-    if relation is None:
-        return target_real
-    shown = Path(target).absolute()
-    via = "" if shown == target_real else f" (it resolves to {target_real})"
-    raise OutputRefused(
-        f"{what} {shown}{via} {relation} the archive root {root_real}; ferv39k-hf never writes, moves or deletes "
-        f"anything in the archive: choose a {what} outside it that does not hold it either"
-    )
 
 
 # -- the marker of a build folder --------------------------------------------------------

@@ -210,7 +210,7 @@ def verify_archive(root: Any, *, config: str = "faces", deep: bool = False, expe
     if expect_official is None:
         expect_official = len(records) + len(problems) >= sum(OFFICIAL_SPLIT_TOTALS.values()) / 2
     report = VerifyReport(str(root), config, deep, expect_official)
-    from ferv39k_hf.synthetic import is_sample_archive
+    from ferv39k_hf.samplemark import is_sample_archive
 
     report.synthetic = is_sample_archive(root)
     report.findings += [_problem_finding(p) for p in problems]

@@ -33,7 +33,7 @@ from ferv39k_hf.dataset.diskspace import check_free_space, needed_bytes, payload
 from ferv39k_hf.dataset.export import BuildResult, plan_shards, run_shard_tasks
 from ferv39k_hf.dfer_taxonomy import CLIPS_SPLIT, FOLDS, facts
 from ferv39k_hf.errors import BuildError
-from ferv39k_hf.synthetic import is_sample_archive
+from ferv39k_hf.samplemark import is_sample_archive
 
 
 def dfer_options(dataset: str, config: Optional[str], label_order: Optional[str], frames: str, on_error: str,

@@ -262,7 +262,7 @@ def _finish(tmp: Path, out: Path, config: str, problems: List[Problem], results:
 
 
 def _is_sample(root: Any) -> bool:
-    from ferv39k_hf.synthetic import is_sample_archive
+    from ferv39k_hf.samplemark import is_sample_archive
 
     return is_sample_archive(root)
 

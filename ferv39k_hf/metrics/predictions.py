@@ -5,13 +5,11 @@ A predictions file has one row per clip: ``clip_id`` (or ``clip``, as
 integer id (read in the order ``label_order`` names), optionally with the 7
 probability columns ``p_Angry`` .. ``p_Surprise``. Clip ids are
 ``Scene/Emotion/NNNN``; a path prefix (``/data/2_ClipsforFaceCrop/...``) is
-dropped. The split's clips are read from a folder made by ``ferv39k-hf build``
-through datasets, metadata columns only: no frame is read or decoded.
+dropped. The split's clips come from :mod:`.splitclips`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +17,19 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.metrics.predrows import (
     ID_COLUMNS,
     PROBABILITY_COLUMNS,
     QUOTED_CHARS,
+    SHOWN,
     PredictionFileError,
     check_columns,
+    listing,
     open_rows,
     quoted,
 )
-from ferv39k_hf.taxonomy import CLASS_WORDS, LABEL_ORDERS, SCENARIOS, SCENES
-
-METADATA_COLUMNS = ("clip_id", "label", "scene", "scenario")
-SHOWN = 5  # clips named in an error before "..."
+from ferv39k_hf.metrics.splitclips import SplitClips, other_splits, read_split, split_names  # noqa: F401 (public)
+from ferv39k_hf.taxonomy import CLASS_WORDS, LABEL_ORDERS
 
 
 @dataclass
@@ -51,20 +48,6 @@ class PredictionFile:
     # with ``others``: the rows of the folder's other splits, counted per split and not kept
     ignored: Dict[str, int] = field(default_factory=dict)
     others_checked: bool = False
-
-
-@dataclass
-class SplitClips:
-    """A built split's clips: id, class word, scene and scenario of each, in the split's row order."""
-
-    folder: Path
-    split: str
-    clip_ids: List[str]
-    words: List[str]
-    scenes: List[str]
-    scenarios: List[str]
-    skipped_by_build: int = 0  # this split's lines that the build skipped (build_report.json)
-    synthetic: bool = False  # built from a `ferv39k-hf sample` archive: not FERV39k, never ranked
 
 
 @dataclass
@@ -87,12 +70,6 @@ def normalise_clip_id(text: str) -> str:
     """``Scene/Emotion/NNNN`` from an id or a path ending in one (prefix, backslashes, a final slash dropped)."""
     parts = [part for part in str(text).strip().replace("\\", "/").split("/") if part]
     return "/".join(parts[-3:]) if len(parts) >= 3 else str(text).strip()
-
-
-def _listing(items: Sequence[str], total: Optional[int] = None) -> str:
-    count = len(items) if total is None else total
-    shown = ", ".join(item if len(item) <= 2 * QUOTED_CHARS else quoted(item)[1:-1] for item in items[:SHOWN])
-    return shown + (f", ... ({count} in all)" if count > SHOWN else "")
 
 
 # ---------------------------------------------------------------- the predictions file
@@ -227,7 +204,7 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
     if disagreeing:
         raise PredictionFileError(
             f"{path}: the prediction is not the most probable class on {disagreeing} line(s): "
-            f"{_listing(disagree, disagreeing)}; check --label-order or the probability columns"
+            f"{listing(disagree, disagreeing)}; check --label-order or the probability columns"
         )
     result.ignored = dict(sorted(ignored.items()))
     if not result.clip_ids and not result.unknown_count and not ignored:
@@ -235,100 +212,6 @@ def read_predictions(path, label_order: Optional[str] = None, *, keep: Optional[
     if with_probabilities:
         result.probabilities = np.array(probabilities, dtype=float).reshape(-1, len(CLASS_WORDS))
     return result
-
-
-# ---------------------------------------------------------------- the built split
-
-
-def _split_files(folder: Path, split: str) -> List[Path]:
-    from ferv39k_hf.dataset.card import read_card, split_files
-
-    if not folder.is_dir():
-        raise PredictionFileError(f"{folder} is not a folder (give --dataset a folder made by 'ferv39k-hf build')")
-    try:
-        meta = read_card(folder)
-        splits = split_files(meta, str(folder), str(folder / "README.md")) if "ferv39k_config" in meta else {}
-    except Ferv39kError as err:
-        raise PredictionFileError(str(err)) from None
-    if not splits:
-        raise PredictionFileError(f"{folder}: its README.md is not the card of a 'ferv39k-hf build' folder")
-    if split not in splits:
-        raise PredictionFileError(f"{folder} has no split {split!r}; it has {', '.join(splits)}")
-    files = [Path(name) for name in splits[split]]
-    missing = [str(name) for name in files if not name.is_file()]
-    if missing:
-        raise PredictionFileError(f"{folder}: README.md lists data files that are missing: {_listing(missing)}")
-    return files
-
-
-def _skipped_by_build(folder: Path, split: str) -> int:
-    report = folder / "build_report.json"
-    if not report.is_file():
-        return 0
-    try:
-        skipped = json.loads(report.read_text(encoding="utf-8")).get("skipped", [])
-    except (ValueError, AttributeError):
-        raise PredictionFileError(f"{report}: not the JSON report a build writes") from None
-    return sum(1 for problem in skipped if problem.get("split") == split)
-
-
-def read_split(dataset_dir, split: str = "test") -> SplitClips:
-    """The clips of ``split`` in a built folder: ids, class words, scenes, scenarios (no frames are read).
-
-    Example: ``clips = read_split("ferv39k"); clips.clip_ids[0], clips.words[0], clips.scenes[0]``.
-    """
-    import datasets
-    import pyarrow.parquet as pq
-
-    folder = Path(dataset_dir)
-    files = _split_files(folder, split)
-    # Only the metadata columns' feature types are read from the file's datasets metadata, so a folder
-    # built with a newer datasets (whose frame column type an older one cannot parse) still reads.
-    metadata = pq.read_schema(files[0]).metadata or {}
-    try:
-        stored = json.loads(metadata.get(b"huggingface", b"{}"))["info"]["features"]
-    except (ValueError, KeyError, TypeError):
-        stored = {}
-    absent = [name for name in METADATA_COLUMNS if name not in stored]
-    if absent:
-        raise PredictionFileError(f"{files[0]}: no column(s) {', '.join(absent)}; is this a ferv39k-hf build?")
-    features = datasets.Features.from_dict({name: stored[name] for name in METADATA_COLUMNS})
-    # Streaming reads the listed files as they are now (no cache keyed on the folder's name) and
-    # only the metadata columns' chunks of each Parquet file.
-    rows = datasets.load_dataset(
-        "parquet", data_files={split: [str(name) for name in files]}, split=split, streaming=True,
-        columns=list(METADATA_COLUMNS), features=features,
-    )
-    label, scene, scenario = features["label"], features["scene"], features["scenario"]
-    if sorted(label.names) != sorted(CLASS_WORDS) or list(scene.names) != list(SCENES) \
-            or list(scenario.names) != list(SCENARIOS):
-        raise PredictionFileError(f"{files[0]}: label, scene or scenario names are not FERV39k's")
-    from ferv39k_hf.dataset.card import read_card
-
-    synthetic = bool(read_card(folder).get("ferv39k_synthetic"))
-    clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split), synthetic)
-    for row in rows:
-        clips.clip_ids.append(row["clip_id"])
-        clips.words.append(label.int2str(row["label"]))
-        clips.scenes.append(scene.int2str(row["scene"]))
-        clips.scenarios.append(scenario.int2str(row["scenario"]))
-    if not clips.clip_ids:
-        raise PredictionFileError(f"{folder}: the {split} split has no clips")
-    return clips
-
-
-def split_names(dataset_dir) -> List[str]:
-    """The splits a built folder's card lists, e.g. ``["train", "test"]``."""
-    from ferv39k_hf.dataset.card import read_card, split_files
-
-    folder = Path(dataset_dir)
-    return list(split_files(read_card(folder), str(folder), str(folder / "README.md")))
-
-
-def other_splits(dataset_dir, split: str) -> Dict[str, str]:
-    """Clip id -> split, for every clip of the folder's splits other than ``split`` (metadata only)."""
-    return {clip_id: other for other in split_names(dataset_dir) if other != split
-            for clip_id in read_split(dataset_dir, other).clip_ids}
 
 
 # ---------------------------------------------------------------- pairing
@@ -362,19 +245,19 @@ def pair(predictions: PredictionFile, clips: SplitClips, *, allow_partial: bool 
     missing = [c for c in clips.clip_ids if c not in seen]
     problems = []
     if repeated:
-        problems.append(f"{len(repeated)} clip(s) repeated: {_listing(repeated)}")
+        problems.append(f"{len(repeated)} clip(s) repeated: {listing(repeated)}")
     disagree = _label_disagreements(predictions, clips)
     if disagree:
         problems.append(f"the file's label column disagrees with the dataset's on {len(disagree)} line(s): "
-                        f"{_listing(disagree)} (a file of another build or label order?)")
+                        f"{listing(disagree)} (a file of another build or label order?)")
     if not allow_partial:
         if missing:
             total = len(clips.clip_ids)
-            problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {_listing(missing)}")
+            problems.append(f"{len(missing)} of the {total} {clips.split} clips missing: {listing(missing)}")
         if unknown:
             names = [f"{c} (line {line})" for c, line in unknown[:SHOWN]]
             where = "any split of the folder" if others or predictions.others_checked else f"the {clips.split} split"
-            problems.append(f"{unknown_count} clip(s) not in {where}: {_listing(names, unknown_count)}")
+            problems.append(f"{unknown_count} clip(s) not in {where}: {listing(names, unknown_count)}")
     if problems:
         hint = "" if repeated or allow_partial else "; --allow-partial scores the clips that are there"
         raise PredictionFileError(f"{path}: " + "; ".join(problems) + hint)
@@ -414,6 +297,6 @@ def check_same_clips(first: Paired, second: Paired) -> None:
         only_second = sorted(set(second.clip_ids) - set(first.clip_ids))
         raise PredictionFileError(
             f"the two files do not cover the same clips: {len(only_first)} only in the first "
-            f"({_listing(only_first)}), {len(only_second)} only in the second ({_listing(only_second)})"
+            f"({listing(only_first)}), {len(only_second)} only in the second ({listing(only_second)})"
         )
 

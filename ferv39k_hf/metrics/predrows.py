@@ -12,7 +12,7 @@ import itertools
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, Iterator, List, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ferv39k_hf.errors import QUOTED_CHARS, Ferv39kError, quoted
 from ferv39k_hf.taxonomy import CLASS_WORDS
@@ -25,7 +25,8 @@ PROBABILITY_COLUMNS = tuple(f"p_{word}" for word in CLASS_WORDS)
 INFORMATION_COLUMNS = ("probability", "scene", "scenario", "label", "rank")
 KNOWN_COLUMNS = (*ID_COLUMNS, "prediction", *PROBABILITY_COLUMNS, *INFORMATION_COLUMNS)
 MAX_LINE_CHARS = 1 << 20  # a row of 7 probabilities is under 200 characters
-__all__ = ["QUOTED_CHARS", "PredictionFileError", "check_columns", "open_rows", "quoted"]
+SHOWN = 5  # clips or lines named in an error before "..."
+__all__ = ["QUOTED_CHARS", "SHOWN", "PredictionFileError", "check_columns", "listing", "open_rows", "quoted"]
 class PredictionFileError(Ferv39kError, ValueError):
     """A predictions file or dataset folder that cannot be scored as it is; the message names file and lines."""
 
@@ -172,3 +173,10 @@ def _object(pairs: List[Tuple[str, Any]], path: Path, line: int) -> Dict[str, An
         raise PredictionFileError(f"{path} line {line}: key {quoted(twice)} appears twice; which one to read is "
                                   "not defined")
     return dict(pairs)
+
+
+def listing(items: Sequence[str], total: Optional[int] = None) -> str:
+    """The first few ``items`` joined, and how many there are in all when more (``total`` when given)."""
+    count = len(items) if total is None else total
+    shown = ", ".join(item if len(item) <= 2 * QUOTED_CHARS else quoted(item)[1:-1] for item in items[:SHOWN])
+    return shown + (f", ... ({count} in all)" if count > SHOWN else "")
