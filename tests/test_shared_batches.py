@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as torch_mp
-from test_transforms import small_dataset
+from test_transform_datasets import small_dataset
 
 from ferv39k_hf.clips.batchmem import pickles, pool, shared
 from ferv39k_hf.clips.collate import collate_clips
