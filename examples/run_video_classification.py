@@ -31,6 +31,7 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import ferv39k_hf
 from ferv39k_hf.dataset.streaming import is_remote
+from ferv39k_hf.metrics.folds import aggregate_folds
 from ferv39k_hf.training import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -109,6 +110,10 @@ class DataTrainingArguments:
     test_views: Optional[str] = field(
         default=None, metadata={"help": "Temporal x spatial views per test clip, e.g. 2x2 (default: the preset's, "
                                         "else 1x1)."})
+    fold: Optional[str] = field(
+        default=None, metadata={"help": "DFEW and MAFW (built or raw): train and score on fold K (1..5) of the "
+                                        "official five, or 'all': the five runs in OUTPUT_DIR/fold1..fold5, then "
+                                        "the mean ± std of WAR and UAR in OUTPUT_DIR/folds_results.json."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use only this many training clips."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Score only this many test clips."})
     streaming: bool = field(
@@ -132,6 +137,10 @@ class DataTrainingArguments:
             raise ValueError("--streaming reads a built folder: pass --dataset_dir (made by 'ferv39k-hf build')")
         if self.dataset_dir and is_remote(self.dataset_dir) and not self.streaming:
             raise ValueError(f"--dataset_dir {self.dataset_dir} is a URL: pass --streaming true to read it")
+        if self.fold is not None and self.fold not in ("1", "2", "3", "4", "5", "all"):
+            raise ValueError(f"--fold must be 1 to 5 or all, got {self.fold!r}")
+        if self.fold is not None and self.streaming:
+            raise ValueError("--fold reads a fold's rows of the table: drop --streaming")
         if self.shuffle_buffer < 0:
             raise ValueError(f"--shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
 
@@ -184,7 +193,8 @@ def load_data(data_args: DataTrainingArguments, training_args: TrainingArguments
         with training_args.main_process_first(desc="loading FERV39k"):
             data = load_clips(data_args.dataset_dir, data_args.archive_dir, eval_split=data_args.eval_split,
                               dataset_config=data_args.dataset_config, label_order=data_args.label_order,
-                              validation_fraction=data_args.validation_fraction)
+                              validation_fraction=data_args.validation_fraction,
+                              fold=None if data_args.fold is None else int(data_args.fold))
         return data, None
     if training_args.do_train and str(getattr(training_args.eval_strategy, "value", "no")) != "no":
         raise ValueError("--streaming scores the test split once, after training: pass --eval_strategy no")
@@ -218,7 +228,8 @@ def make_model(model_args: ModelArguments, data_args: DataTrainingArguments, dat
     mean, std = settings.get("mean") or IMAGENET_DEFAULT_MEAN, settings.get("std") or IMAGENET_DEFAULT_STD
     protocol = clip_protocol(config, sampling=data_args.sampling, window_stride=data_args.window_stride,
                              test_views=data_args.test_views, mean=mean, std=std,
-                             dataset_config=data.dataset_config, label_order=data.label_order)
+                             dataset_config=data.dataset_config, label_order=data.label_order,
+                             dataset=data.dataset, fold=data.fold)
     model.config.ferv39k = protocol  # saved in config.json, read back by predict.py
     return config, model, protocol
 
@@ -240,11 +251,13 @@ def make_splits(data_args: DataTrainingArguments, training_args: TrainingArgumen
     train_split = subset(data.splits["train"], data_args.max_train_samples, training_args.seed)
     eval_split = subset(data.splits[data_args.eval_split], data_args.max_eval_samples, training_args.seed)
     return (train_split.with_transform(train_transform), eval_split, eval_transform, ClipCollator(eval_transform),
-            ClipScorer(eval_split["scene"], data.labels))
+            ClipScorer(eval_split["scene"] if "scene" in eval_split.column_names else None, data.labels))
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     model_args, data_args, training_args = parse_arguments(argv)
+    if data_args.fold == "all":
+        return run_all_folds(list(sys.argv[1:] if argv is None else argv), training_args.output_dir)
     check_output_dir(training_args.output_dir, data_args.archive_dir, data_args.dataset_dir)
     training_args.remove_unused_columns = False  # the transform needs the frames column
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, with our card, at the end
@@ -294,6 +307,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return metrics
+
+
+def run_all_folds(argv: List[str], output_dir: str) -> Dict[str, float]:
+    """``--fold all``: the five folds' runs in ``output_dir/foldK``, then their mean ± std, as papers report."""
+    results = []
+    for k in range(1, 6):  # argparse keeps the last of a repeated option
+        metrics = main([*argv, "--fold", str(k), "--output_dir", os.path.join(output_dir, f"fold{k}")])
+        results.append({"fold": k, "war": metrics.get("eval_war"), "uar": metrics.get("eval_uar")})
+    if any(r["war"] is None for r in results):
+        return {}  # no evaluation (--do_eval not given): nothing to aggregate
+    summary = aggregate_folds(results)
+    if int(os.environ.get("RANK", "0")) == 0:
+        with open(os.path.join(output_dir, "folds_results.json"), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+    logger.info("5-fold mean: WAR %.2f ± %.2f, UAR %.2f ± %.2f (sample std over the folds)",
+                100 * summary["war_mean"], 100 * summary["war_std"], 100 * summary["uar_mean"],
+                100 * summary["uar_std"])
+    return {"war_mean": summary["war_mean"], "war_std": summary["war_std"], "uar_mean": summary["uar_mean"],
+            "uar_std": summary["uar_std"]}
 
 
 def run(trainer, data_args, data, eval_split, eval_transform, scorer, summary, protocol) -> Dict[str, float]:

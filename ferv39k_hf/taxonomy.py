@@ -139,8 +139,8 @@ LICENSE_SUMMARY = (
 )
 # What the faces in the clips mean for whoever holds the data or a model trained on it;
 # the dataset card and every model card print this one text.
-PERSONAL_DATA = """\
-Every FERV39k clip shows the face of a real, identifiable person, cut from films, TV series and shows.
+_PERSONAL_DATA = """\
+Every {title} clip shows the face of a real, identifiable person, cut from films, TV series and shows.
 Those people were not asked whether their faces could be used to train or test expression recognizers.
 
 - Treat the frames as personal data. Keep them under the licence's terms: non-commercial research only,
@@ -149,9 +149,18 @@ Those people were not asked whether their faces could be used to train or test e
 - The clips were gathered from available footage, not sampled to represent any population, and the labels
   are annotators' readings of mostly performed expressions. Expect a model's accuracy to differ between
   groups of people, and measure it on the people it will be used on before relying on it.
-- A model trained on FERV39k outputs which of 7 labels annotators would probably have given a clip. That
-  is not a fact about what a person feels or intends; do not use it to judge, screen or monitor individuals.
+- A model trained on {title} outputs which of {classes} labels annotators would probably have given a clip.
+  That is not a fact about what a person feels or intends; do not use it to judge, screen or monitor
+  individuals.
 """
+
+
+def personal_data(title: str = "FERV39k", classes: int = 7) -> str:
+    """What a model card says about the faces in the data (FERV39k's, or DFEW's and MAFW's with their titles)."""
+    return _PERSONAL_DATA.format(title=title, classes=classes)
+
+
+PERSONAL_DATA = personal_data()
 
 
 def label_names(order: str = DEFAULT_LABEL_ORDER) -> List[str]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
-from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, PERSONAL_DATA, SCENARIOS
+from ferv39k_hf.taxonomy import CITATION, HOMEPAGE, LICENSE_SUMMARY, SCENARIOS, personal_data
 
 __all__ = ["render_model_card"]
 
@@ -71,6 +71,18 @@ def _protocol_lines(protocol: Mapping[str, Any], dataset_config: str) -> str:
     ])
 
 
+def _dataset_facts(dataset: str, fold: Optional[int], eval_split: str):
+    """(title, homepage, terms, citation, (what it was trained on, what it was scored on)) of the dataset."""
+    if dataset == "ferv39k":
+        return ("FERV39k", f"(Wang et al., CVPR 2022) {HOMEPAGE}", LICENSE_SUMMARY, CITATION,
+                ("official train split", f"its `{eval_split}` split"))
+    from ferv39k_hf.dfer_taxonomy import facts
+
+    info = facts(dataset)
+    return (info.title, info.homepage, info.licence, info.citation,
+            (f"the train set of official fold {fold}", f"fold {fold}'s test set"))
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -82,8 +94,10 @@ def render_model_card(
     results: Mapping[str, Any],
     eval_split: str = "test",
     training: Optional[Mapping[str, Any]] = None,
+    dataset: str = "ferv39k",
+    fold: Optional[int] = None,
 ) -> str:
-    """The README.md of a FERV39k checkpoint: metadata the Hub reads, then what a user needs to know.
+    """The README.md of a FERV39k (or DFEW, MAFW) checkpoint: metadata the Hub reads, then what a user needs to know.
 
     Args:
         model_name: the checkpoint's name (``model-index`` name and the title).
@@ -99,6 +113,8 @@ def render_model_card(
             ``war`` None for a checkpoint not scored (no ``model-index`` then).
         eval_split: the split the results are on.
         training: hyperparameters to list, name -> value.
+        dataset: ``ferv39k``, ``dfew`` or ``mafw``: whose title, terms and citation the card states.
+        fold: for DFEW and MAFW, the official fold (1..5) trained on its train set and scored on its test set.
 
     Returns:
         The card as text: YAML front matter (licence, pipeline tag, base model and ``model-index`` with
@@ -114,7 +130,8 @@ def render_model_card(
     """
     from huggingface_hub import ModelCardData
 
-    dataset_name = f"FERV39k ({dataset_config})"
+    title, homepage, terms, citation, where = _dataset_facts(dataset, fold, eval_split)
+    dataset_name = f"{title} ({dataset_config})" + (f" fold {fold}" if fold else "")
     local_base = bool(base_model) and os.path.isdir(base_model)
     data = ModelCardData(
         model_name=model_name,
@@ -122,7 +139,7 @@ def render_model_card(
         license="other",
         library_name="transformers",
         pipeline_tag="video-classification",
-        tags=["video-classification", "facial-expression-recognition", "ferv39k"],
+        tags=["video-classification", "facial-expression-recognition", dataset],
         metrics=["accuracy", "recall"],
         eval_results=_eval_results(results, dataset_name, dataset_config, eval_split) or None,
     )
@@ -141,12 +158,12 @@ def render_model_card(
 
 # {model_name}
 
-A video classifier of facial expressions trained on **FERV39k** ({dataset_config} config,
-official train split) and scored on its `{eval_split}` split.
+A video classifier of facial expressions trained on **{title}** ({dataset_config} config,
+{where[0]}) and scored on {where[1]}.
 
 - Base model: {base}
-- Dataset: FERV39k (Wang et al., CVPR 2022), {HOMEPAGE}. The data is licence-gated and is **not**
-  included in or distributed with this checkpoint.
+- Dataset: {title}, {homepage}. The data is licence-gated and is **not** included in or distributed with
+  this checkpoint.
 
 ## Labels ({label_order} order)
 
@@ -168,10 +185,11 @@ processor takes the first frame of each of {frames} equal segments and refuses s
 pipeline with an image processor takes the first {frames} frames. To reproduce the scores below, sample
 with `ferv39k_hf.VideoClipTransform`, as ferv39k-hf's `examples/predict.py` does.
 
-## Results on FERV39k `{eval_split}`
+## Results on {title} `{eval_split}`{f" (fold {fold})" if fold else ""}
 
-WAR is accuracy over the clips; UAR is the mean of the 7 per-class recalls. In the `model-index`
-metadata WAR is `accuracy` and UAR is `recall` with `average: macro`, in percent as papers print them.
+WAR is accuracy over the clips; UAR is the mean of the per-class recalls of the classes with test clips. In
+the `model-index` metadata WAR is `accuracy` and UAR is `recall` with `average: macro`, in percent as papers
+print them.
 
 {_results_table(results)}
 
@@ -181,14 +199,14 @@ metadata WAR is `accuracy` and UAR is `recall` with `average: macro`, in percent
 
 ## Terms
 
-{LICENSE_SUMMARY} Use of this model is subject to the terms of the data it was trained on.
+{terms} Use of this model is subject to the terms of the data it was trained on.
 
 ## Personal data
 
-{PERSONAL_DATA}
+{personal_data(title, len(label_names))}
 ## Citation
 
 ```bibtex
-{CITATION.strip()}
+{citation.strip()}
 ```
 """

@@ -102,7 +102,8 @@ def _pixels_in_model_dtype(model, args, kwargs):
 
 
 def clip_protocol(config, *, sampling: str, window_stride: int, test_views: str, mean: Sequence[float],
-                  std: Sequence[float], dataset_config: str, label_order: str) -> Dict[str, Any]:
+                  std: Sequence[float], dataset_config: str, label_order: str, dataset: str = "ferv39k",
+                  fold: Optional[int] = None) -> Dict[str, Any]:
     """How clips were made: set it as ``model.config.ferv39k`` (config.json), stated in the card, read by predict.py.
 
     Example: ``clip_protocol(config, sampling="segment", window_stride=1, test_views="2x2",
@@ -110,7 +111,8 @@ def clip_protocol(config, *, sampling: str, window_stride: int, test_views: str,
     """
     return {"num_frames": config.num_frames, "image_size": config.image_size, "sampling": sampling,
             "window_stride": window_stride, "test_views": test_views, "mean": list(mean), "std": list(std),
-            "dataset_config": dataset_config, "label_order": label_order}
+            "dataset_config": dataset_config, "label_order": label_order,
+            **({} if dataset == "ferv39k" else {"dataset": dataset, "fold": fold})}
 
 
 def checkpoint_image_processor(protocol: Dict[str, Any]):
@@ -141,7 +143,8 @@ def write_checkpoint_files(training_args: TrainingArguments, *, labels: Sequence
     card = hub.render_model_card(
         model_name=name.split("/")[-1], base_model=base_model, label_names=list(labels),
         label_order=protocol["label_order"], dataset_config=protocol["dataset_config"], protocol=protocol,
-        results=results or {"war": None, "uar": None, "per_scenario": {}}, eval_split=eval_split, training=training)
+        results=results or {"war": None, "uar": None, "per_scenario": {}}, eval_split=eval_split, training=training,
+        dataset=protocol.get("dataset", "ferv39k"), fold=protocol.get("fold"))
     path = Path(training_args.output_dir, "README.md")
     path.write_text(card, encoding="utf-8")
     # the Trainer saved preprocessor_config.json from checkpoint_image_processor; the video processor's file is ours

@@ -29,6 +29,8 @@ class ClipData:
     dataset_config: str
     label_order: str
     rows: Optional[Dict[str, int]] = None
+    dataset: str = "ferv39k"  # or dfew, mafw (their builds: one table, the folds as columns)
+    fold: Optional[int] = None  # DFEW/MAFW: the fold whose train and test sets these splits are
 
 
 def _labels(splits: Dict[str, Any], eval_split: str) -> list:
@@ -39,23 +41,45 @@ def _labels(splits: Dict[str, Any], eval_split: str) -> list:
 
 def load_clips(dataset_dir: Optional[str] = None, archive_dir: Optional[str] = None, *, eval_split: str = "test",
                dataset_config: str = "faces", label_order: str = "alphabetical",
-               validation_fraction: float = 0.0) -> ClipData:
+               validation_fraction: float = 0.0, fold: Optional[int] = None) -> ClipData:
     """A folder made by ``ferv39k-hf build`` (``dataset_dir``, its card's config and label order) or a raw
-    archive (``archive_dir``, through the builder) as map-style splits with undecoded frames."""
+    archive (``archive_dir``, through the builder) as map-style splits with undecoded frames.
+
+    A DFEW or MAFW build holds every clip once, with the official folds as columns: ``fold`` (1..5) picks
+    fold k's ``train`` and ``test`` (:func:`ferv39k_hf.fold`, no frame copied); it is required there and
+    refused for FERV39k, which has one official split."""
     import datasets
 
     import ferv39k_hf
+    from ferv39k_hf.archive.dfer_layout import detect_dataset
 
     if dataset_dir:
         card = streaming.read_card(dataset_dir)
         dataset_config = card.get("ferv39k_config", dataset_config)
         label_order = card.get("ferv39k_label_order", label_order)
-        splits = datasets.load_dataset(dataset_dir)
+        dataset = card.get("ferv39k_dataset", "ferv39k")
     else:
+        dataset = detect_dataset(archive_dir) or "ferv39k"
+    where = dataset_dir or archive_dir
+    if dataset != "ferv39k" and fold is None:
+        raise ValueError(f"{where}: {dataset.upper()} has five official folds and no single split: pass --fold K "
+                         "(1..5) or --fold all")
+    if dataset == "ferv39k" and fold is not None:
+        raise ValueError(f"{where}: --fold is for DFEW and MAFW; FERV39k has one official train/test split")
+    if dataset_dir:
+        splits = datasets.load_dataset(dataset_dir)
+        splits = splits if fold is None else ferv39k_hf.fold(splits, fold)
+    elif dataset == "ferv39k":
         splits = ferv39k_hf.load(archive_dir, config=dataset_config, label_order=label_order,
                                  validation_fraction=validation_fraction)
+    else:  # the dataset's own default config and label order (FERV39k's do not apply)
+        from ferv39k_hf.dfer_taxonomy import facts
+
+        dataset_config, label_order = facts(dataset).configs[0], facts(dataset).default_order
+        splits = ferv39k_hf.load(archive_dir, dataset=dataset, fold=fold)
     splits = ferv39k_hf.undecoded_frames(splits)
-    return ClipData(dict(splits), _labels(splits, eval_split), dataset_config, label_order)
+    return ClipData(dict(splits), _labels(splits, eval_split), dataset_config, label_order, dataset=dataset,
+                    fold=fold)
 
 
 def load_streams(dataset_dir: str, *, eval_split: str = "test", train: bool = True, shuffle_buffer: int = 1024,

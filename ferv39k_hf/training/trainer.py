@@ -192,7 +192,7 @@ class ClipViewTrainer(Trainer):
         return metrics
 
     def _write_map_predictions(self, dataset, scorer: ClipScorer, prefix: str) -> None:
-        columns = _plain_columns(dataset, ("clip_id", "scene", "label"))
+        columns = _plain_columns(dataset, ("clip_id", "label"))
         path = Path(self.args.output_dir, PREDICTIONS_FILE.replace("eval", prefix, 1))
         if columns is None:
             logger.info("no %s written: the evaluation set has no clip_id column", path.name)
@@ -201,7 +201,8 @@ class ClipViewTrainer(Trainer):
         if len(columns["label"]) != len(references) or list(columns["label"]) != references.tolist():
             raise RuntimeError(f"{path}: not written: the Trainer's {len(references)} scored clips do not come in "
                                f"the order of the evaluation set's {len(columns['label'])} rows")
-        write_predictions(path, columns["clip_id"], columns["scene"], references, scorer.last_predictions,
+        scenes = _plain_columns(dataset, ("scene",)) or {"scene": [None] * len(references)}  # DFEW/MAFW: none
+        write_predictions(path, columns["clip_id"], scenes["scene"], references, scorer.last_predictions,
                           scorer.labels)
         mark_written(self.args.output_dir, path.name)
 
