@@ -10,6 +10,9 @@ import datasets
 
 import ferv39k_hf
 
+# datasets < 4 names a list feature Sequence
+_FRAMES_UNDECODED = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))
+
 DFEW_WORDS = ["Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear"]  # official numbers 1..7
 
 
@@ -55,7 +58,7 @@ def check_every_fold(ds: datasets.DatasetDict, expected: Dict[int, Dict[str, Dic
     for k in range(1, 6):
         split = ferv39k_hf.fold(ds, k)
         for name in ("train", "test"):
-            part = split[name].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+            part = split[name].cast_column("frames", _FRAMES_UNDECODED)
             rows = part.to_list()
             got = {r["clip_id"]: _label(part, r, label_column) for r in rows}
             assert got == expected[k][name], (k, name)

@@ -18,6 +18,9 @@ from ferv39k_hf.dataset.export import build_dataset_folder
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.synthetic_dfer import write_dfer_sample
 
+# datasets < 4 names a list feature Sequence
+_FRAMES_UNDECODED = getattr(datasets, "List", datasets.Sequence)(datasets.Image(decode=False))
+
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
@@ -67,7 +70,7 @@ def test_16f_config_and_alphabetical_order(archive: Path, tmp_path: Path) -> Non
     words = {**folds[1]["train"], **folds[1]["test"]}
     for row in ds.select_columns(["clip_id", "label"]).to_list():
         assert ds.features["label"].int2str(row["label"]) == words[row["clip_id"]]
-    first = ds.cast_column("frames", datasets.List(datasets.Image(decode=False)))[0]
+    first = ds.cast_column("frames", _FRAMES_UNDECODED)[0]
     assert [f["bytes"] for f in first["frames"]] == frame_files(archive / "DFEW" / "Clip" / "clip_224x224_16f",
                                                                 first["clip_id"])
 
@@ -87,7 +90,7 @@ def test_zipped_archive_builds_the_same_rows(tmp_path: Path) -> None:
     assert (root / "DFEW" / "Clip" / "clip_224x224.zip").is_file()
     out = tmp_path / "out"
     build_dataset_folder(root, out, dataset="dfew")
-    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", _FRAMES_UNDECODED)
     plain = tmp_path / "plain"
     write_dfer_sample(plain, "dfew", per_class=1, videos=False)
     folder = plain / "DFEW" / "Clip" / "clip_224x224"
@@ -249,7 +252,7 @@ def test_frames_split_over_zips_without_their_top_folder(tmp_path: Path) -> None
                 target.writestr(name, data)
     out = tmp_path / "out"
     build_dataset_folder(root, out)
-    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", datasets.List(datasets.Image(decode=False)))
+    ds = datasets.load_dataset(str(out))["clips"].cast_column("frames", _FRAMES_UNDECODED)
     plain = tmp_path / "plain"
     write_dfer_sample(plain, "dfew", per_class=1, videos=False)
     for row in ds.to_list():
