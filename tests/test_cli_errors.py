@@ -311,13 +311,10 @@ def test_score_reads_a_large_file_of_unknown_clips_in_bounded_memory(small_built
 
 
 def test_push_to_a_refused_connection_is_one_line(small_built, monkeypatch, capsys):
-    import socket
-
     import huggingface_hub.constants
+    from localnet import free_port
 
-    with socket.socket() as probe:  # a port nothing listens on: bound, then closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")

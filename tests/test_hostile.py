@@ -275,17 +275,22 @@ def test_a_gap_in_frame_numbers_is_a_verify_warning_and_a_build_report_warning(u
     assert f"clip {clip_id}: frame numbers skip 02" in result.summary()
 
 
-def test_an_unlistable_clip_folder_is_that_clips_problem_under_skip(unpacked, tmp_path, monkeypatch):
-    """ELOOP or EACCES on one clip folder (root ignores modes, so the error is injected) is a per-clip report."""
-    root, folder = unpacked
+def _scandir_loops_at(monkeypatch, folder):
+    """Make listing ``folder`` fail with ELOOP (root ignores modes, so the error is injected)."""
     real_scandir = os.scandir
 
-    def refuses_that_folder(path="."):
+    def loops_there(path="."):
         if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(folder):
             raise OSError(40, "Too many levels of symbolic links", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(os, "scandir", refuses_that_folder)
+    monkeypatch.setattr(os, "scandir", loops_there)
+
+
+def test_an_unlistable_clip_folder_is_that_clips_problem_under_skip(unpacked, tmp_path, monkeypatch):
+    """ELOOP or EACCES on one clip folder (root ignores modes, so the error is injected) is a per-clip report."""
+    root, folder = unpacked
+    _scandir_loops_at(monkeypatch, folder)
     _assert_damaged_everywhere(root, "/".join(folder.parts[-3:]), "clip folder cannot be listed", tmp_path)
 
 
@@ -293,14 +298,7 @@ def test_an_unlistable_emotion_folder_makes_its_clips_per_clip_reports_not_a_sto
     root, folder = unpacked
     emotion = folder.parent
     clips = sorted("/".join(p.parts[-3:]) for p in emotion.iterdir())
-    real_scandir = os.scandir
-
-    def loops_there(path="."):
-        if isinstance(path, (str, os.PathLike)) and os.fspath(path) == str(emotion):
-            raise OSError(40, "Too many levels of symbolic links", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", loops_there)
+    _scandir_loops_at(monkeypatch, emotion)
     report = verify_archive(root, progress=False)
     assert not report.ok and any(f.file == str(emotion) and "cannot be listed" in f.reason for f in report.findings)
     build_dataset_folder(root, tmp_path / "skip", on_error="skip")

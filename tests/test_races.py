@@ -14,27 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_safety import SMALL, _kill, assert_refused, build, cli, snapshot
+from test_safety import _kill, archive, assert_refused, build, cli, pristine, snapshot  # noqa: F401
 
 from ferv39k_hf.archive import outdirs
 from ferv39k_hf.archive.buildlock import hidden_stem, lock_path
 from ferv39k_hf.archive.outdirs import MARKER
-from ferv39k_hf.synthetic import write_sample_archive
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pristine") / "FERV39k"
-    write_sample_archive(root, **SMALL)
-    return root
-
-
-@pytest.fixture
-def archive(pristine, tmp_path):
-    root = tmp_path / "data" / "FERV39k"
-    shutil.copytree(pristine, root)
-    return root
-
 
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1])] + sys.path))
 

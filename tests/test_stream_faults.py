@@ -5,7 +5,6 @@ log line each and within a stated bound, every other storage failure ends in one
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from ferv39k_hf.dataset.storage import (
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
 
+from localnet import free_port, start_s3_server  # noqa: E402
 from test_training import EXAMPLES, run_script  # noqa: E402,F401
 
 FAST = StoragePatience(connect_timeout=0.4, read_timeout=0.4, attempts=3, backoff=0.05, max_backoff=0.05)
@@ -59,13 +59,7 @@ def _cut(shard: str) -> None:
 @pytest.fixture(scope="module")
 def s3(built_faces):
     """moto's S3 server on 127.0.0.1 holding the card and test shards of the built sample at s3://faults/ferv39k."""
-    pytest.importorskip("s3fs")
-    server_module = pytest.importorskip("moto.server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, port = start_s3_server()
     import s3fs
 
     endpoint = f"http://127.0.0.1:{port}"
@@ -248,9 +242,7 @@ def test_a_brief_outage_mid_transfer_is_survived_without_a_row_lost_or_repeated(
 
 
 def test_a_dead_endpoint_ends_in_one_line_naming_the_url(aws, monkeypatch):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     aws(dead)
     monkeypatch.setenv(PATIENCE_ENV, "attempts=2,backoff=0.05")
     pytest.importorskip("s3fs")
@@ -263,9 +255,7 @@ def test_a_dead_endpoint_ends_in_one_line_naming_the_url(aws, monkeypatch):
 
 @pytest.mark.slow  # run by .ci/run's slow step; over 3 s
 def test_the_example_ends_a_storage_failure_in_one_line(aws, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     aws(dead)
     env = {**os.environ, PATIENCE_ENV: "attempts=1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, str(EXAMPLES / "run_video_classification.py"), "--model_name_or_path",

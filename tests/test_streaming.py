@@ -5,7 +5,6 @@ the same rows as the map-style dataset, whole shares per rank, no Arrow cache, e
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from ferv39k_hf.training import streamloader
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
+from localnet import start_s3_server  # noqa: E402
 from test_training import EXAMPLES, _check_results, _common, run_script, tiny_checkpoints  # noqa: E402,F401
 
 
@@ -164,13 +164,7 @@ def test_torchrun_streaming_eval_with_a_rank_holding_no_clip(tiny_checkpoints, b
 @pytest.fixture
 def s3_server(monkeypatch):
     """A real S3 API (moto's server) on a free port of 127.0.0.1, with the AWS variables pointing at it."""
-    pytest.importorskip("s3fs")
-    server_module = pytest.importorskip("moto.server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, port = start_s3_server()
     endpoint = f"http://127.0.0.1:{port}"
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
