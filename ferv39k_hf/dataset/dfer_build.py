@@ -30,7 +30,7 @@ from ferv39k_hf.archive.outdirs import (
 from ferv39k_hf.dataset.dfer_card import dfer_card_metadata, render_dfer_card
 from ferv39k_hf.dataset.dfer_rows import dfer_features
 from ferv39k_hf.dataset.diskspace import check_free_space, needed_bytes, payload_bytes
-from ferv39k_hf.dataset.export import BuildResult, plan_shards, run_shard_tasks
+from ferv39k_hf.dataset.export import BuildResult, plan_shards, reading_words, run_shard_tasks
 from ferv39k_hf.dfer_taxonomy import CLIPS_SPLIT, FOLDS, facts
 from ferv39k_hf.errors import BuildError
 from ferv39k_hf.samplemark import is_sample_archive
@@ -125,11 +125,7 @@ def _finish(tmp: Path, out: Path, layout: DferLayout, plan: FoldPlan, results: L
 def _command(root: Any, out: Path, options: Dict[str, Any]) -> str:
     words = ["ferv39k-hf", "build", Path(root).name or "ROOT", "--out", out.name, "--dataset", options["dataset"],
              "--config", options["config"], "--label-order", options["label_order"]]
-    if options["on_error"] != "raise":
-        words += ["--on-error", options["on_error"]]
-    if options["frames"] != "copy":
-        words += ["--frames", options["frames"]]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(shlex.quote(w) for w in words + reading_words(options))
 
 
 def dfer_summary(result: BuildResult) -> str:

@@ -275,11 +275,13 @@ def _build_command(root: Any, out: Path, options: Dict[str, Any], validation_fra
         words += ["--label-order", options["label_order"]]
     if validation_fraction:
         words += ["--validation-fraction", str(validation_fraction), "--seed", str(seed)]
-    if options["on_error"] != "raise":
-        words += ["--on-error", options["on_error"]]
-    if options["frames"] != "copy":
-        words += ["--frames", options["frames"]]
-    return " ".join(shlex.quote(w) for w in words)
+    return " ".join(shlex.quote(w) for w in words + reading_words(options))
+
+
+def reading_words(options: Dict[str, Any]) -> List[str]:
+    """The card's build command's words for how the archive was read, where not the defaults (every dataset)."""
+    words = [] if options["on_error"] == "raise" else ["--on-error", options["on_error"]]
+    return words + ([] if options["frames"] == "copy" else ["--frames", options["frames"]])
 
 
 def run_build_command(args: Any) -> int:

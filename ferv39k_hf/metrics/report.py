@@ -58,11 +58,11 @@ def _header(dataset_dir, split: str, clips, resamples: int, seed: int) -> Dict[s
     }
 
 
-def _paired(pred, dataset_dir, clips, label_order: Optional[str], allow_partial: bool):
+def _paired(pred, clips, others: Dict[str, str], label_order: Optional[str], allow_partial: bool):
     """A file paired with the split, read row by row keeping only the split's rows (memory follows the split,
-    not the file); its clips of the folder's other splits are counted as ignored, not errors."""
+    not the file); its clips of the folder's other splits (``others``) are counted as ignored, not errors."""
     predictions = read_predictions(pred, label_order, keep=frozenset(clips.clip_ids), all_unknown=allow_partial,
-                                   others=other_splits(dataset_dir, clips.split))
+                                   others=others)
     return pair(predictions, clips, allow_partial=allow_partial)
 
 
@@ -86,7 +86,7 @@ def score_file(pred, dataset_dir, *, split: str = "test", label_order: Optional[
         report["war"], report["uar"], report["war_ci"]
     """
     clips = read_split(dataset_dir, split)
-    paired = _paired(pred, dataset_dir, clips, label_order, allow_partial)
+    paired = _paired(pred, clips, other_splits(dataset_dir, split), label_order, allow_partial)
     return {**_header(dataset_dir, split, clips, resamples, seed), **_file_report(paired, str(pred), resamples, seed)}
 
 
@@ -104,8 +104,9 @@ def compare_files(pred_a, pred_b, dataset_dir, *, split: str = "test", label_ord
         comparison["war_diff"], comparison["war_diff_ci"], comparison["war_p"], comparison["mcnemar_p"]
     """
     clips = read_split(dataset_dir, split)
-    paired_a = _paired(pred_a, dataset_dir, clips, label_order, allow_partial)
-    paired_b = _paired(pred_b, dataset_dir, clips, label_order, allow_partial)
+    others = other_splits(dataset_dir, split)  # read once for both files
+    paired_a = _paired(pred_a, clips, others, label_order, allow_partial)
+    paired_b = _paired(pred_b, clips, others, label_order, allow_partial)
     check_same_clips(paired_a, paired_b)
     result = compare(predictions_a=paired_a.predictions, predictions_b=paired_b.predictions,
                      references=paired_a.references, resamples=resamples, seed=seed, confidence=CONFIDENCE)

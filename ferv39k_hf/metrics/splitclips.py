@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from ferv39k_hf.errors import Ferv39kError
 from ferv39k_hf.metrics.predrows import PredictionFileError, listing
@@ -32,7 +32,8 @@ class SplitClips:
     synthetic: bool = False  # built from a `ferv39k-hf sample` archive: not FERV39k, never ranked
 
 
-def _split_files(folder: Path, split: str) -> List[Path]:
+def _split_files(folder: Path, split: str) -> Tuple[List[Path], Dict]:
+    """The split's Parquet files, and the card's metadata they were read from."""
     from ferv39k_hf.dataset.card import read_card, split_files
 
     if not folder.is_dir():
@@ -50,7 +51,7 @@ def _split_files(folder: Path, split: str) -> List[Path]:
     missing = [str(name) for name in files if not name.is_file()]
     if missing:
         raise PredictionFileError(f"{folder}: README.md lists data files that are missing: {listing(missing)}")
-    return files
+    return files, meta
 
 
 def _skipped_by_build(folder: Path, split: str) -> int:
@@ -73,7 +74,7 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     import pyarrow.parquet as pq
 
     folder = Path(dataset_dir)
-    files = _split_files(folder, split)
+    files, meta = _split_files(folder, split)
     # Only the metadata columns' feature types are read from the file's datasets metadata, so a folder
     # built with a newer datasets (whose frame column type an older one cannot parse) still reads.
     metadata = pq.read_schema(files[0]).metadata or {}
@@ -95,9 +96,7 @@ def read_split(dataset_dir, split: str = "test") -> SplitClips:
     if sorted(label.names) != sorted(CLASS_WORDS) or list(scene.names) != list(SCENES) \
             or list(scenario.names) != list(SCENARIOS):
         raise PredictionFileError(f"{files[0]}: label, scene or scenario names are not FERV39k's")
-    from ferv39k_hf.dataset.card import read_card
-
-    synthetic = bool(read_card(folder).get("ferv39k_synthetic"))
+    synthetic = bool(meta.get("ferv39k_synthetic"))
     clips = SplitClips(folder, split, [], [], [], [], _skipped_by_build(folder, split), synthetic)
     for row in rows:
         clips.clip_ids.append(row["clip_id"])
