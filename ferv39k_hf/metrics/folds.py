@@ -42,15 +42,19 @@ def read_fold_clips(folder: Any) -> Optional[FoldClips]:
     """The clips of a DFEW/MAFW build (its card says ``ferv39k_dataset``); None for any other folder."""
     import pyarrow.parquet as pq
 
-    from ferv39k_hf.dataset.hub import read_card_metadata
+    from ferv39k_hf.dataset.card import read_card, split_files
+    from ferv39k_hf.errors import Ferv39kError
 
     folder = Path(folder)
-    meta = read_card_metadata(folder) if (folder / "README.md").is_file() else {}
+    try:
+        meta = read_card(folder) if (folder / "README.md").is_file() else {}
+    except Ferv39kError as err:
+        raise PredictionFileError(str(err)) from None
     if meta.get("ferv39k_dataset") not in ("dfew", "mafw"):
         return None
     if meta.get("ferv39k_config") == "compound":
         raise PredictionFileError(f"{folder}: the compound (multi-label) set has no single-label WAR/UAR to score")
-    paths = [folder / p for entry in meta["configs"][0]["data_files"] for p in entry["path"]]
+    paths = [path for files in split_files(meta, str(folder), str(folder / "README.md")).values() for path in files]
     table = pq.read_table(paths, columns=["clip_id", "label", "test_fold"])
     words = facts(meta["ferv39k_dataset"]).label_names(meta["ferv39k_label_order"])
     return FoldClips(meta["ferv39k_dataset"], meta["ferv39k_label_order"], words,
