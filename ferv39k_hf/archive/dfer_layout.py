@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -20,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from ferv39k_hf import fileio
 from ferv39k_hf.archive import ziparchive
 from ferv39k_hf.archive.files import ByteSink, FileRef
-from ferv39k_hf.archive.layout import UnsafeEntry
+from ferv39k_hf.archive.parts import UnsafeEntry, frame_path_problem
 from ferv39k_hf.archive.ziparchive import folder_kind, is_hidden, natural_key
 from ferv39k_hf.archive.zipdir import ZipDirectoryError, read_directory
 from ferv39k_hf.archive.zipindex import unsafe_reason
@@ -76,24 +75,6 @@ class ListFile:
         return self.ref.display
 
 
-def _disk_frame_problem(path: str, root_real: str) -> Optional[UnsafeEntry]:
-    """Why a file listed as a frame is not one to read now, or None for a regular file (or a link to one inside
-    the root)."""
-    try:
-        link = stat.S_ISLNK(os.lstat(path).st_mode)
-        if link:
-            target = os.path.realpath(path)
-            if not (target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep)):
-                return UnsafeEntry(None, path, f"symbolic link to {target}, outside the root")
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        return UnsafeEntry(None, path, f"entry that cannot be read or dangling link ({err.strerror}), not a frame "
-                           "file", "bad-frame")
-    if stat.S_ISREG(mode):
-        return None
-    return UnsafeEntry(None, path, "not a regular file (a folder, FIFO or device), not a frame file", "bad-frame")
-
-
 class DferPart:
     """The clips of one frame folder (or the mp4s): what ClipReader reads a config from."""
 
@@ -126,7 +107,7 @@ class DferPart:
         frames: List[FileRef] = []
         unsafe: List[UnsafeEntry] = []
         for ref in self.frames(clip_id):
-            problem = None if ref.container is not None else _disk_frame_problem(ref.name, self._layout.root_real)
+            problem = None if ref.container is not None else frame_path_problem(ref.name, self._layout.root_real)
             if problem is None:
                 frames.append(ref)
             else:

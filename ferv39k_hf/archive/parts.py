@@ -15,7 +15,7 @@ from ferv39k_hf.archive.zipindex import ZipClip
 from ferv39k_hf.errors import LayoutError
 from ferv39k_hf.taxonomy import PART_FOLDERS
 
-__all__ = ["Part", "SplitSource", "UnsafeEntry", "frame_entry_problem", "is_inside"]
+__all__ = ["Part", "SplitSource", "UnsafeEntry", "frame_entry_problem", "frame_path_problem", "is_inside"]
 
 
 @dataclass(frozen=True)
@@ -53,22 +53,27 @@ NOT_A_FILE = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)")
 def frame_entry_problem(entry: os.DirEntry, root_real: str) -> Optional[UnsafeEntry]:
     """Why a clip folder's entry named like a frame is not one to read, or None for a regular file (or a link
     to one inside the root). Nothing named like a frame is passed over without a word."""
-    link = entry.is_symlink()
-    if not link and entry.is_file():  # the listing's file type: no stat per frame
+    if not entry.is_symlink() and entry.is_file():  # the listing's file type: no stat per frame
         return None
+    return frame_path_problem(entry.path, root_real)
+
+
+def frame_path_problem(path: str, root_real: str) -> Optional[UnsafeEntry]:
+    """:func:`frame_entry_problem` for a path (one listed earlier, checked again when it is read)."""
+    link = os.path.islink(path)
     if link:
-        target = os.path.realpath(entry.path)
+        target = os.path.realpath(path)
         if not is_inside(target, root_real):
-            return UnsafeEntry(None, entry.path, f"symbolic link to {target}, outside the root")
+            return UnsafeEntry(None, path, f"symbolic link to {target}, outside the root")
     try:
-        mode = entry.stat().st_mode  # follows a link: its target's type
+        mode = os.stat(path).st_mode  # follows a link: its target's type
     except OSError as err:
         what = "dangling symbolic link" if link else "entry that cannot be read"
-        return UnsafeEntry(None, entry.path, f"{what} ({err.strerror}), not a frame file", "bad-frame")
+        return UnsafeEntry(None, path, f"{what} ({err.strerror}), not a frame file", "bad-frame")
     if stat.S_ISREG(mode):
         return None
     kind = next((name for test, name in NOT_A_FILE if test(mode)), "not a regular file")
-    return UnsafeEntry(None, entry.path, f"{kind}, not a frame file", "bad-frame")
+    return UnsafeEntry(None, path, f"{kind}, not a frame file", "bad-frame")
 
 
 class Part:
